@@ -1,0 +1,169 @@
+"""The ``dragkit`` command line: ``edit`` and ``demo`` (``bench``, ``eval`` and ``app`` come with later releases).
+
+User mistakes end with one line on stderr, ``dragkit: error: ...``, exit status 2, and no output file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import DragkitError, InputError, ParameterError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Drag-based image editing: move the content under handle points to their targets.",
+)
+
+_NUM = r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*"
+_DRAG = re.compile(rf"^{_NUM},{_NUM}:{_NUM},{_NUM}$")
+
+
+def parse_drag(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``"X1,Y1:X2,Y2"`` → ((x1, y1), (x2, y2)) in image pixels."""
+    m = _DRAG.match(text)
+    if not m:
+        raise InputError(f"--drag {text!r}: expected X1,Y1:X2,Y2 (handle x,y then target x,y), e.g. 40,44:46,44")
+    x1, y1, x2, y2 = (float(v) for v in m.groups())
+    return (x1, y1), (x2, y2)
+
+
+def params_table(method: str | None = None) -> str:
+    """Every parameter: name, default of the method (or the registry default), owner and meaning."""
+    from . import params as P
+    from .methods import METHODS, get_method
+
+    methods = [get_method(method)] if method else list(METHODS.values())
+    head = ["name", *[f"{m.name} default" for m in methods], "part", "meaning"]
+    rows = []
+    for name, p in sorted(P.REGISTRY.items(), key=lambda kv: (kv[1].owner, kv[0])):
+        defaults = []
+        for m in methods:
+            if p.owner.startswith("engine:") and p.owner != f"engine:{m.engine}":
+                defaults.append("-")
+            else:
+                defaults.append(str(m.defaults.get(name, p.default)))
+        meaning = p.help + (f" [{'|'.join(p.choices)}]" if p.choices else "")
+        rows.append([name, *defaults, p.owner, meaning])
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    lines = []
+    for r in [head, *rows]:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    return "\n".join(lines)
+
+
+def _help_params(value: bool) -> None:
+    if value:
+        typer.echo("Parameters (set with --set NAME=VALUE; the same names in Python and in OUT.json):\n")
+        typer.echo(params_table())
+        raise typer.Exit()
+
+
+def _select_device(name: str) -> str:
+    import torch
+
+    if name == "cpu":
+        return name
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("--device cuda: torch sees no CUDA device here")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ParameterError("--device mps: torch sees no Apple MPS device here")
+    if name not in ("cuda", "mps"):
+        raise ParameterError(f"--device {name!r}: choose cpu, cuda or mps")
+    return name
+
+
+@app.command()
+def edit(
+    image: Annotated[Path | None, typer.Argument(help="the image to edit", show_default=False)] = None,
+    drag: Annotated[list[str] | None, typer.Option("--drag", help="X1,Y1:X2,Y2 — a handle and its target")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="OUT.png (OUT.json is written beside it)")] = None,
+    mask: Annotated[str | None, typer.Option("--mask", help="mask image (white = may change), none, or auto")] = None,
+    prompt: Annotated[str, typer.Option("--prompt", help="text describing the image (diffusion)")] = "",
+    method: Annotated[str, typer.Option("--method", help="method preset")] = "draggan",
+    model: Annotated[str | None, typer.Option("--model", help="model id or path (default: the method's)")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="NAME=VALUE, any parameter")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 42,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or mps")] = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+    help_params: Annotated[
+        bool,
+        typer.Option("--help-params", is_eager=True, callback=_help_params, help="list every parameter and exit"),
+    ] = False,
+) -> None:
+    """Drag the content under each handle to its target; writes OUT.png and OUT.json."""
+    from .methods import get_method
+    from .params import parse_assignment
+
+    if image is None:
+        raise InputError("missing IMAGE: dragkit edit IMAGE --drag X1,Y1:X2,Y2 -o OUT.png")
+    if output is None:
+        raise InputError("missing -o OUT.png: where to write the result")
+    if not drag:
+        raise InputError("no --drag given: add at least one, e.g. --drag 40,44:46,44")
+    m = get_method(method)
+    overrides: dict[str, Any] = dict(parse_assignment(s) for s in sets or [])
+    mask_spec = overrides.pop("mask", "none") if mask is None else mask
+    m.resolve(overrides)  # every name and value checked before any work
+    from .io import check_output_path, load_image, load_mask, save_result
+    from .types import DragRequest
+
+    out_png = check_output_path(output)
+    dev = _select_device(device)
+    src = load_image(image)
+    pairs = [parse_drag(d) for d in drag]
+    mask_arr = None
+    if mask_spec == "auto":
+        raise ParameterError("--mask auto needs AdaptiveDrag's automatic mask part, which is not implemented yet")
+    if mask_spec not in ("none", ""):
+        mask_arr = load_mask(mask_spec, src.size)
+    req = DragRequest(src, [p[0] for p in pairs], [p[1] for p in pairs], mask=mask_arr, prompt=prompt, seed=seed)
+    if m.engine != "gan":
+        raise ParameterError(f"method {method!r} needs the {m.engine} engine, which is not implemented yet")
+    from .pipelines import DragGANPipeline
+
+    pipe = DragGANPipeline.from_pretrained(model or "dcgan-faces").to(dev)
+    result = pipe(req, method=method, progress=not quiet, **overrides)
+    if mask_spec not in ("none", ""):
+        result.params["mask"] = str(mask_spec)
+    png, js = save_result(result, out_png)
+    final = ", ".join(f"({x:g}, {y:g})" for x, y in result.handles)
+    typer.echo(
+        f"wrote {png} and {js}: {result.info['steps']} steps ({result.info['stop_reason']}), "
+        f"final handles {final}, {result.timings['total']:.1f} s"
+    )
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("-o", "--out", help="folder for the demo's files")] = Path("demo_out"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """A real drag edit offline: generate a face with the bundled DCGAN and drag it (before/after, GIF, JSON)."""
+    from .demo import run_demo
+
+    run_demo(out, progress=not quiet, echo=typer.echo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: runs the app, turning user mistakes into one line and exit status 2."""
+    logging.basicConfig(level=logging.WARNING, format="dragkit: %(message)s")
+    try:
+        app(args=argv, standalone_mode=True)
+    except DragkitError as e:
+        typer.echo(f"dragkit: error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("dragkit: interrupted; no output written", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

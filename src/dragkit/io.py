@@ -1,0 +1,172 @@
+"""Files in and out: images, masks, atomic writes, result bundles, and a restricted unpickler."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin
+
+from .errors import InputError
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Read an image file fully (so truncated files fail here, not later), honour EXIF rotation, return RGB."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"image file not found: {p}")
+    if not p.is_file():
+        raise InputError(f"not a file: {p}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            if im.mode == "I;16" or im.mode.startswith("I"):
+                im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8))
+            return im.convert("RGB")
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"cannot read {p} as an image: {e}") from None
+
+
+def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
+    """Read a mask image (white / non-zero = may change) and check it matches ``size`` = ``(W, H)``."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"mask file not found: {p}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA"):
+                arr = np.asarray(im.getchannel("A")) if _alpha_is_meaningful(im) else np.asarray(im.convert("L"))
+            else:
+                arr = np.asarray(im.convert("L"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"cannot read mask {p} as an image: {e}") from None
+    if arr.shape[::-1] != tuple(size):
+        raise InputError(
+            f"mask {p} is {arr.shape[1]}x{arr.shape[0]} but the image is {size[0]}x{size[1]}: "
+            "they must be the same size"
+        )
+    out = arr > 127
+    if not out.any():
+        raise InputError(f"mask {p} is empty (all black): nothing may change. Paint the region that may move")
+    return out
+
+
+def _alpha_is_meaningful(im: Image.Image) -> bool:
+    alpha = np.asarray(im.getchannel("A"))
+    return bool(alpha.min() < 255)
+
+
+def check_output_path(path: str | os.PathLike, suffix: str = ".png") -> Path:
+    """Validate an output path before any work is done: its folder exists and is writable."""
+    p = Path(path)
+    if p.suffix.lower() != suffix:
+        raise InputError(f"output {p} must end in {suffix}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise InputError(f"output folder {parent} does not exist")
+    if not parent.is_dir():
+        raise InputError(f"output folder {parent} is not a folder")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"output folder {parent} is not writable")
+    if p.exists() and p.is_dir():
+        raise InputError(f"output {p} is a folder")
+    return p
+
+
+def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
+def write_png(path: str | os.PathLike, image: Image.Image, text: dict[str, str] | None = None) -> None:
+    """Write a PNG atomically, optionally with text chunks (the recipe travels with the pixels)."""
+    info = PngImagePlugin.PngInfo()
+    for k, v in (text or {}).items():
+        info.add_itxt(k, v)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_result(result: Any, png_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``OUT.png`` (with the recipe in a text chunk) and ``OUT.json``, each atomically.
+
+    The JSON goes first and the PNG last, so a PNG on disk always has its JSON beside it.
+    """
+    png = Path(png_path)
+    js = png.with_suffix(".json")
+    record = result.to_dict()
+    text = json.dumps({k: record[k] for k in ("dragkit", "method", "params", "points")})
+    write_json(js, record)
+    write_png(png, result.image, {"dragkit": text})
+    return png, js
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in ("dragkit", "torch", "numpy", "pillow"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles only plain data and numpy arrays; any other global is refused (a crafted file cannot run code)."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only plain data and arrays")
+        if module.startswith("numpy.core") and hasattr(np, "_core"):  # numpy 2 moved it; avoid its warning
+            module = module.replace("numpy.core", "numpy._core", 1)
+        elif module.startswith("numpy._core") and not hasattr(np, "_core"):
+            module = module.replace("numpy._core", "numpy.core", 1)
+        return super().find_class(module, name)
+
+
+def safe_unpickle(path: str | os.PathLike) -> Any:
+    with open(path, "rb") as f:
+        return RestrictedUnpickler(f).load()

@@ -1,0 +1,262 @@
+"""The shared drag loop: one pure function every method runs (DragGAN, Pan et al. 2023, §3.2; DragDiffusion,
+Shi et al. 2024, §3.3).
+
+It optimizes a latent so that content under each handle moves towards its target, alternating **motion
+supervision** (a loss on features) and **point tracking** (where did the handle content go). It knows nothing
+of engines, files or interfaces: it sees a latent, a feature function and the parts it is given, and reports
+through one callback dict per step (k-diffusion's convention), which the CLI progress bar, the app's preview,
+the trajectory GIF, the result JSON and the tests all read.
+
+All points inside the loop are ``(row, col)`` float tensors on the supervision grid (see ``geometry``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+
+@dataclass
+class FeatureOutput:
+    """What a feature function returns for one latent.
+
+    ``features``: ``(1, C, h, w)`` on the supervision grid, differentiable w.r.t. the latent. ``extras``: whatever
+    an engine-specific term needs (for diffusion, the one-step-denoised latent of the mask term).
+    """
+
+    features: Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+FeatureFn = Callable[[Tensor], FeatureOutput]
+
+
+@dataclass
+class DragContext:
+    """Per-edit state the parts share: built once by the loop, read by every part.
+
+    ``state`` is where a part keeps what it learns during one edit (for example a tracker's filters), keyed by
+    the part's name, so the part objects themselves stay stateless and reusable across edits.
+    """
+
+    features0: Tensor
+    extras0: dict[str, Any]
+    handles0: Tensor
+    targets: Tensor
+    mask: Tensor | None
+    step: int = 0
+    confidences: Tensor | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return tuple(self.features0.shape[-2:])  # type: ignore[return-value]
+
+
+@dataclass
+class TrackResult:
+    handles: Tensor
+    confidences: Tensor | None = None
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Finds where each handle's content went after a latent update."""
+
+    def prepare(self, ctx: DragContext) -> None: ...
+
+    def track(self, features: Tensor, handles: Tensor, ctx: DragContext) -> TrackResult: ...
+
+
+@runtime_checkable
+class Supervision(Protocol):
+    """The motion-supervision loss: pulls content at each active handle one step towards its target."""
+
+    def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor: ...
+
+
+@runtime_checkable
+class LossTerm(Protocol):
+    """An extra loss term (e.g. the mask term). ``group`` names the gradient group it belongs to (see fusion)."""
+
+    name: str
+    group: str
+
+    def __call__(self, out: FeatureOutput, ctx: DragContext) -> Tensor | None: ...
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """Decides when the loop stops. ``stop_distance``: a handle closer than this to its target has arrived."""
+
+    stop_distance: float
+
+    def should_stop(self, step: int, distances: Tensor, ctx: DragContext) -> str | None: ...
+
+
+GradientFusion = Callable[[Mapping[str, Tensor], DragContext], Tensor]
+"""Combines per-group gradients w.r.t. the latent into one (CLIPDrag's global-local fusion)."""
+
+
+@dataclass
+class DragLoopOutput:
+    latent: Tensor
+    handles: Tensor
+    steps: int
+    stop_reason: str
+    trajectory: list[dict[str, Any]]
+    seconds: float
+
+
+def drag_loop(
+    latent: Tensor,
+    features: FeatureFn,
+    handles: Tensor,
+    targets: Tensor,
+    *,
+    tracker: Tracker,
+    supervision: Supervision,
+    schedule: Schedule,
+    optimizer: Callable[[list[Tensor]], torch.optim.Optimizer],
+    terms: Sequence[LossTerm] = (),
+    fusion: GradientFusion | None = None,
+    mask: Tensor | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    disable: bool = True,
+    desc: str = "drag",
+) -> DragLoopOutput:
+    """Run the drag loop and return the optimized latent and the final handle positions.
+
+    At step ``k``: compute features of the current latent; from ``k = 1`` track the handles; stop if the
+    schedule says so (every handle within ``schedule.stop_distance`` of its target, or the budget spent);
+    otherwise take one optimizer step on ``supervision + Σ terms``, leaving arrived handles out of the motion
+    loss. So the final handles are those tracked on the final latent, and ``features`` runs ``1 + steps`` times
+    (the initial features are the step-0 features, detached). This is DragDiffusion's order.
+
+    Args:
+        latent: the starting latent (not modified; a copy is optimized).
+        features: latent → :class:`FeatureOutput` on the supervision grid.
+        handles, targets: ``(N, 2)`` ``(row, col)`` on that grid.
+        tracker, supervision, schedule: the parts.
+        optimizer: builds the optimizer for ``[latent]`` (e.g. ``lambda p: torch.optim.Adam(p, lr=0.01)``).
+        terms: extra loss terms (mask term, ...).
+        fusion: when given, gradients are taken per term ``group`` ("motion" is the supervision's) and combined by
+            it, instead of back-propagating the summed loss.
+        mask: ``(h, w)`` float on the grid, 1 = may change; ``None`` = no mask. Parts read it from the context.
+        callback: receives one dict per step: ``step``, ``latent``, ``features``, ``handles``, ``targets``,
+            ``distances``, ``active``, ``losses`` (floats; empty on the final step), ``confidences``, ``final``.
+        cancel: polled once per step; returning True stops the loop with ``stop_reason="cancelled"``.
+        disable: hide the progress bar.
+    """
+    t0 = time.perf_counter()
+    handles = torch.as_tensor(handles, dtype=torch.float64).reshape(-1, 2).clone()
+    targets = torch.as_tensor(targets, dtype=torch.float64).reshape(-1, 2).clone()
+    if handles.shape != targets.shape:
+        raise ValueError(f"handles {tuple(handles.shape)} and targets {tuple(targets.shape)} differ in shape")
+    z = latent.detach().clone().requires_grad_(True)
+    opt = optimizer([z])
+
+    with torch.enable_grad():
+        out = features(z)
+    ctx = DragContext(
+        features0=out.features.detach(),
+        extras0={k: (v.detach() if isinstance(v, Tensor) else v) for k, v in out.extras.items()},
+        handles0=handles.clone(),
+        targets=targets,
+        mask=mask,
+    )
+    tracker.prepare(ctx)
+
+    trajectory: list[dict[str, Any]] = []
+    bar = tqdm(desc=desc, disable=disable, unit="step", leave=False)
+    step = 0
+    reason = "max_steps"
+    try:
+        while True:
+            ctx.step = step
+            if step > 0:
+                with torch.enable_grad():
+                    out = features(z)
+                tracked = tracker.track(out.features.detach(), handles, ctx)
+                handles = tracked.handles.to(torch.float64)
+                ctx.confidences = tracked.confidences
+            distances = (targets - handles).norm(dim=-1)
+            record: dict[str, Any] = {
+                "step": step,
+                "handles": handles.tolist(),
+                "distances": distances.tolist(),
+                "losses": {},
+            }
+            if ctx.confidences is not None:
+                record["confidences"] = ctx.confidences.tolist()
+            stop = schedule.should_stop(step, distances, ctx)
+            if stop is None and cancel is not None and cancel():
+                stop = "cancelled"
+            active = distances >= schedule.stop_distance
+            event = {
+                "step": step,
+                "latent": z.detach(),
+                "features": out.features.detach(),
+                "handles": handles.clone(),
+                "targets": targets,
+                "distances": distances,
+                "active": active,
+                "confidences": ctx.confidences,
+            }
+            if stop is not None:
+                reason = stop
+                trajectory.append(record)
+                if callback is not None:
+                    callback({**event, "losses": {}, "final": True})
+                break
+
+            with torch.enable_grad():
+                losses = {"motion": supervision.loss(out.features, handles, active, ctx)}
+                groups = {"motion": "motion"}
+                for term in terms:
+                    value = term(out, ctx)
+                    if value is not None:
+                        losses[term.name] = value
+                        groups[term.name] = term.group
+                floats = {k: float(v.detach()) for k, v in losses.items()}
+                if not all(math.isfinite(v) for v in floats.values()):
+                    raise FloatingPointError(f"drag loss became non-finite at step {step}: {floats}")
+                opt.zero_grad(set_to_none=True)
+                if fusion is None:
+                    torch.stack([v.to(torch.float32) for v in losses.values()]).sum().backward()
+                else:
+                    per_group: dict[str, Tensor] = {}
+                    for k, v in losses.items():
+                        per_group[groups[k]] = per_group.get(groups[k], 0) + v
+                    grads = {}
+                    names = list(per_group)
+                    for i, g in enumerate(names):
+                        (grad,) = torch.autograd.grad(per_group[g], z, retain_graph=i < len(names) - 1)
+                        grads[g] = grad
+                    z.grad = fusion(grads, ctx)
+            record["losses"] = floats
+            trajectory.append(record)
+            if callback is not None:
+                callback({**event, "losses": floats, "final": False})
+            opt.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(dist=f"{float(distances.max()):.2f}", loss=f"{sum(floats.values()):.4f}")
+    finally:
+        bar.close()
+    return DragLoopOutput(
+        latent=z.detach(),
+        handles=handles,
+        steps=step,
+        stop_reason=reason,
+        trajectory=trajectory,
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,126 @@
+"""Methods: named presets of parts with their papers' defaults.
+
+A method is data: the engine it runs on and the default of every parameter it reads. Any value can be
+overridden by name (``--set r_p=6`` on the CLI, ``r_p=6`` in Python), and so can the parts themselves
+(``tracker=...``, ``supervision=...``): mixing two papers' ideas is one override.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from . import engines as _engines  # noqa: F401 - the engines register their parameters on import
+from . import params as P
+from .errors import ParameterError
+from .loop import LossTerm, Schedule, Supervision, Tracker
+from .parts import SUPERVISIONS, TRACKERS, FixedSchedule
+
+# `mask` is read by the interfaces (a path is loaded before the engine runs); registered so it is listed and set
+# the same way as every other name.
+P.register(
+    P.Param(
+        "mask",
+        str,
+        "none",
+        "editable region: a path to a mask image (white = may change), none, or auto (needs AdaptiveDrag's part)",
+        "interface",
+    )
+)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named preset: which engine, which parts, every default; ``citation`` goes into docs and results."""
+
+    name: str
+    engine: Literal["gan", "diffusion"]
+    summary: str
+    citation: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Full parameter set: the registry defaults, then this preset's, then the overrides (all validated)."""
+        engine_params = {
+            k: p.default
+            for k, p in P.REGISTRY.items()
+            if not p.owner.startswith("engine:") or p.owner == f"engine:{self.engine}"
+        }
+        base = {**engine_params, **self.defaults}
+        for k in overrides or {}:
+            owner = P.lookup(k).owner
+            if owner.startswith("engine:") and owner != f"engine:{self.engine}":
+                raise ParameterError(
+                    f"{k} is a parameter of the {owner.split(':')[1]} engine; method {self.name!r} runs on {self.engine}"
+                )
+        return P.resolve(base, overrides or {})
+
+
+METHODS: dict[str, Method] = {}
+
+
+def add_method(m: Method) -> Method:
+    unknown = [k for k in m.defaults if k not in P.REGISTRY]
+    if unknown:
+        raise RuntimeError(f"method {m.name!r} sets unregistered parameters {unknown}")
+    METHODS[m.name] = m
+    return m
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, METHODS, n=2)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ParameterError(f"unknown method {name!r}{hint}; available: {', '.join(sorted(METHODS))}") from None
+
+
+@dataclass
+class LoopParts:
+    tracker: Tracker
+    supervision: Supervision
+    schedule: Schedule
+    terms: list[LossTerm]
+
+
+def build_parts(params: Mapping[str, Any], terms: list[LossTerm] | None = None) -> LoopParts:
+    """Instantiate the parts a resolved parameter set names."""
+    return LoopParts(
+        tracker=TRACKERS[params["tracker"]].from_params(params),
+        supervision=SUPERVISIONS[params["supervision"]].from_params(params),
+        schedule=FixedSchedule.from_params(params),
+        terms=list(terms or []),
+    )
+
+
+def adam(lr: float):
+    """The optimizer every preset uses: Adam on the latent."""
+    return lambda p: torch.optim.Adam(p, lr=lr)
+
+
+add_method(
+    Method(
+        name="draggan",
+        engine="gan",
+        summary="DragGAN: patch-L1 motion supervision + nearest-neighbour tracking on a GAN's features",
+        citation="Pan et al., Drag Your GAN, SIGGRAPH 2023",
+        defaults={
+            "tracker": "nearest",
+            "supervision": "patch",
+            "patch_shape": "disc",
+            "drag_steps": 200,
+            "latent_lr": 0.01,
+            "r_m": 3,
+            "r_p": 4,
+            "lam": 10.0,
+            "stop_distance": 1.0,
+            "feature_block": 3,
+            "latent_block": 1,
+        },
+    )
+)

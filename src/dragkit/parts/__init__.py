@@ -1,0 +1,12 @@
+"""Interchangeable parts of the drag loop: trackers, motion supervisions, extra loss terms, schedules.
+
+Each part is a small class with its paper cited, its parameters registered under stable names
+(:mod:`dragkit.params`), built from a resolved parameter dict by ``from_params``.
+"""
+
+from .schedules import FixedSchedule
+from .supervision import SUPERVISIONS, PatchSupervision
+from .terms import FeatureMaskTerm
+from .trackers import TRACKERS, NearestTracker
+
+__all__ = ["SUPERVISIONS", "TRACKERS", "FeatureMaskTerm", "FixedSchedule", "NearestTracker", "PatchSupervision"]
