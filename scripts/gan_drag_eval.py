@@ -97,9 +97,17 @@ def main() -> None:
         lp_all = lpips_distance(face.image, res.image)
         rows.append(
             dict(
-                seed=i, handle=h, target=t, length=round(math.dist(h, t), 2), md_before=round(before, 2),
-                md_after=round(after, 2), lpips_outside=round(lp_out, 4), lpips_all=round(lp_all, 4),
-                tracked_final=res.handles[0], steps=res.info["steps"], stop=res.info["stop_reason"],
+                seed=i,
+                handle=h,
+                target=t,
+                length=round(math.dist(h, t), 2),
+                md_before=round(before, 2),
+                md_after=round(after, 2),
+                lpips_outside=round(lp_out, 4),
+                lpips_all=round(lp_all, 4),
+                tracked_final=res.handles[0],
+                steps=res.info["steps"],
+                stop=res.info["stop_reason"],
                 seconds=round(sec, 2),
             )
         )
@@ -108,21 +116,44 @@ def main() -> None:
             tiles.append(
                 side_by_side([draw_points(face.image, [h], [t], scale=3), draw_points(res.image, [h], [t], scale=3)])
             )
-    mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in
-            ("length", "md_before", "md_after", "lpips_outside", "lpips_all", "steps", "seconds")}
+    mean = {
+        k: round(float(np.mean([r[k] for r in rows])), 4)
+        for k in ("length", "md_before", "md_after", "lpips_outside", "lpips_all", "steps", "seconds")
+    }
     args.out.mkdir(parents=True, exist_ok=True)
-    params = pipe(DragRequest(pipe.generate(0).image, [(30, 30)], [(30, 30)]), method=args.method,
-                  code=pipe.generate(0).code, progress=False, **overrides).params
-    (args.out / "results.json").write_text(json.dumps(
-        {"method": args.method, "params": params, "radius": args.radius, "matcher": ex.name, "rows": rows,
-         "mean": mean}, indent=2))
-    lines = ["| seed | drag (px) | MD before | MD after | LPIPS outside discs | LPIPS whole | steps |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    params = pipe(
+        DragRequest(pipe.generate(0).image, [(30, 30)], [(30, 30)]),
+        method=args.method,
+        code=pipe.generate(0).code,
+        progress=False,
+        **overrides,
+    ).params
+    (args.out / "results.json").write_text(
+        json.dumps(
+            {
+                "method": args.method,
+                "params": params,
+                "radius": args.radius,
+                "matcher": ex.name,
+                "rows": rows,
+                "mean": mean,
+            },
+            indent=2,
+        )
+    )
+    lines = [
+        "| seed | drag (px) | MD before | MD after | LPIPS outside discs | LPIPS whole | steps |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['seed']} | {r['length']:.1f} | {r['md_before']:.2f} | {r['md_after']:.2f} | "
-                     f"{r['lpips_outside']:.4f} | {r['lpips_all']:.4f} | {r['steps']} |")
-    lines.append(f"| **mean** | {mean['length']:.1f} | {mean['md_before']:.2f} | {mean['md_after']:.2f} | "
-                 f"{mean['lpips_outside']:.4f} | {mean['lpips_all']:.4f} | {mean['steps']:.0f} |")
+        lines.append(
+            f"| {r['seed']} | {r['length']:.1f} | {r['md_before']:.2f} | {r['md_after']:.2f} | "
+            f"{r['lpips_outside']:.4f} | {r['lpips_all']:.4f} | {r['steps']} |"
+        )
+    lines.append(
+        f"| **mean** | {mean['length']:.1f} | {mean['md_before']:.2f} | {mean['md_after']:.2f} | "
+        f"{mean['lpips_outside']:.4f} | {mean['lpips_all']:.4f} | {mean['steps']:.0f} |"
+    )
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     if tiles:
         cols = 4
@@ -136,7 +167,21 @@ def main() -> None:
             grid.paste(r, (0, y))
             y += r.height + 12
         grid.save(args.out / "grid.png")
-    print("mean", json.dumps(mean))
+    summary = {
+        "median_md_before": float(np.median([r["md_before"] for r in rows])),
+        "median_md_after": float(np.median([r["md_after"] for r in rows])),
+        "improved": sum(r["md_after"] < r["md_before"] for r in rows),
+        "n": len(rows),
+    }
+    data = json.loads((args.out / "results.json").read_text())
+    data["summary"] = summary
+    (args.out / "results.json").write_text(json.dumps(data, indent=2))
+    with open(args.out / "results.md", "a") as f:
+        f.write(
+            f"\nmedian MD {summary['median_md_before']:.2f} → {summary['median_md_after']:.2f} px; "
+            f"MD lower after the edit on {summary['improved']} of {summary['n']} drags\n"
+        )
+    print("mean", json.dumps(mean), json.dumps(summary))
 
 
 if __name__ == "__main__":

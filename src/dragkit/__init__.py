@@ -2,11 +2,11 @@
 
 __version__ = "0.1.0"
 
-from .errors import DragkitError, InputError, ModelError, ParameterError  # noqa: E402
-from .loop import DragContext, FeatureOutput, drag_loop  # noqa: E402
-from .methods import METHODS, Method, get_method  # noqa: E402
-from .pipelines import DragGANPipeline, GANSample  # noqa: E402
-from .types import DragRequest, DragResult  # noqa: E402
+from .errors import DragkitError, InputError, ModelError, ParameterError
+from .loop import DragContext, FeatureOutput, drag_loop
+from .methods import METHODS, Method, get_method
+from .pipelines import DragGANPipeline, GANSample
+from .types import DragRequest, DragResult
 
 __all__ = [
     "METHODS",

@@ -84,7 +84,9 @@ def _select_device(name: str) -> str:
 def edit(
     image: Annotated[Path | None, typer.Argument(help="the image to edit", show_default=False)] = None,
     drag: Annotated[list[str] | None, typer.Option("--drag", help="X1,Y1:X2,Y2 — a handle and its target")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="OUT.png (OUT.json is written beside it)")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="OUT.png (OUT.json is written beside it)")
+    ] = None,
     mask: Annotated[str | None, typer.Option("--mask", help="mask image (white = may change), none, or auto")] = None,
     prompt: Annotated[str, typer.Option("--prompt", help="text describing the image (diffusion)")] = "",
     method: Annotated[str, typer.Option("--method", help="method preset")] = "draggan",

@@ -23,5 +23,5 @@ class ModelError(DragkitError):
     """A model that cannot be found or loaded (missing weights package, wrong file)."""
 
 
-class DragCancelled(Exception):  # noqa: N818 - a signal, not an error
+class DragCancelled(Exception):
     """Raised inside the loop machinery when the caller cancels an edit; never shown to a user as an error."""

@@ -18,6 +18,10 @@ from PIL import Image, ImageOps, PngImagePlugin
 
 from .errors import InputError
 
+# mkstemp creates files 0600; results get the permissions any other new file would (read once: umask is global).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Read an image file fully (so truncated files fail here, not later), honour EXIF rotation, return RGB."""
@@ -97,6 +101,7 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -147,15 +152,17 @@ def library_versions() -> dict[str, str]:
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickles only plain data and numpy arrays; any other global is refused (a crafted file cannot run code)."""
 
-    ALLOWED = {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("collections", "OrderedDict"),
-    }
+    ALLOWED: frozenset[tuple[str, str]] = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("collections", "OrderedDict"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:

@@ -132,6 +132,7 @@ def drag_loop(
     cancel: Callable[[], bool] | None = None,
     disable: bool = True,
     desc: str = "drag",
+    total: int | None = None,
 ) -> DragLoopOutput:
     """Run the drag loop and return the optimized latent and the final handle positions.
 
@@ -155,6 +156,7 @@ def drag_loop(
             ``distances``, ``active``, ``losses`` (floats; empty on the final step), ``confidences``, ``final``.
         cancel: polled once per step; returning True stops the loop with ``stop_reason="cancelled"``.
         disable: hide the progress bar.
+        desc, total: the progress bar's label and expected length (the step budget; the loop may stop sooner).
     """
     t0 = time.perf_counter()
     handles = torch.as_tensor(handles, dtype=torch.float64).reshape(-1, 2).clone()
@@ -176,7 +178,7 @@ def drag_loop(
     tracker.prepare(ctx)
 
     trajectory: list[dict[str, Any]] = []
-    bar = tqdm(desc=desc, disable=disable, unit="step", leave=False)
+    bar = tqdm(desc=desc, total=total, disable=disable, unit="step", leave=False)
     step = 0
     reason = "max_steps"
     try:

@@ -56,5 +56,5 @@ def gif_bytes(frames: Sequence[Image.Image], ms: int = 80, hold_last: int = 10) 
         raise ValueError("no frames to write")
     frames = list(frames) + [frames[-1]] * hold_last
     buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0)
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0, optimize=True)
     return buf.getvalue()

@@ -46,7 +46,14 @@ register(
         "engine:gan",
         min=0,
     ),
-    Param("invert_steps", int, 300, "GAN: optimization steps fitting a user image (0 = no refinement)", "engine:gan", min=0),
+    Param(
+        "invert_steps",
+        int,
+        300,
+        "GAN: optimization steps fitting a user image (0 = no refinement)",
+        "engine:gan",
+        min=0,
+    ),
     Param("invert_restarts", int, 8, "GAN: random z starts tried when fitting a user image", "engine:gan", min=1),
 )
 
@@ -69,15 +76,19 @@ class DCGANGenerator(nn.Module):
             layers += [
                 nn.ConvTranspose2d(chans[i], chans[i + 1], 4, stride, pad, bias=False),
                 nn.BatchNorm2d(chans[i + 1]),
-                nn.ReLU(True),
+                nn.ReLU(),  # not in place: block outputs are features and codes
             ]
         layers += [nn.ConvTranspose2d(w, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
     @property
     def blocks(self) -> list[nn.Module]:
+        """Stages cut after each batch norm: ``[ConvT, BN]``, then ``[ReLU, ConvT, BN]`` ×3, then
+        ``[ReLU, ConvT, tanh]``. So a block's output (a feature map) and the code entering a block are the
+        normalized pre-activations: dense, signed, of unit scale — better for L1 matching than the sparse ReLU
+        outputs, and an optimized code stays in the range the next ReLU expects."""
         m = self.main
-        return [m[0:3], m[3:6], m[6:9], m[9:12], m[12:14]]
+        return [m[0:2], m[2:5], m[5:8], m[8:11], m[11:14]]
 
     @property
     def resolution(self) -> int:
@@ -107,7 +118,7 @@ def _state_dict_from_file(path: Path) -> Mapping[str, Tensor]:
             sd: Any = load_file(str(path))
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to parse a user file is a user-facing model error
+    except Exception as e:
         raise ModelError(f"cannot load generator weights from {path}: {e}") from None
     if isinstance(sd, Mapping) and "netG_state_dict" in sd:
         sd = sd["netG_state_dict"]

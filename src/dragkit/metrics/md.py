@@ -41,11 +41,11 @@ class MDResult:
 @torch.no_grad()
 def match_points(src_feat: Tensor, dst_feat: Tensor, points: Sequence[Point]) -> list[Point]:
     """For each ``(x, y)`` point (rounded to a pixel), the ``(x, y)`` of the cosine argmax over ``dst_feat``."""
-    c, h, w = dst_feat.shape
+    c, _, w = dst_feat.shape
     dst = F.normalize(dst_feat.reshape(c, -1), dim=0)
     out = []
     for x, y in points:
-        xi, yi = int(round(x)), int(round(y))
+        xi, yi = round(x), round(y)
         v = F.normalize(src_feat[:, yi, xi], dim=0)
         idx = int(torch.argmax(v @ dst))
         out.append((float(idx % w), float(idx // w)))

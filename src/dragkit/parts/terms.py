@@ -11,7 +11,9 @@ from torch import Tensor
 from ..loop import DragContext, FeatureOutput
 from ..params import Param, register
 
-register(Param("lam", float, 0.1, "weight of the mask (background) term; used only when a mask is given", "terms", min=0))
+register(
+    Param("lam", float, 0.1, "weight of the mask (background) term; used only when a mask is given", "terms", min=0)
+)
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,7 @@ class DragGANPipeline:
             callback=on_step,
             cancel=cancel,
             disable=not progress,
+            total=params["drag_steps"],
         )
         timings["drag"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -217,4 +218,3 @@ class DragGANPipeline:
             mask=request.mask,
             frames=frames,
         )
-

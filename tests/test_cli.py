@@ -1,0 +1,134 @@
+"""The command line, run as a user runs it: a subprocess, exit codes, one-line errors, files on disk."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def dragkit(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "dragkit.cli", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd
+    )
+
+
+@pytest.fixture(scope="module")
+def face(tmp_path_factory, gan_pipe):
+    d = tmp_path_factory.mktemp("face")
+    gan_pipe.generate(27).image.save(d / "face.png")
+    return d / "face.png"
+
+
+FAST = ["--set", "drag_steps=5", "--set", "invert_steps=10", "--set", "invert_restarts=2", "-q"]
+
+
+def test_edit_writes_png_and_json(face, tmp_path):
+    out = tmp_path / "out.png"
+    r = dragkit("edit", face, "--drag", "31,50:31,45", "-o", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout
+    assert Image.open(out).size == (64, 64)
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["method"] == "draggan"
+    assert rec["params"]["drag_steps"] == 5 and rec["params"]["r_p"] == 4
+    assert rec["points"]["handles"] == [[31.0, 50.0]] and rec["points"]["targets"] == [[31.0, 45.0]]
+    assert len(rec["points"]["final_handles"]) == 1
+    assert rec["trajectory"][0]["step"] == 0 and "motion" in rec["trajectory"][0]["losses"]
+    assert {"invert", "drag", "total"} <= set(rec["timings"])
+    assert rec["info"]["source"] == "inverted" and rec["info"]["inversion_psnr"] > 10
+    assert "torch" in rec["versions"]
+    # the recipe also travels inside the PNG
+    assert json.loads(Image.open(out).text["dragkit"])["method"] == "draggan"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.png"]
+
+
+def test_edit_with_mask_and_noop_pair(face, tmp_path):
+    m = np.zeros((64, 64), np.uint8)
+    m[35:64, 15:50] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    out = tmp_path / "o.png"
+    r = dragkit(
+        "edit", face, "--drag", "31,50:31,45", "--drag", "10,10:10,10", "--mask", tmp_path / "m.png", "-o", out, *FAST
+    )
+    assert r.returncode == 0, r.stderr
+    assert "nothing to move" in r.stderr
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["has_mask"] and rec["params"]["mask"].endswith("m.png") and rec["info"]["noop_pairs"] == [2]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--drag", "64,10:10,10"], "handle 1 at (64, 10) is outside the 64x64 image"),
+        (["--drag", "10,10:10,80"], "target 1 at (10, 80) is outside"),
+        (["--drag", "10,10,12"], "expected X1,Y1:X2,Y2"),
+        (["--drag", "10,10:12"], "expected X1,Y1:X2,Y2"),
+        (["--drag", "a,b:c,d"], "expected X1,Y1:X2,Y2"),
+        (["--drag", "10,10:12,12", "--method", "nope"], "unknown method 'nope'"),
+        (["--drag", "10,10:12,12", "--set", "r_q=2"], "unknown parameter 'r_q'"),
+        (["--drag", "10,10:12,12", "--set", "drag_steps=-1"], "drag_steps=-1: must be ≥ 0"),
+        (["--drag", "10,10:12,12", "--set", "latent_lr=nan"], "finite"),
+        (["--drag", "10,10:12,12", "--mask", "MASK_WRONG"], "mask"),
+        (["--drag", "10,10:12,12", "--mask", "MASK_NOTIMG"], "cannot read mask"),
+        (["--drag", "10,10:12,12", "--mask", "auto"], "not implemented yet"),
+        (["--drag", "10,10:12,12", "--device", "cuda"], "no CUDA device"),
+        ([], "no --drag given"),
+    ],
+)
+def test_edit_user_mistakes(face, tmp_path, args, message):
+    Image.new("L", (32, 32), 255).save(tmp_path / "wrong.png")
+    (tmp_path / "notimg.png").write_text("hello")
+    args = [str(tmp_path / "wrong.png") if a == "MASK_WRONG" else a for a in args]
+    args = [str(tmp_path / "notimg.png") if a == "MASK_NOTIMG" else a for a in args]
+    out = tmp_path / "o.png"
+    r = dragkit("edit", face, *args, "-o", out, "-q")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dragkit: error:") and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "notimage", "dir"])
+def test_edit_bad_input_files(tmp_path, face, kind):
+    src = tmp_path / "in.png"
+    if kind == "truncated":
+        src.write_bytes(face.read_bytes()[:200])
+    elif kind == "notimage":
+        src.write_text("not an image at all")
+    elif kind == "dir":
+        src.mkdir()
+    r = dragkit("edit", src, "--drag", "10,10:12,12", "-o", tmp_path / "o.png", "-q")
+    assert r.returncode == 2 and r.stderr.startswith("dragkit: error:") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_edit_output_in_missing_folder(face, tmp_path):
+    r = dragkit("edit", face, "--drag", "10,10:12,12", "-o", tmp_path / "nope" / "o.png", "-q")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_help_params_lists_names_and_defaults():
+    r = dragkit("edit", "--help-params")
+    assert r.returncode == 0
+    for name in ("drag_steps", "latent_lr", "r_m", "r_p", "lam", "feature_block", "latent_block", "tracker"):
+        assert name in r.stdout
+    assert "draggan default" in r.stdout
+
+
+def test_demo_writes_its_files(tmp_path):
+    r = dragkit("demo", "-o", tmp_path / "demo", "-q")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert names == ["after.json", "after.png", "before.png", "before_after.png", "trajectory.gif"]
+    rec = json.loads((tmp_path / "demo" / "after.json").read_text())
+    demo = rec["info"]["demo"]
+    assert demo["md_after"] < demo["md_before"]
+    gif = Image.open(tmp_path / "demo" / "trajectory.gif")
+    assert gif.n_frames > 2
