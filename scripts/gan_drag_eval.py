@@ -9,7 +9,7 @@ LPIPS-AlexNet features (never the method's own tracker):
 
 Usage::
 
-    python scripts/gan_drag_eval.py -n 20 -o docs/gan_drags [--set latent_block=1 ...]
+    python scripts/gan_drag_eval.py -n 20 -o docs/gan_drags [--first-seed 0] [--set latent_block=1 ...]
 
 Writes ``results.json``, ``results.md`` and ``grid.png`` (before | after with points, one row per drag).
 """
@@ -72,6 +72,7 @@ def outside_discs(size: int, points: list[tuple[float, float]], radius: float) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0, help="drags use face seeds first..first+n-1")
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--method", default="draggan")
     ap.add_argument("--set", dest="sets", action="append", default=[])
@@ -83,7 +84,7 @@ def main() -> None:
     pipe = DragGANPipeline.from_pretrained()
     ex = AlexFeatures()
     rows, tiles = [], []
-    for i in range(args.n):
+    for i in range(args.first_seed, args.first_seed + args.n):
         face = pipe.generate(i)
         h, t = random_drag(i, ex(face.image))
         req = DragRequest(face.image, [h], [t], seed=i)

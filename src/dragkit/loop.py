@@ -130,7 +130,7 @@ def drag_loop(
     mask: Tensor | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     cancel: Callable[[], bool] | None = None,
-    disable: bool = True,
+    disable: bool | None = True,
     desc: str = "drag",
     total: int | None = None,
 ) -> DragLoopOutput:
@@ -155,7 +155,7 @@ def drag_loop(
         callback: receives one dict per step: ``step``, ``latent``, ``features``, ``handles``, ``targets``,
             ``distances``, ``active``, ``losses`` (floats; empty on the final step), ``confidences``, ``final``.
         cancel: polled once per step; returning True stops the loop with ``stop_reason="cancelled"``.
-        disable: hide the progress bar.
+        disable: hide the progress bar (``None``: hide it when stderr is not a terminal, tqdm's rule).
         desc, total: the progress bar's label and expected length (the step budget; the loop may stop sooner).
     """
     t0 = time.perf_counter()

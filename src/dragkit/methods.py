@@ -109,21 +109,21 @@ add_method(
         summary="DragGAN: patch-L1 motion supervision + nearest-neighbour tracking on a GAN's features",
         citation="Pan et al., Drag Your GAN, SIGGRAPH 2023",
         # DragGAN's parts and rules; the numbers for the bundled 64×64 DCGAN were chosen by measurement
-        # (scripts/gan_drag_eval.py, docs/gan_drags/README.md): the 512×4×4 code entering block 1 as the latent,
-        # block 3's 32×32 features resized to the image, Adam lr 1e-3, up to 400 steps; stop within 2 px as
+        # (scripts/gan_drag_eval.py, docs/gan_drags/README.md): the 256×8×8 code entering block 2 as the latent,
+        # block 3's 32×32 features resized to the image, Adam lr 1e-3, up to 200 steps; stop within 2 px as
         # DragGAN's code does (max(2/512·h, 2) px).
         defaults={
             "tracker": "nearest",
             "supervision": "patch",
             "patch_shape": "disc",
-            "drag_steps": 400,
+            "drag_steps": 200,
             "latent_lr": 0.001,
             "r_m": 3,
             "r_p": 4,
             "lam": 10.0,
             "stop_distance": 2.0,
             "feature_block": 3,
-            "latent_block": 1,
+            "latent_block": 2,
         },
     )
 )

@@ -258,7 +258,7 @@ class GANEngine:
         opt = torch.optim.Adam([z], lr=0.05)
         n1 = max(steps // 2, 1)
         total = n1 + (steps if latent_block > 0 else 0)
-        bar = tqdm(total=total, desc="invert", disable=not progress, leave=False)
+        bar = tqdm(total=total, desc="invert", disable=None if progress else True, leave=False)
         with torch.enable_grad():
             for _ in range(n1):
                 err = ((self.generator(z) - target) ** 2).flatten(1).mean(1)

@@ -185,7 +185,7 @@ class DragGANPipeline:
             mask=mask,
             callback=on_step,
             cancel=cancel,
-            disable=not progress,
+            disable=None if progress else True,
             total=params["drag_steps"],
         )
         timings["drag"] = time.perf_counter() - t
