@@ -160,3 +160,21 @@ def test_mask_term_keeps_a_second_blob_still():
     free, masked = run(None), run(m)
     assert (masked[2:] - torch.tensor([10.0, 14.0])).norm() < (free[2:] - torch.tensor([10.0, 14.0])).norm()
     assert (masked[2:] - torch.tensor([10.0, 14.0])).norm() < 0.5
+
+
+def test_a_diverging_drag_is_a_clear_error():
+    import pytest
+
+    from dragkit.errors import DivergedError
+
+    with pytest.raises(DivergedError, match="lower latent_lr"):
+        drag_loop(
+            torch.tensor([10.0, 10.0]),
+            lambda z: FeatureOutput(blob_features(z) * float("inf")),
+            torch.tensor([[10.0, 10.0]]),
+            torch.tensor([[10.0, 20.0]]),
+            tracker=NearestTracker(),
+            supervision=PatchSupervision(),
+            schedule=FixedSchedule(max_steps=5, stop_distance=1.0),
+            optimizer=lambda p: torch.optim.Adam(p, lr=0.1),
+        )

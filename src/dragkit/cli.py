@@ -137,9 +137,10 @@ def edit(
         result.params["mask"] = str(mask_spec)
     png, js = save_result(result, out_png)
     final = ", ".join(f"({x:g}, {y:g})" for x, y in result.handles)
+    fit = f", inversion PSNR {result.info['inversion_psnr']:.1f} dB" if "inversion_psnr" in result.info else ""
     typer.echo(
         f"wrote {png} and {js}: {result.info['steps']} steps ({result.info['stop_reason']}), "
-        f"final handles {final}, {result.timings['total']:.1f} s"
+        f"final handles {final}{fit}, {result.timings['total']:.1f} s"
     )
 
 

@@ -23,5 +23,9 @@ class ModelError(DragkitError):
     """A model that cannot be found or loaded (missing weights package, wrong file)."""
 
 
+class DivergedError(DragkitError):
+    """The drag loop's loss became NaN or infinite (almost always a learning rate far too large)."""
+
+
 class DragCancelled(Exception):
     """Raised inside the loop machinery when the caller cancels an edit; never shown to a user as an error."""

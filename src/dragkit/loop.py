@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .errors import DivergedError
+
 
 @dataclass
 class FeatureOutput:
@@ -54,10 +56,6 @@ class DragContext:
     step: int = 0
     confidences: Tensor | None = None
     state: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return tuple(self.features0.shape[-2:])  # type: ignore[return-value]
 
 
 @dataclass
@@ -230,7 +228,9 @@ def drag_loop(
                         groups[term.name] = term.group
                 floats = {k: float(v.detach()) for k, v in losses.items()}
                 if not all(math.isfinite(v) for v in floats.values()):
-                    raise FloatingPointError(f"drag loss became non-finite at step {step}: {floats}")
+                    raise DivergedError(
+                        f"the drag diverged: its loss became non-finite at step {step} ({floats}); lower latent_lr"
+                    )
                 opt.zero_grad(set_to_none=True)
                 if fusion is None:
                     torch.stack([v.to(torch.float32) for v in losses.values()]).sum().backward()

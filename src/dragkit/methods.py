@@ -7,7 +7,6 @@ overridden by name (``--set r_p=6`` on the CLI, ``r_p=6`` in Python), and so can
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -74,8 +73,7 @@ def get_method(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, METHODS, n=2)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        hint = P.did_you_mean(name, METHODS)
         raise ParameterError(f"unknown method {name!r}{hint}; available: {', '.join(sorted(METHODS))}") from None
 
 

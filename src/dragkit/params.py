@@ -100,12 +100,17 @@ def register(*params: Param) -> None:
         REGISTRY[p.name] = p
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean a, b?)`` for the close matches of a mistyped name, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
 def lookup(name: str) -> Param:
     try:
         return REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, REGISTRY, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        hint = did_you_mean(name, REGISTRY)
         raise ParameterError(
             f"unknown parameter {name!r}{hint}; `dragkit edit --help-params` lists them all"
         ) from None

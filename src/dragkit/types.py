@@ -8,6 +8,7 @@ centres at integer coordinates, valid range ``0 <= x <= W - 1`` and ``0 <= y <= 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,8 +76,9 @@ class DragRequest:
                     )
         if self.mask is not None:
             self.mask = validate_mask(self.mask, (h, w))
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or self.seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
+        self.seed = int(self.seed)
         if not isinstance(self.prompt, str):
             raise InputError(f"prompt must be a string, got {type(self.prompt).__name__}")
 

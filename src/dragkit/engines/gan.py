@@ -90,10 +90,6 @@ class DCGANGenerator(nn.Module):
         m = self.main
         return [m[0:2], m[2:5], m[5:8], m[8:11], m[11:14]]
 
-    @property
-    def resolution(self) -> int:
-        return 64
-
     def forward(self, z: Tensor) -> Tensor:
         return self.main(z)
 
