@@ -11,6 +11,7 @@ from .types import DragRequest, DragResult
 __all__ = [
     "METHODS",
     "DragContext",
+    "DragDiffusionPipeline",
     "DragGANPipeline",
     "DragRequest",
     "DragResult",
@@ -25,3 +26,11 @@ __all__ = [
     "drag_loop",
     "get_method",
 ]
+
+
+def __getattr__(name: str):
+    if name == "DragDiffusionPipeline":  # imported on first use: diffusers takes seconds to import
+        from .pipelines.diffusion import DragDiffusionPipeline
+
+        return DragDiffusionPipeline
+    raise AttributeError(name)

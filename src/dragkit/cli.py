@@ -80,6 +80,19 @@ def _select_device(name: str) -> str:
     return name
 
 
+def _select_dtype(name: str, device: str):
+    import torch
+
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name == "auto":
+        return torch.float32 if device == "cpu" else torch.float16
+    if name not in table:
+        raise ParameterError(f"--dtype {name!r}: choose auto, float32, float16 or bfloat16")
+    if name == "bfloat16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ParameterError("--dtype bfloat16: this CUDA device does not support it")
+    return table[name]
+
+
 @app.command()
 def edit(
     image: Annotated[Path | None, typer.Argument(help="the image to edit", show_default=False)] = None,
@@ -94,6 +107,11 @@ def edit(
     sets: Annotated[list[str] | None, typer.Option("--set", help="NAME=VALUE, any parameter")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0)] = 42,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or mps")] = "cpu",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="auto (float16 on cuda/mps, float32 on cpu), float32, float16, bfloat16")
+    ] = "auto",
+    lora: Annotated[str | None, typer.Option("--lora", help="diffusion: none, train, or a saved LoRA's path")] = None,
+    profile: Annotated[bool, typer.Option("--profile", help="print time and peak memory per stage")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
     help_params: Annotated[
         bool,
@@ -112,6 +130,8 @@ def edit(
         raise InputError("no --drag given: add at least one, e.g. --drag 40,44:46,44")
     m = get_method(method)
     overrides: dict[str, Any] = dict(parse_assignment(s) for s in sets or [])
+    if lora is not None:
+        overrides["lora"] = lora
     mask_spec = overrides.pop("mask", "none") if mask is None else mask
     m.resolve(overrides)  # every name and value checked before any work
     from .io import check_output_path, load_image, load_mask, save_result
@@ -119,6 +139,7 @@ def edit(
 
     out_png = check_output_path(output)
     dev = _select_device(device)
+    torch_dtype = _select_dtype(dtype, dev)
     src = load_image(image)
     pairs = [parse_drag(d) for d in drag]
     mask_arr = None
@@ -127,15 +148,23 @@ def edit(
     if mask_spec not in ("none", ""):
         mask_arr = load_mask(mask_spec, src.size)
     req = DragRequest(src, [p[0] for p in pairs], [p[1] for p in pairs], mask=mask_arr, prompt=prompt, seed=seed)
-    if m.engine != "gan":
-        raise ParameterError(f"method {method!r} needs the {m.engine} engine, which is not implemented yet")
-    from .pipelines import DragGANPipeline
+    if m.engine == "gan":
+        from .pipelines import DragGANPipeline
 
-    pipe = DragGANPipeline.from_pretrained(model or "dcgan-faces").to(dev)
+        pipe: Any = DragGANPipeline.from_pretrained(model or "dcgan-faces").to(dev)
+    else:
+        from .pipelines.diffusion import DEFAULT_MODEL, DragDiffusionPipeline
+
+        pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL).to(dev, torch_dtype)
+        pipe.set_progress_bar_config(disable=True if quiet else None, leave=False)
     result = pipe(req, method=method, progress=not quiet, **overrides)
     if mask_spec not in ("none", ""):
         result.params["mask"] = str(mask_spec)
     png, js = save_result(result, out_png)
+    if profile:
+        from .profiler import format_profile
+
+        typer.echo(format_profile(result.info["profile"]))
     final = ", ".join(f"({x:g}, {y:g})" for x, y in result.handles)
     fit = f", inversion PSNR {result.info['inversion_psnr']:.1f} dB" if "inversion_psnr" in result.info else ""
     typer.echo(

@@ -125,3 +125,35 @@ add_method(
         },
     )
 )
+
+add_method(
+    Method(
+        name="dragdiffusion",
+        engine="diffusion",
+        summary="DragDiffusion: identity LoRA, DDIM inversion to t=681, patch-L1 supervision + NN tracking on UNet "
+        "features, mutual self-attention while sampling",
+        citation="Shi et al., DragDiffusion, CVPR 2024",
+        # Every default of DragDiffusion's code (ALGORITHMS.md).
+        defaults={
+            "tracker": "nearest",
+            "supervision": "patch",
+            "patch_shape": "square",
+            "drag_steps": 80,
+            "latent_lr": 0.01,
+            "r_m": 1,
+            "r_p": 3,
+            "lam": 0.1,
+            "stop_distance": 2.0,
+            "feature_block": 2,
+            "inference_steps": 50,
+            "inversion_strength": 0.7,
+            "lora": "train",
+            "lora_steps": 80,
+            "lora_rank": 16,
+            "lora_lr": 5e-4,
+            "lora_batch": 4,
+            "mutual_attn_start_layer": 10,
+            "resize_width": 512,
+        },
+    )
+)

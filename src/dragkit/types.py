@@ -140,6 +140,8 @@ class DragResult:
     params: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
     mask: np.ndarray | None = None
+    prompt: str = ""
+    seed: int = 42
     frames: list[tuple[int, Image.Image]] = field(default_factory=list, repr=False)  # (step, image) previews
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +152,8 @@ class DragResult:
         return {
             "dragkit": __version__,
             "method": self.method,
+            "prompt": self.prompt,
+            "seed": self.seed,
             "params": self.params,
             "points": {
                 "handles": [list(p) for p in self.handles_initial],

@@ -6,7 +6,15 @@ Each part is a small class with its paper cited, its parameters registered under
 
 from .schedules import FixedSchedule
 from .supervision import SUPERVISIONS, PatchSupervision
-from .terms import FeatureMaskTerm
+from .terms import FeatureMaskTerm, LatentMaskTerm
 from .trackers import TRACKERS, NearestTracker
 
-__all__ = ["SUPERVISIONS", "TRACKERS", "FeatureMaskTerm", "FixedSchedule", "NearestTracker", "PatchSupervision"]
+__all__ = [
+    "SUPERVISIONS",
+    "TRACKERS",
+    "FeatureMaskTerm",
+    "FixedSchedule",
+    "LatentMaskTerm",
+    "NearestTracker",
+    "PatchSupervision",
+]

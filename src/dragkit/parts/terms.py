@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..loop import DragContext, FeatureOutput
@@ -37,3 +38,28 @@ class FeatureMaskTerm:
             return None
         keep = (1 - ctx.mask).to(out.features)
         return self.lam * ((out.features - ctx.features0).abs() * keep).mean()
+
+
+@dataclass(frozen=True)
+class LatentMaskTerm:
+    """DragDiffusion's mask term on one-step-denoised latents (Shi et al. 2024, eq. 5; their code's form).
+
+    ``lam · Σ |x_{t−1}(ẑ) − x_{t−1}(z₀)| ⊙ (1 − M)`` summed over the ``4 × h × w`` latent, with ``x_{t−1}`` the DDIM
+    one-step denoise the engine puts in ``extras["prev"]`` and ``M`` the supervision-grid mask nearest-resized to
+    the latent grid. ``None`` (no term) without a mask: DragDiffusion has no background term then.
+    """
+
+    lam: float = 0.1
+    name: str = "mask"
+    group: str = "motion"
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> LatentMaskTerm:
+        return cls(lam=p["lam"])
+
+    def __call__(self, out: FeatureOutput, ctx: DragContext) -> Tensor | None:
+        if ctx.mask is None or self.lam == 0 or "prev" not in out.extras:
+            return None
+        prev, prev0 = out.extras["prev"], ctx.extras0["prev"]
+        m = F.interpolate(ctx.mask[None, None].float(), size=prev.shape[-2:], mode="nearest").to(prev)
+        return self.lam * ((prev - prev0).abs() * (1 - m)).sum()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,9 @@ from ..geometry import GridMap
 from ..loop import FeatureOutput, drag_loop
 from ..methods import adam, build_parts, get_method
 from ..parts import FeatureMaskTerm
+from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult
+from .common import image_points, image_trajectory, noop_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,26 @@ class DragGANPipeline:
 
     @torch.no_grad()
     def generate(self, seed: int) -> GANSample:
+        """A face from ``seed`` and the exact code that made it."""
         code = self.engine.sample_z(seed)
         return GANSample(to_pil(self.engine.synthesize(code)), code, seed)
+
+    def _code(
+        self, request: DragRequest, code: GANCode | None, params: dict[str, Any], res: int, progress: bool
+    ) -> tuple[GANCode, dict[str, Any]]:
+        """The code to edit: the given one advanced to ``latent_block``, or the request's image inverted."""
+        lb = params["latent_block"]
+        if code is not None:
+            return self.engine.advance(code, lb), {"source": "generated"}
+        inv = self.engine.invert(
+            to_tensor(request.image, res).to(self.engine.device),
+            latent_block=lb,
+            steps=params["invert_steps"],
+            restarts=params["invert_restarts"],
+            seed=request.seed,
+            progress=progress,
+        )
+        return inv.code, {"source": "inverted", "inversion_psnr": round(inv.psnr, 3)}
 
     @torch.no_grad()
     def __call__(
@@ -120,36 +139,18 @@ class DragGANPipeline:
             params["mask"] = "given"
         lb, fb = params["latent_block"], params["feature_block"]
         self.engine.check_blocks(lb, fb)
-        timings: dict[str, float] = {}
+        prof = StageProfiler(self.engine.device)
         info: dict[str, Any] = {"engine": "gan", "model": self.engine.name}
-        t_all = time.perf_counter()
 
         res = self.engine.resolution
         W, H = request.size
         gm = GridMap((H, W), (res, res))
         info.update(engine_resolution=res, grid_size=[res, res])
-        noop = request.noop_pairs
-        if noop:
-            logger.warning("pairs %s have the handle on the target: nothing to move there", [i + 1 for i in noop])
-            info["noop_pairs"] = [i + 1 for i in noop]
+        info.update(noop_pairs(request))
 
-        t = time.perf_counter()
-        if code is None:
-            inv = self.engine.invert(
-                to_tensor(request.image, res).to(self.engine.device),
-                latent_block=lb,
-                steps=params["invert_steps"],
-                restarts=params["invert_restarts"],
-                seed=request.seed,
-                progress=progress,
-            )
-            code = inv.code
-            info["inversion_psnr"] = round(inv.psnr, 3)
-            info["source"] = "inverted"
-        else:
-            code = self.engine.advance(code, lb)
-            info["source"] = "generated"
-        timings["invert"] = time.perf_counter() - t
+        with prof.stage("invert"):
+            code, inv_info = self._code(request, code, params, res, progress)
+        info.update(inv_info)
 
         mask = None
         if request.mask is not None:
@@ -171,50 +172,43 @@ class DragGANPipeline:
         # DragGAN's points live on integer pixels of the feature map resized to the image.
         h0 = torch.round(gm.to_grid(request.handles))
         t0 = gm.to_grid(request.targets)
-        t = time.perf_counter()
-        out = drag_loop(
-            code.tensor,
-            features,
-            h0,
-            t0,
-            tracker=parts.tracker,
-            supervision=parts.supervision,
-            schedule=parts.schedule,
-            terms=parts.terms,
-            optimizer=adam(params["latent_lr"]),
-            mask=mask,
-            callback=on_step,
-            cancel=cancel,
-            disable=None if progress else True,
-            total=params["drag_steps"],
-        )
-        timings["drag"] = time.perf_counter() - t
-        t = time.perf_counter()
-        image = to_pil(self.engine.synthesize(GANCode(out.latent, lb)), request.size)
-        timings["decode"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t_all
+        with prof.stage("drag"):
+            out = drag_loop(
+                code.tensor,
+                features,
+                h0,
+                t0,
+                tracker=parts.tracker,
+                supervision=parts.supervision,
+                schedule=parts.schedule,
+                terms=parts.terms,
+                optimizer=adam(params["latent_lr"]),
+                mask=mask,
+                callback=on_step,
+                cancel=cancel,
+                disable=None if progress else True,
+                total=params["drag_steps"],
+            )
+        with prof.stage("decode"):
+            image = to_pil(self.engine.synthesize(GANCode(out.latent, lb)), request.size)
+        timings = prof.timings()
+        timings["total"] = sum(timings.values())
+        info["profile"] = prof.stages
         info.update(steps=out.steps, stop_reason=out.stop_reason)
 
-        trajectory = []
-        for rec in out.trajectory:
-            rec = dict(rec)
-            rec["handles"] = [[round(v, 3) for v in p] for p in gm.to_image(torch.tensor(rec["handles"])).tolist()]
-            d = (torch.tensor(request.targets, dtype=torch.float64) - torch.tensor(rec["handles"])).norm(dim=-1)
-            rec["distances"] = [round(v, 3) for v in d.tolist()]
-            rec["losses"] = {k: round(v, 6) for k, v in rec["losses"].items()}
-            trajectory.append(rec)
-        final = [tuple(round(v, 3) for v in p) for p in gm.to_image(out.handles).tolist()]
         return DragResult(
             image=image,
             source=request.image,
             handles_initial=list(request.handles),
             targets=list(request.targets),
-            handles=final,
-            trajectory=trajectory,
+            handles=image_points(out.handles, gm),
+            trajectory=image_trajectory(out.trajectory, gm, request.targets),
             timings={k: round(v, 4) for k, v in timings.items()},
             method=method,
             params=params,
             info=info,
             mask=request.mask,
+            prompt=request.prompt,
+            seed=request.seed,
             frames=frames,
         )

@@ -1,0 +1,306 @@
+"""The diffusion engine's pieces: DDIM inversion, UNet features through hooks, mutual self-attention, identity
+LoRA (trained through peft, cached on disk), and the one-step denoise of DragDiffusion's mask term.
+
+Everything goes through diffusers' public contracts: schedulers do the DDIM math (``DDIMInverseScheduler.step``,
+``DDIMScheduler.step``), features come from ``register_forward_hook`` on ``unet.up_blocks[i]`` (the forward is
+stopped by an exception once they are in hand), attention is customised with ``set_attn_processor`` and always
+restored, LoRA lives in peft adapters that are always deleted after an edit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..errors import ParameterError
+from ..params import Param, register
+
+logger = logging.getLogger(__name__)
+
+register(
+    Param(
+        "inference_steps", int, 50, "diffusion: DDIM steps of the full schedule", "engine:diffusion", min=1, max=1000
+    ),
+    Param(
+        "inversion_strength",
+        float,
+        0.7,
+        "diffusion: fraction of the schedule inverted (the drag optimizes the latent there)",
+        "engine:diffusion",
+        min=0,
+        max=1,
+        min_exclusive=True,
+    ),
+    Param(
+        "lora",
+        str,
+        "train",
+        "identity LoRA: none, train (cached on disk), or a path to saved LoRA weights",
+        "engine:diffusion",
+    ),
+    Param("lora_steps", int, 80, "identity LoRA: training steps", "engine:diffusion", min=1),
+    Param("lora_rank", int, 16, "identity LoRA: rank (and alpha)", "engine:diffusion", min=1),
+    Param("lora_lr", float, 5e-4, "identity LoRA: AdamW learning rate", "engine:diffusion", min=0, min_exclusive=True),
+    Param("lora_batch", int, 4, "identity LoRA: batch size (copies of the image latent)", "engine:diffusion", min=1),
+    Param(
+        "mutual_attn_start_layer",
+        int,
+        10,
+        "diffusion: first transformer block (execution order: down, mid, up) whose self-attention uses the source "
+        "branch's K/V while sampling",
+        "engine:diffusion",
+        min=0,
+    ),
+    Param(
+        "resize_width",
+        int,
+        512,
+        "diffusion: resize the image to this width (aspect kept, sides rounded to multiples of 8); 0 = keep its width",
+        "engine:diffusion",
+        min=0,
+    ),
+)
+
+LORA_ADAPTER = "dragkit_identity"
+
+
+def inversion_step_count(strength: float, steps: int) -> int:
+    """DragDiffusion's ``round(strength · N)`` (Python's banker's rounding), at least 1."""
+    n = round(strength * steps)
+    if n < 1:
+        raise ParameterError(f"inversion_strength={strength} of inference_steps={steps} inverts no step")
+    return n
+
+
+def aligned_inverse_scheduler(scheduler: Any) -> Any:
+    """A ``DDIMInverseScheduler`` mirroring ``scheduler``'s timesteps (``steps_offset`` passed explicitly, since
+    ``from_config`` can drop a patched value; see WORKPLACE.md)."""
+    from diffusers import DDIMInverseScheduler
+
+    return DDIMInverseScheduler.from_config(scheduler.config, steps_offset=scheduler.config.steps_offset)
+
+
+def check_alignment(scheduler: Any, inverse: Any, steps: int) -> None:
+    scheduler.set_timesteps(steps)
+    inverse.set_timesteps(steps)
+    if not torch.equal(inverse.timesteps.flip(0).cpu(), scheduler.timesteps.cpu()):
+        raise RuntimeError(
+            "inverse DDIM timesteps do not mirror the forward ones: "
+            f"{inverse.timesteps[:3].tolist()}... vs {scheduler.timesteps[-3:].tolist()}"
+        )
+
+
+class _FeaturesReady(Exception):
+    """Raised by the last feature hook to stop the UNet forward once the features are captured."""
+
+
+@dataclass
+class UNetOutput:
+    features: dict[int, Tensor]
+    eps: Tensor | None
+
+
+def unet_forward(
+    unet: torch.nn.Module,
+    latent: Tensor,
+    t: Tensor | int,
+    embeds: Tensor,
+    feature_blocks: Sequence[int] = (),
+    need_eps: bool = True,
+) -> UNetOutput:
+    """One UNet call returning the outputs of ``up_blocks[i]`` for ``i`` in ``feature_blocks`` (graph kept) and,
+    when ``need_eps``, the noise prediction. Without ``need_eps`` the forward stops right after the last wanted
+    block. Hooks are removed in ``finally``."""
+    n = len(unet.up_blocks)
+    for i in feature_blocks:
+        if not 0 <= i < n:
+            raise ParameterError(f"feature_block={i}: this UNet has up_blocks 0..{n - 1}")
+    feats: dict[int, Tensor] = {}
+    last = max(feature_blocks) if feature_blocks else None
+    handles = []
+
+    def hook_for(i: int) -> Callable:
+        def hook(_module, _inputs, output):
+            feats[i] = output
+            if not need_eps and i == last:
+                raise _FeaturesReady
+
+        return hook
+
+    for i in set(feature_blocks):
+        handles.append(unet.up_blocks[i].register_forward_hook(hook_for(i)))
+    eps = None
+    try:
+        eps = unet(latent, t, encoder_hidden_states=embeds, return_dict=False)[0]
+    except _FeaturesReady:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return UNetOutput(feats, eps)
+
+
+def transformer_self_attentions(unet: torch.nn.Module) -> list[str]:
+    """Names (``unet.attn_processors`` keys) of the self-attention (``attn1``) of every transformer block, in
+    execution order: down blocks, mid block, up blocks."""
+    section = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+
+    def order(name: str) -> tuple:
+        head = name.split(".")[0]
+        nums = [int(x) for x in re.findall(r"\.(\d+)\.", "." + name)]
+        return (section.get(head, 3), *nums)
+
+    names = [k for k in unet.attn_processors if k.endswith("attn1.processor") and "transformer_blocks" in k]
+    return sorted(names, key=order)
+
+
+class MutualSelfAttentionProcessor:
+    """Mutual self-attention (MasaCtrl, Cao et al. 2023), DragDiffusion's reference-latent control.
+
+    The batch is ``[source, edited]`` (each half may hold several samples); every query attends to the keys and
+    values computed from the **source** half. The source half therefore computes exactly its ordinary
+    self-attention, and the edited half borrows the source's appearance. LoRA layers live inside
+    ``to_q/to_k/to_v/to_out`` and apply as usual.
+    """
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        temb: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        residual = hidden_states
+        if hidden_states.ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        else:
+            h = w = None
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if batch % 2:
+            raise ValueError(f"mutual self-attention needs a [source, edited] batch; got batch size {batch}")
+        q = attn.to_q(hidden_states)
+        src = hidden_states[: batch // 2]
+        k = attn.to_k(src).repeat(2, 1, 1)
+        v = attn.to_v(src).repeat(2, 1, 1)
+        heads = attn.heads
+        d = q.shape[-1] // heads
+
+        def split(x: Tensor) -> Tensor:
+            return x.view(batch, -1, heads, d).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v), scale=attn.scale)
+        out = out.transpose(1, 2).reshape(batch, -1, heads * d).to(q.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if h is not None:
+            out = out.transpose(-1, -2).reshape(batch, -1, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def attention_processors(unet: torch.nn.Module, replace: dict[str, Any]) -> Iterator[None]:
+    """Install processors by module name for the duration of a block; the originals come back even on error."""
+    original = dict(unet.attn_processors)
+    unknown = set(replace) - set(original)
+    if unknown:
+        raise ValueError(f"no attention processors named {sorted(unknown)}")
+    try:
+        unet.set_attn_processor({**original, **replace})
+        yield
+    finally:
+        unet.set_attn_processor(original)
+
+
+def lora_cache_dir() -> Path:
+    """Where trained identity LoRAs are cached: ``$DRAGKIT_CACHE/lora`` or ``~/.cache/dragkit/lora``."""
+    root = os.environ.get("DRAGKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dragkit")
+    return Path(root) / "lora"
+
+
+def lora_cache_key(model: str, image_png: bytes, prompt: str, settings: dict[str, Any]) -> str:
+    """SHA-256 of (model, image bytes, prompt, LoRA settings): a second edit of the same image reuses its LoRA."""
+    h = hashlib.sha256()
+    for part in (model.encode(), image_png, prompt.encode(), json.dumps(settings, sort_keys=True).encode()):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()[:32]
+
+
+def train_identity_lora(
+    unet: torch.nn.Module,
+    scheduler: Any,
+    latent_dist_sample: Callable[[torch.Generator], Tensor],
+    embeds: Tensor,
+    *,
+    steps: int,
+    rank: int,
+    lr: float,
+    batch: int,
+    seed: int,
+    progress: bool = True,
+) -> None:
+    """Train DragDiffusion's identity LoRA into ``unet`` as the peft adapter ``dragkit_identity``.
+
+    Rank ``rank`` (alpha = rank) on ``to_q/to_k/to_v/to_out.0`` of every attention; AdamW; ε-MSE (or the
+    scheduler's v target) at uniform random timesteps on ``batch`` samples of the image's VAE posterior,
+    conditioned on the prompt (Shi et al. 2024, §3.2). Only the adapter trains.
+    """
+    from peft import LoraConfig
+
+    unet.add_adapter(
+        LoraConfig(
+            r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+        ),
+        adapter_name=LORA_ADAPTER,
+    )
+    params = [p for n, p in unet.named_parameters() if LORA_ADAPTER in n]
+    for p in params:
+        p.requires_grad_(True)
+        p.data = p.data.float()
+    opt = torch.optim.AdamW(params, lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    device = next(unet.parameters()).device
+    dtype = unet.dtype
+    T = scheduler.config.num_train_timesteps
+    was_training = unet.training
+    unet.train()
+    try:
+        with torch.enable_grad():
+            for _ in tqdm(range(steps), desc="identity LoRA", disable=None if progress else True, leave=False):
+                x0 = torch.cat([latent_dist_sample(g) for _ in range(batch)]).to(device)
+                noise = torch.randn(x0.shape, generator=g).to(device)
+                t = torch.randint(0, T, (batch,), generator=g).to(device)
+                noisy = scheduler.add_noise(x0, noise, t)
+                target = (
+                    noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+                )
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    pred = unet(noisy.to(dtype), t, encoder_hidden_states=embeds.expand(batch, -1, -1)).sample
+                loss = F.mse_loss(pred.float(), target.float())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    finally:
+        unet.train(was_training)
+        for p in params:
+            p.requires_grad_(False)
+            p.data = p.data.to(dtype)

@@ -1,0 +1,430 @@
+"""``DragDiffusionPipeline``: drag editing on any Stable Diffusion 1.x/2.x checkpoint (DragDiffusion and the
+methods that extend it), in the diffusers style: typed components, ``from_pretrained``, ``.to``, one ``__call__``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from ..engines import diffusion as D
+from ..errors import InputError, ModelError, ParameterError
+from ..geometry import GridMap
+from ..loop import FeatureOutput, drag_loop
+from ..methods import adam, build_parts, get_method
+from ..parts import LatentMaskTerm
+from ..profiler import StageProfiler
+from ..types import DragRequest, DragResult
+from .common import image_points, image_trajectory, noop_pairs
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+try:  # diffusers is an optional dependency: the GAN side of dragkit works without it
+    from diffusers import (
+        AutoencoderKL,
+        DDIMInverseScheduler,
+        DDIMScheduler,
+        DiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+    from transformers import CLIPTextModel, CLIPTokenizer
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    _IMPORT_ERROR: ImportError | None = e
+    DiffusionPipeline = object  # type: ignore[misc,assignment]
+    StableDiffusionLoraLoaderMixin = object  # type: ignore[misc,assignment]
+else:
+    _IMPORT_ERROR = None
+
+
+def _require_diffusers() -> None:
+    if _IMPORT_ERROR is not None:
+        raise ModelError(
+            f"the diffusion engine needs the [diffusion] extra: pip install 'dragkit[diffusion]' ({_IMPORT_ERROR})"
+        )
+
+
+def working_size(w: int, h: int, resize_width: int) -> tuple[int, int]:
+    """The size the model sees: width ``resize_width`` (aspect kept) or the input's, sides rounded to multiples
+    of 8 (at least 8)."""
+    if resize_width:
+        h = h * resize_width / w
+        w = resize_width
+    return max(8, round(w / 8) * 8), max(8, round(h / 8) * 8)
+
+
+class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):  # type: ignore[misc]
+    """Drag editing on a Stable Diffusion checkpoint (DragDiffusion, Shi et al., CVPR 2024).
+
+    Example::
+
+        pipe = DragDiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")
+        pipe = pipe.to("cuda", torch.float16)
+        req = DragRequest(Image.open("cat.png"), handles=[(250, 180)], targets=[(300, 180)], prompt="a cat")
+        out = pipe(req)                       # identity LoRA trained (and cached), inverted, dragged, sampled
+        out.image.save("cat_dragged.png")
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["inverse_scheduler"]  # noqa: RUF012 - diffusers' class attribute convention
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: DDIMScheduler,
+        inverse_scheduler: DDIMInverseScheduler | None = None,
+    ) -> None:
+        _require_diffusers()
+        super().__init__()
+        if not isinstance(scheduler, DDIMScheduler):
+            scheduler = DDIMScheduler.from_config(scheduler.config)
+        # DragDiffusion's DDIM: no clipping of x0 (inversion is only exact without it), alphas start at ᾱ₀.
+        scheduler = DDIMScheduler.from_config(
+            scheduler.config, clip_sample=False, set_alpha_to_one=False, steps_offset=scheduler.config.steps_offset
+        )
+        if inverse_scheduler is None:
+            inverse_scheduler = D.aligned_inverse_scheduler(scheduler)
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            inverse_scheduler=inverse_scheduler,
+        )
+        self.model_name = "custom"
+        self.load_profile: dict[str, Any] | None = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path = DEFAULT_MODEL, **kwargs: Any):  # type: ignore[override]
+        """Load from a hub id, a local diffusers folder, or a single ``.safetensors`` checkpoint.
+
+        Errors a user can fix (a missing model offline, a folder that is not a diffusers pipeline) are raised as
+        :class:`~dragkit.errors.ModelError` with one line naming the model.
+        """
+        _require_diffusers()
+        name = str(pretrained_model_name_or_path)
+        prof = StageProfiler()
+        path = Path(name)
+        try:
+            with prof.stage("load"):
+                pipe = cls._load(name, path, **kwargs)
+        except ModelError:
+            raise
+        except Exception as e:
+            offline = "HF_HUB_OFFLINE" in str(e) or "offline" in str(e).lower() or "connect" in str(e).lower()
+            hint = (
+                " (the hub is unreachable: download it once, or point --model at a local diffusers folder)"
+                if offline or not path.exists()
+                else ""
+            )
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"cannot load model {name!r}{hint}: {first}") from None
+        pipe.model_name = name
+        pipe.load_profile = prof.stages["load"]
+        return pipe
+
+    @classmethod
+    def _load(cls, name: str, path: Path, **kwargs: Any) -> DragDiffusionPipeline:
+        if name.endswith((".safetensors", ".ckpt")):
+            if not path.is_file():
+                raise ModelError(f"model file {name} not found")
+            from diffusers import StableDiffusionPipeline
+
+            sd = StableDiffusionPipeline.from_single_file(name, safety_checker=None, **kwargs)
+            return cls(**{k: v for k, v in sd.components.items() if k in cls._get_signature_keys(cls)[0]})
+        if path.exists() and not (path / "model_index.json").is_file():
+            raise ModelError(
+                f"{name} is not a diffusers pipeline folder (no model_index.json); save one with "
+                "pipeline.save_pretrained(folder) or pass a hub id"
+            )
+        return super().from_pretrained(name, **kwargs)
+
+    # ---- the steps of an edit -----------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str) -> Tensor:
+        """CLIP text embeddings of ``prompt``; a prompt longer than the tokenizer's limit is truncated (warned)."""
+        tok = self.tokenizer
+        limit = min(tok.model_max_length, self.text_encoder.config.max_position_embeddings)
+        full = tok(prompt, truncation=False, return_tensors="pt").input_ids
+        if full.shape[-1] > limit:
+            logger.warning(
+                "prompt is %d tokens; the text encoder reads %d: the rest is ignored", full.shape[-1], limit
+            )
+        ids = tok(prompt, padding="max_length", max_length=limit, truncation=True, return_tensors="pt").input_ids
+        return self.text_encoder(ids.to(self.device))[0].to(self.unet.dtype)
+
+    def image_to_tensor(self, image: Image.Image, size: tuple[int, int]) -> Tensor:
+        """PIL → ``(1, 3, H, W)`` in [-1, 1] at ``size`` = ``(W, H)`` (bilinear)."""
+        if image.size != size:
+            image = image.resize(size, Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+        return x.to(self.device, self.vae.dtype)
+
+    def encode_image(self, x: Tensor) -> Tensor:
+        """The VAE posterior **mean** × ``scaling_factor`` (DragDiffusion's choice)."""
+        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Latent → image in [0, 1]."""
+        x = self.vae.decode(latent / self.vae.config.scaling_factor, return_dict=False)[0]
+        return (x / 2 + 0.5).clamp(0, 1)
+
+    def invert(self, z0: Tensor, embeds: Tensor, steps: int, n_invert: int, progress: bool = True) -> Tensor:
+        """DDIM-invert ``z0`` for ``n_invert`` of ``steps`` steps with ``DDIMInverseScheduler`` (no CFG); the result
+        sits at the forward timestep ``timesteps[steps - n_invert]``."""
+        inv = self.inverse_scheduler
+        D.check_alignment(self.scheduler, inv, steps)
+        z = z0
+        for t in self.progress_bar(inv.timesteps[:n_invert]) if progress else inv.timesteps[:n_invert]:
+            eps = self.unet(z, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            z = inv.step(eps, t, z, return_dict=False)[0]
+        return z
+
+    def sample(
+        self, z_src: Tensor, z_edit: Tensor, embeds: Tensor, start: int, mutual: list[str], progress: bool = True
+    ) -> Tensor:
+        """Denoise the batch ``[source, edited]`` from ``timesteps[start]`` with DDIM (eta 0), the self-attention of
+        the ``mutual`` blocks reading the source branch's K/V (reference-latent control). Returns both latents."""
+        z = torch.cat([z_src, z_edit])
+        emb = embeds.expand(2, -1, -1)
+        timesteps = self.scheduler.timesteps[start:]
+        procs = {name: D.MutualSelfAttentionProcessor() for name in mutual}
+        with D.attention_processors(self.unet, procs):
+            for t in self.progress_bar(timesteps) if progress else timesteps:
+                eps = self.unet(z, t, encoder_hidden_states=emb, return_dict=False)[0]
+                z = self.scheduler.step(eps, t, z, return_dict=False)[0]
+        return z
+
+    def _lora(
+        self,
+        mode: str,
+        params: dict[str, Any],
+        request: DragRequest,
+        size: tuple[int, int],
+        z_dist: Any,
+        embeds: Tensor,
+        progress: bool,
+    ) -> dict[str, Any]:
+        """Put the identity LoRA in place (train, reuse from cache, or load a path); returns facts for the JSON."""
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        if mode == "none":
+            return {"lora": "none"}
+        if mode != "train":
+            path = Path(mode)
+            if not path.exists():
+                raise InputError(f"LoRA path {mode} does not exist (use lora=none, lora=train or a saved LoRA)")
+            try:
+                self._load_unet_lora(path)
+            except Exception as e:
+                self._drop_lora()
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ModelError(f"LoRA {mode} does not fit this model's UNet: {first}") from None
+            return {"lora": str(path)}
+        seed = request.seed
+        settings = {k: params[k] for k in ("lora_steps", "lora_rank", "lora_lr", "lora_batch")}
+        settings |= {"seed": seed, "size": list(size), "dtype": str(self.unet.dtype)}
+        buf = io.BytesIO()
+        request.image.save(buf, format="PNG")
+        key = D.lora_cache_key(self.model_name, buf.getvalue(), request.prompt, settings)
+        folder = D.lora_cache_dir() / key
+        weights = folder / "pytorch_lora_weights.safetensors"
+        if weights.is_file():
+            self._load_unet_lora(folder)
+            return {"lora": "cached", "lora_cache": str(folder)}
+
+        def draw(g: torch.Generator) -> Tensor:
+            mean, std = z_dist.mean, z_dist.std
+            return (mean + std * torch.randn(mean.shape, generator=g).to(mean)) * self.vae.config.scaling_factor
+
+        D.train_identity_lora(
+            self.unet,
+            self.scheduler,
+            draw,
+            embeds,
+            steps=params["lora_steps"],
+            rank=params["lora_rank"],
+            lr=params["lora_lr"],
+            batch=params["lora_batch"],
+            seed=seed,
+            progress=progress,
+        )
+        sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet, adapter_name=D.LORA_ADAPTER))
+        tmp = folder.with_name(folder.name + f".part{time.monotonic_ns()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.save_lora_weights(str(tmp), unet_lora_layers=sd, safe_serialization=True)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process cached the same LoRA meanwhile: keep theirs
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        return {"lora": "trained", "lora_cache": str(folder)}
+
+    def _load_unet_lora(self, path: Path) -> None:
+        state_dict, alphas = self.lora_state_dict(str(path))
+        self.load_lora_into_unet(state_dict, alphas, unet=self.unet, adapter_name=D.LORA_ADAPTER)
+
+    def _drop_lora(self) -> None:
+        if getattr(self.unet, "peft_config", None) and D.LORA_ADAPTER in self.unet.peft_config:
+            self.unet.delete_adapters(D.LORA_ADAPTER)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        request: DragRequest,
+        *,
+        method: str = "dragdiffusion",
+        callback: Callable[[dict[str, Any]], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        progress: bool = True,
+        **overrides: Any,
+    ) -> DragResult:
+        """Run one drag edit: identity LoRA → inversion → drag loop → sampling with reference-latent control.
+
+        Args:
+            request: image, points, optional mask, prompt, seed.
+            method: a preset that runs on the diffusion engine (``dragdiffusion``).
+            callback: the loop's dict per step, plus ``handles_xy`` (image pixels).
+            cancel: polled once per drag step; True stops the drag early (the result is sampled from the latent
+                reached so far).
+            progress: show progress bars.
+            **overrides: any parameter by its stable name (``drag_steps=40``, ``lora="none"``, ...).
+        """
+        m = get_method(method)
+        if m.engine != "diffusion":
+            raise ParameterError(f"method {method!r} runs on the {m.engine} engine, not on diffusion")
+        if overrides.get("mask", "none") != "none":
+            raise ParameterError("pass the mask in the DragRequest (mask=...) rather than as a parameter")
+        params = m.resolve(overrides)
+        if request.mask is not None:
+            params["mask"] = "given"
+        prof = StageProfiler(self.device)
+        if self.load_profile is not None:  # loading happens once per pipeline; every edit reports it
+            prof.stages["load"] = dict(self.load_profile)
+        W, H = request.size
+        w8, h8 = working_size(W, H, params["resize_width"])
+        grid = (int(0.5 * h8), int(0.5 * w8))
+        gm = GridMap((H, W), grid, convention="corner")
+        info: dict[str, Any] = {
+            "engine": "diffusion",
+            "model": self.model_name,
+            "working_size": [w8, h8],
+            "scale": [w8 / W, h8 / H],
+            "grid_size": list(grid),
+            "device": str(self.device),
+            "dtype": str(self.unet.dtype).replace("torch.", ""),
+        }
+        if (w8, h8) != (W, H):
+            logger.info("image %dx%d is edited at %dx%d (multiples of 8); points are mapped", W, H, w8, h8)
+        info.update(noop_pairs(request))
+        steps, fb = params["inference_steps"], params["feature_block"]
+        n_inv = D.inversion_step_count(params["inversion_strength"], steps)
+        start = steps - n_inv
+        if not 0 <= fb < len(self.unet.up_blocks):
+            raise ParameterError(f"feature_block={fb}: this UNet has up_blocks 0..{len(self.unet.up_blocks) - 1}")
+        mutual = D.transformer_self_attentions(self.unet)[params["mutual_attn_start_layer"] :]
+        if not mutual:
+            logger.warning(
+                "mutual_attn_start_layer=%d: this UNet has only %d transformer blocks; no reference-latent control",
+                params["mutual_attn_start_layer"],
+                len(D.transformer_self_attentions(self.unet)),
+            )
+        info["mutual_attention_blocks"] = [n.removesuffix(".processor") for n in mutual]
+
+        torch.manual_seed(request.seed)
+        try:
+            with prof.stage("encode"):
+                embeds = self.encode_prompt(request.prompt)
+                x = self.image_to_tensor(request.image, (w8, h8))
+                z_dist = self.vae.encode(x).latent_dist
+                z0 = z_dist.mean * self.vae.config.scaling_factor
+            with prof.stage("lora"):
+                info.update(self._lora(params["lora"], params, request, (w8, h8), z_dist, embeds, progress))
+            with prof.stage("inversion"):
+                zt = self.invert(z0, embeds, steps, n_inv, progress)
+            self.scheduler.set_timesteps(steps)
+            t = self.scheduler.timesteps[start]
+            info["drag_timestep"] = int(t)
+
+            need_prev = request.mask is not None and params["lam"] > 0
+
+            def features(latent: Tensor) -> FeatureOutput:
+                out = D.unet_forward(self.unet, latent.to(self.unet.dtype), t, embeds, [fb], need_eps=need_prev)
+                f = F.interpolate(out.features[fb].float(), size=grid, mode="bilinear", align_corners=False)
+                extras = {}
+                if need_prev:
+                    extras["prev"] = self.scheduler.step(out.eps.float(), t, latent.float(), return_dict=False)[0]
+                return FeatureOutput(f, extras)
+
+            mask = None
+            if request.mask is not None:
+                mask = gm.resize_mask(torch.from_numpy(request.mask)).to(self.device)
+
+            def on_step(ev: dict[str, Any]) -> None:
+                ev["handles_xy"] = gm.to_image(ev["handles"]).tolist()
+                if callback is not None:
+                    callback(ev)
+
+            parts = build_parts(params, terms=[LatentMaskTerm.from_params(params)])
+            with prof.stage("drag"):
+                out = drag_loop(
+                    zt.float(),
+                    features,
+                    torch.round(gm.to_grid(request.handles)),
+                    torch.round(gm.to_grid(request.targets)),
+                    tracker=parts.tracker,
+                    supervision=parts.supervision,
+                    schedule=parts.schedule,
+                    terms=parts.terms,
+                    optimizer=adam(params["latent_lr"]),
+                    mask=mask,
+                    callback=on_step,
+                    cancel=cancel,
+                    disable=None if progress else True,
+                    total=params["drag_steps"],
+                )
+            with prof.stage("sampling"):
+                z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress)
+            with prof.stage("decode"):
+                img = self.decode(z[1:])
+                img = F.interpolate(img.float(), size=(H, W), mode="bilinear", align_corners=False)
+                arr = (img[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)  # truncation, as DragDiffusion
+        finally:
+            self._drop_lora()
+        info.update(steps=out.steps, stop_reason=out.stop_reason)
+        info["profile"] = prof.stages
+        timings = prof.timings()
+        timings["total"] = round(sum(v for k, v in timings.items() if k != "load"), 4)
+        return DragResult(
+            image=Image.fromarray(arr),
+            source=request.image,
+            handles_initial=list(request.handles),
+            targets=list(request.targets),
+            handles=image_points(out.handles, gm),
+            trajectory=image_trajectory(out.trajectory, gm, request.targets),
+            timings=timings,
+            method=method,
+            params=params,
+            info=info,
+            mask=request.mask,
+            prompt=request.prompt,
+            seed=request.seed,
+        )

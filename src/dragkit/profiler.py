@@ -1,0 +1,91 @@
+"""Per-stage wall time and peak memory of an edit (``dragkit edit --profile`` prints the table).
+
+Peak memory is the device allocator's peak on CUDA (``torch.cuda.max_memory_allocated``, reset at each stage);
+on the CPU it is the process's peak resident set size within the stage (Linux: ``VmHWM`` from
+``/proc/self/status``, reset through ``/proc/self/clear_refs``; elsewhere the peak since the process started,
+marked as such).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+
+def _read_hwm() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class StageProfiler:
+    """Collects ``{stage: {"seconds": s, "peak_bytes": b, "memory": "cuda"|"rss"|"rss-since-start"}}``."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    stages: dict[str, dict[str, float | int | str | None]] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        cuda = self.device.type == "cuda" and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            kind = "cuda"
+        else:
+            kind = "rss" if _reset_hwm() else "rss-since-start"
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.cuda.synchronize(self.device)
+                peak: int | None = int(torch.cuda.max_memory_allocated(self.device))
+            else:
+                peak = _read_hwm()
+                if peak is None:
+                    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                    peak = int(ru if sys.platform == "darwin" else ru * 1024)
+            prev = self.stages.get(name)
+            secs = time.perf_counter() - t0 + (float(prev["seconds"]) if prev else 0.0)  # type: ignore[arg-type]
+            if prev and prev["peak_bytes"] is not None and peak is not None:
+                peak = max(peak, int(prev["peak_bytes"]))  # type: ignore[arg-type]
+            self.stages[name] = {"seconds": round(secs, 4), "peak_bytes": peak, "memory": kind}
+
+    def timings(self) -> dict[str, float]:
+        return {k: float(v["seconds"]) for k, v in self.stages.items()}  # type: ignore[arg-type]
+
+    def table(self) -> str:
+        return format_profile(self.stages)
+
+
+def format_profile(stages: dict[str, dict]) -> str:
+    """The profile as an aligned text table (what ``dragkit edit --profile`` prints)."""
+    rows = [("stage", "seconds", "peak memory")]
+    for k, v in stages.items():
+        mem = "-" if v["peak_bytes"] is None else f"{int(v['peak_bytes']) / 2**20:,.0f} MiB ({v['memory']})"
+        rows.append((k, f"{float(v['seconds']):.2f}", mem))
+    total = sum(float(v["seconds"]) for v in stages.values())
+    rows.append(("total", f"{total:.2f}", ""))
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]}" for r in rows)

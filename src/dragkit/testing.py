@@ -1,0 +1,135 @@
+"""Random-weight models built offline, for tests and benchmarks only (never for real edits).
+
+``build_tiny_sd`` makes a complete Stable-Diffusion-layout pipeline folder (VAE, CLIP text encoder and
+tokenizer, UNet, scheduler) small enough to run an edit in seconds on a CPU, and ``build_sd15_shaped`` the same
+block structure as SD 1.5 at reduced width, for speed and memory measurements. Both save with
+``save_pretrained`` so that the real loading code reads them back by path.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def _offline_clip_tokenizer(folder: Path):
+    """A byte-level CLIP tokenizer with no merges: every character is a token (the hub's is not reachable)."""
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # GPT-2's byte-to-unicode table: printable bytes map to themselves, the rest to code points from 256 up.
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    for c in chars:
+        vocab.setdefault(c + "</w>", len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+
+
+def build_sd_pipeline(
+    folder: str | Path,
+    *,
+    unet_channels: tuple[int, ...] = (8, 8, 16, 16),
+    vae_channels: tuple[int, ...] = (4, 8, 8, 8),
+    text_hidden: int = 16,
+    text_layers: int = 2,
+    attention_head_dim: int | tuple[int, ...] = 2,
+    layers_per_block: int = 1,
+    norm_num_groups: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Build and save a random-weight Stable-Diffusion-layout pipeline; returns the folder.
+
+    The UNet has SD 1.5's block types (CrossAttnDown ×3, Down, mid, Up, CrossAttnUp ×3); the VAE downsamples by
+    2^(len(vae_channels) − 1) (8 with four blocks, like SD). The scheduler is SD 1.5's DDIM configuration.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    n = len(unet_channels)
+    unet = UNet2DConditionModel(
+        block_out_channels=unet_channels,
+        layers_per_block=layers_per_block,
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        cross_attention_dim=text_hidden,
+        attention_head_dim=attention_head_dim,
+        norm_num_groups=norm_num_groups,
+    )
+    m = len(vae_channels)
+    vae = AutoencoderKL(
+        block_out_channels=list(vae_channels),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * m,
+        up_block_types=["UpDecoderBlock2D"] * m,
+        latent_channels=4,
+        norm_num_groups=norm_num_groups,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = _offline_clip_tokenizer(Path(tmp))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=text_hidden,
+            intermediate_size=2 * text_hidden,
+            num_attention_heads=2,
+            num_hidden_layers=text_layers,
+            vocab_size=len(tokenizer),
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            max_position_embeddings=77,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_sd(folder: str | Path) -> Path:
+    """The smallest useful SD-layout pipeline (about a second per edit on a CPU)."""
+    return build_sd_pipeline(folder)
+
+
+def build_sd15_shaped(folder: str | Path, width: int = 64) -> Path:
+    """SD 1.5's blocks, heads and VAE layout at reduced width (``width`` replaces 320), random weights."""
+    return build_sd_pipeline(
+        folder,
+        unet_channels=(width, 2 * width, 4 * width, 4 * width),
+        vae_channels=(32, 64, 128, 128),
+        text_hidden=128,
+        text_layers=4,
+        attention_head_dim=8,
+        layers_per_block=2,
+        norm_num_groups=32,
+    )
