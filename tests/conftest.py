@@ -9,6 +9,22 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    """A tiny random-weight Stable Diffusion pipeline folder, built offline and saved with save_pretrained."""
+    pytest.importorskip("diffusers")
+    from dragkit.testing import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def face_png(tmp_path_factory, gan_pipe):
+    d = tmp_path_factory.mktemp("face")
+    gan_pipe.generate(27).image.save(d / "face.png")
+    return d / "face.png"
+
+
+@pytest.fixture(scope="session")
 def gan_pipe():
     from dragkit import DragGANPipeline
 

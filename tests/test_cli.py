@@ -12,17 +12,19 @@ from PIL import Image
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def dragkit(*args, cwd=None):
+def dragkit(*args, cwd=None, env_extra=None):
     return subprocess.run(
-        [sys.executable, "-m", "dragkit.cli", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd
+        [sys.executable, "-m", "dragkit.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**ENV, **(env_extra or {})},
+        cwd=cwd,
     )
 
 
-@pytest.fixture(scope="module")
-def face(tmp_path_factory, gan_pipe):
-    d = tmp_path_factory.mktemp("face")
-    gan_pipe.generate(27).image.save(d / "face.png")
-    return d / "face.png"
+@pytest.fixture
+def face(face_png):
+    return face_png
 
 
 FAST = ["--set", "drag_steps=5", "--set", "invert_steps=10", "--set", "invert_restarts=2", "-q"]

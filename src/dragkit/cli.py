@@ -155,7 +155,7 @@ def edit(
     else:
         from .pipelines.diffusion import DEFAULT_MODEL, DragDiffusionPipeline
 
-        pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL).to(dev, torch_dtype)
+        pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, dtype=torch_dtype).to(dev)
         pipe.set_progress_bar_config(disable=True if quiet else None, leave=False)
     result = pipe(req, method=method, progress=not quiet, **overrides)
     if mask_spec not in ("none", ""):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,7 +63,7 @@ def working_size(w: int, h: int, resize_width: int) -> tuple[int, int]:
     if resize_width:
         h = h * resize_width / w
         w = resize_width
-    return max(8, round(w / 8) * 8), max(8, round(h / 8) * 8)
+    return max(8, int(w / 8 + 0.5) * 8), max(8, int(h / 8 + 0.5) * 8)  # half-up, not banker's rounding
 
 
 class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):  # type: ignore[misc]
@@ -114,27 +115,39 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path = DEFAULT_MODEL, **kwargs: Any):  # type: ignore[override]
         """Load from a hub id, a local diffusers folder, or a single ``.safetensors`` checkpoint.
 
+        ``dtype=torch.float16`` (or ``torch_dtype=``) loads the weights in that precision.
         Errors a user can fix (a missing model offline, a folder that is not a diffusers pipeline) are raised as
         :class:`~dragkit.errors.ModelError` with one line naming the model.
         """
         _require_diffusers()
         name = str(pretrained_model_name_or_path)
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+        if dtype is not None:  # diffusers renamed torch_dtype to dtype; speak whichever the installed one knows
+            from diffusers.pipelines import pipeline_utils
+
+            kwargs["dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"] = dtype
         prof = StageProfiler()
         path = Path(name)
+        from diffusers.utils import logging as dlogging
+
+        verbosity = dlogging.get_verbosity()
+        dlogging.set_verbosity_error()  # its "couldn't connect" chatter would precede our one-line error
         try:
             with prof.stage("load"):
                 pipe = cls._load(name, path, **kwargs)
         except ModelError:
             raise
-        except Exception as e:
-            offline = "HF_HUB_OFFLINE" in str(e) or "offline" in str(e).lower() or "connect" in str(e).lower()
-            hint = (
-                " (the hub is unreachable: download it once, or point --model at a local diffusers folder)"
-                if offline or not path.exists()
-                else ""
-            )
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"cannot load model {name!r}{hint}: {first}") from None
+        except Exception as e:  # every loading failure becomes one line naming the model
+            text = str(e)
+            if not path.exists() and any(s in text for s in ("offline", "not fully cached", "connect", "resolve")):
+                raise ModelError(
+                    f"cannot load model {name!r}: it is not in the local cache and the hub is unreachable; "
+                    "download it once with a network, or point --model at a local diffusers folder"
+                ) from None
+            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+            raise ModelError(f"cannot load model {name!r}: {first}") from None
+        finally:
+            dlogging.set_verbosity(verbosity)
         pipe.model_name = name
         pipe.load_profile = prof.stages["load"]
         return pipe
@@ -267,14 +280,18 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             progress=progress,
         )
         sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet, adapter_name=D.LORA_ADAPTER))
+        # Written under a temporary name and renamed: a crash never leaves a half-written LoRA in the cache.
         tmp = folder.with_name(folder.name + f".part{time.monotonic_ns()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.save_lora_weights(str(tmp), unet_lora_layers=sd, safe_serialization=True)
+        try:
+            tmp.mkdir(parents=True, exist_ok=True)
+            self.save_lora_weights(str(tmp), unet_lora_layers=sd, safe_serialization=True)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            logger.warning("identity LoRA trained but not cached (%s): set DRAGKIT_CACHE to a writable folder", e)
+            return {"lora": "trained", "lora_cache": None}
         try:
             tmp.rename(folder)
         except OSError:  # another process cached the same LoRA meanwhile: keep theirs
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
         return {"lora": "trained", "lora_cache": str(folder)}
 
@@ -283,7 +300,14 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         self.load_lora_into_unet(state_dict, alphas, unet=self.unet, adapter_name=D.LORA_ADAPTER)
 
     def _drop_lora(self) -> None:
-        if getattr(self.unet, "peft_config", None) and D.LORA_ADAPTER in self.unet.peft_config:
+        """Remove the identity LoRA; if it was the only adapter, remove the peft layers too (the UNet is then
+        exactly as loaded). A user's own adapters stay."""
+        if not hasattr(self.unet, "peft_config"):
+            return
+        others = set(self.unet.peft_config) - {D.LORA_ADAPTER}
+        if not others:  # also after a failed load, which can leave empty peft layers behind
+            self.unet.unload_lora()
+        elif D.LORA_ADAPTER in self.unet.peft_config:
             self.unet.delete_adapters(D.LORA_ADAPTER)
 
     @torch.no_grad()
@@ -349,7 +373,6 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             )
         info["mutual_attention_blocks"] = [n.removesuffix(".processor") for n in mutual]
 
-        torch.manual_seed(request.seed)
         try:
             with prof.stage("encode"):
                 embeds = self.encode_prompt(request.prompt)

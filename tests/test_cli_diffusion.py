@@ -1,0 +1,67 @@
+"""``dragkit edit --method dragdiffusion`` end to end on a real DragBench sample (offline, tiny model)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dragkit.io import safe_unpickle
+
+from .test_cli import dragkit
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/dragbench/land_scape/PJC_2023-09-15-1603-42"
+
+
+@pytest.mark.skipif(not SAMPLE.exists(), reason="../shared/data/dragbench is not beside the checkout")
+def test_dragbench_sample_round_trip(tiny_sd, tmp_path):
+    meta = safe_unpickle(SAMPLE / "meta_data.pkl")
+    src = SAMPLE / "original_image.png"
+    w, h = Image.open(src).size
+    assert (w, h) == (512, 341)  # not square, height not a multiple of 8
+    Image.fromarray((meta["mask"] * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    pts = meta["points"]
+    drags = [f"{pts[i][0]},{pts[i][1]}:{pts[i + 1][0]},{pts[i + 1][1]}" for i in range(0, len(pts), 2)]
+    out = tmp_path / "out.png"
+    args = ["edit", src, "--method", "dragdiffusion", "--model", tiny_sd, "--prompt", meta["prompt"]]
+    args += [a for d in drags for a in ("--drag", d)]
+    args += ["--mask", tmp_path / "mask.png", "-o", out, "--lora", "train", "--profile", "-q"]
+    args += ["--set", "lora_steps=2", "--set", "drag_steps=3", "--set", "mutual_attn_start_layer=4"]
+    r = dragkit(*args, env_extra={"DRAGKIT_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    assert Image.open(out).size == (512, 341)
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["method"] == "dragdiffusion" and rec["prompt"] == meta["prompt"] and rec["has_mask"]
+    assert rec["params"]["inference_steps"] == 50 and rec["params"]["r_m"] == 1 and rec["params"]["lam"] == 0.1
+    assert rec["info"]["working_size"] == [512, 344] and rec["info"]["grid_size"] == [172, 256]
+    assert rec["points"]["handles"] == [list(map(float, p)) for p in pts[0::2]]
+    assert "mask" in rec["trajectory"][1]["losses"]
+    # --profile prints the stage table
+    for stage in ("load", "lora", "inversion", "drag", "sampling", "decode", "total"):
+        assert stage in r.stdout
+
+
+def test_missing_model_offline_is_one_line(tmp_path, face_png):
+    r = dragkit("edit", face_png, "--method", "dragdiffusion", "--drag", "10,10:12,12", "-o", tmp_path / "o.png")
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()
+    assert len(line) == 1 and "stable-diffusion-v1-5/stable-diffusion-v1-5" in line[0] and "--model" in line[0]
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_a_folder_that_is_not_a_pipeline(tmp_path, face_png):
+    (tmp_path / "m").mkdir()
+    r = dragkit(
+        "edit",
+        face_png,
+        "--method",
+        "dragdiffusion",
+        "--model",
+        tmp_path / "m",
+        "--drag",
+        "10,10:12,12",
+        "-o",
+        tmp_path / "o.png",
+    )
+    assert r.returncode == 2 and "not a diffusers pipeline folder" in r.stderr

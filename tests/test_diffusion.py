@@ -1,0 +1,247 @@
+"""The diffusion engine and DragDiffusion, offline, on a tiny random-weight Stable Diffusion built here."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dragkit import DragRequest, ModelError, ParameterError
+from dragkit.engines import diffusion as D
+
+pytest.importorskip("diffusers")
+
+
+@pytest.fixture(scope="session")
+def pipe(tiny_sd):
+    from dragkit import DragDiffusionPipeline
+
+    p = DragDiffusionPipeline.from_pretrained(tiny_sd)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(autouse=True)
+def lora_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DRAGKIT_CACHE", str(tmp_path / "cache"))
+
+
+def image(w=96, h=80, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0, 255, (h // 8, w // 8, 3)).astype(np.uint8)
+    return Image.fromarray(base).resize((w, h), Image.BICUBIC)
+
+
+FAST = dict(resize_width=0, lora="none", drag_steps=8, mutual_attn_start_layer=4)
+
+
+def state_of(unet):
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())
+    procs = {k: type(v).__name__ for k, v in unet.attn_processors.items()}
+    lora = [n for n, _ in unet.named_parameters() if "lora" in n]
+    peft_layers = [n for n, m in unet.named_modules() if type(m).__module__.startswith("peft")]
+    return hooks, procs, lora, peft_layers, getattr(unet, "peft_config", None)
+
+
+def test_loads_by_path_with_aligned_ddim_schedulers(pipe):
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    assert type(pipe.inverse_scheduler).__name__ == "DDIMInverseScheduler"
+    assert not pipe.scheduler.config.clip_sample and not pipe.scheduler.config.set_alpha_to_one
+    D.check_alignment(pipe.scheduler, pipe.inverse_scheduler, 50)
+    assert D.inversion_step_count(0.7, 50) == 35
+    assert int(pipe.scheduler.timesteps[50 - 35]) == 681
+    assert len(pipe.unet.up_blocks) == 4  # the real feature index 2 exists
+
+
+def test_inversion_then_sampling_is_exact_with_a_constant_noise_model(pipe, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(1, 4, 8, 8, generator=g)
+    c = torch.randn(1, 4, 8, 8, generator=g) * 0.5
+    monkeypatch.setattr(pipe.unet, "forward", lambda z, t, encoder_hidden_states, return_dict=False: (c.expand_as(z),))
+    emb = torch.zeros(1, 77, 16)
+    zt = pipe.invert(z0, emb, 50, 35, progress=False)
+    back = pipe.sample(zt, zt, emb, 15, [], progress=False)
+    assert torch.allclose(back[0:1], z0, atol=1e-4)
+    assert not torch.allclose(zt, z0, atol=0.1)
+
+
+@torch.no_grad()
+def test_inversion_then_sampling_reconstructs_with_the_tiny_unet(pipe):
+    # a unit-scale latent, as an SD VAE gives (the tiny random VAE's latents are ~0.03 wide)
+    z0 = torch.randn(1, 4, 10, 12, generator=torch.Generator().manual_seed(0))
+    emb = pipe.encode_prompt("a photo")
+    zt = pipe.invert(z0, emb, 50, 35, progress=False)
+    back = pipe.sample(zt, zt, emb, 15, [], progress=False)[0:1]
+    assert float((zt - z0).norm() / z0.norm()) > 0.5  # t = 681 is far from the image
+    assert float((back - z0).norm() / z0.norm()) < 0.05
+
+
+def test_features_come_from_hooks_and_stop_the_forward_early(pipe):
+    z = torch.randn(1, 4, 10, 12)
+    emb = pipe.encode_prompt("x")
+    calls = []
+    h = pipe.unet.up_blocks[3].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        early = D.unet_forward(pipe.unet, z, 681, emb, [2], need_eps=False)
+        assert early.eps is None and not calls  # the last up block never ran
+        full = D.unet_forward(pipe.unet, z, 681, emb, [2], need_eps=True)
+        assert full.eps.shape == z.shape and calls
+    finally:
+        h.remove()
+    assert torch.allclose(early.features[2], full.features[2])
+    with pytest.raises(ParameterError, match="feature_block=7"):
+        D.unet_forward(pipe.unet, z, 681, emb, [7])
+
+
+def test_mutual_attention_keeps_the_source_branch_and_changes_the_edited_one(pipe):
+    emb = pipe.encode_prompt("a photo").expand(2, -1, -1)
+    g = torch.Generator().manual_seed(1)
+    src, edit = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 4, 8, 8, generator=g)
+    plain = pipe.unet(torch.cat([src, edit]), 500, encoder_hidden_states=emb).sample
+    names = D.transformer_self_attentions(pipe.unet)
+    with D.attention_processors(pipe.unet, {n: D.MutualSelfAttentionProcessor() for n in names}):
+        mutual = pipe.unet(torch.cat([src, edit]), 500, encoder_hidden_states=emb).sample
+    assert torch.allclose(mutual[0], plain[0], atol=1e-5)
+    assert not torch.allclose(mutual[1], plain[1], atol=1e-3)
+    # the processors are back
+    assert all(type(p).__name__ != "MutualSelfAttentionProcessor" for p in pipe.unet.attn_processors.values())
+
+
+def test_selection_by_execution_order(pipe):
+    names = D.transformer_self_attentions(pipe.unet)
+    assert names[0].startswith("down_blocks.0.") and any(n.startswith("mid_block") for n in names)
+    firsts = [n.split(".")[0] for n in names]
+    assert firsts == sorted(firsts, key=["down_blocks", "mid_block", "up_blocks"].index)
+
+
+def test_edit_runs_drags_and_restores_everything(pipe):
+    before = state_of(pipe.unet)
+    req = DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo")
+    steps = []
+    out = pipe(req, progress=False, callback=steps.append, **{**FAST, "lora": "train", "lora_steps": 3})
+    assert state_of(pipe.unet) == before
+    assert out.image.size == (96, 80)
+    assert out.info["lora"] == "trained" and out.info["drag_timestep"] == 681
+    assert out.info["mutual_attention_blocks"] and all("attn1" in n for n in out.info["mutual_attention_blocks"])
+    assert {"encode", "lora", "inversion", "drag", "sampling", "decode", "load"} <= set(out.info["profile"])
+    assert all(v["peak_bytes"] for k, v in out.info["profile"].items())
+    assert len(steps) == out.info["steps"] + 1 and "handles_xy" in steps[0]
+
+
+def test_everything_is_restored_after_an_edit_that_raised(pipe):
+    before = state_of(pipe.unet)
+    req = DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo")
+
+    def boom(ev):
+        if ev["step"] == 2:
+            raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        pipe(req, progress=False, callback=boom, **{**FAST, "lora": "train", "lora_steps": 2})
+    assert state_of(pipe.unet) == before
+
+
+def test_same_seed_same_output(pipe):
+    req = DragRequest(image(), [(40, 40)], [(56, 44)], prompt="a photo", seed=3)
+    a = pipe(req, progress=False, **{**FAST, "lora": "train", "lora_steps": 2})
+    b = pipe(req, progress=False, **{**FAST, "lora": "train", "lora_steps": 2})
+    assert a.info["lora"] == "trained" and b.info["lora"] == "cached"
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert a.handles == b.handles
+
+
+def test_the_drag_moves_features_towards_the_targets(pipe):
+    req = DragRequest(image(seed=5), [(30, 30), (70, 50)], [(46, 30), (70, 34)], prompt="a photo")
+    out = pipe(req, progress=False, **{**FAST, "drag_steps": 40})
+    first, last = out.trajectory[0]["distances"], out.trajectory[-1]["distances"]
+    assert sum(last) < 0.6 * sum(first), (first, last)
+
+
+def test_mask_term_only_with_a_mask(pipe):
+    req = DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo")
+    free = pipe(req, progress=False, **FAST)
+    assert "mask" not in free.trajectory[0]["losses"]
+    m = np.zeros((80, 96), bool)
+    m[20:60, 20:80] = True
+    masked = pipe(DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo", mask=m), progress=False, **FAST)
+    assert masked.trajectory[1]["losses"]["mask"] > 0 and masked.params["mask"] == "given"
+
+
+def test_odd_sizes_are_mapped_not_shifted(pipe):
+    img = image(100, 70)
+    out = pipe(DragRequest(img, [(50, 35)], [(50, 35)], prompt="x"), progress=False, **FAST)
+    assert out.info["working_size"] == [104, 72] and out.info["scale"] == [1.04, 72 / 70]
+    assert out.image.size == (100, 70)
+    assert out.handles == [(50.0, 35.0)]  # a no-op pair stays exactly where it was
+    assert out.info["noop_pairs"] == [1]
+
+
+def test_long_prompts_are_truncated_with_a_warning(pipe, caplog):
+    with caplog.at_level(logging.WARNING):
+        emb = pipe.encode_prompt("word " * 100)
+    assert emb.shape[1] == 77 and "the rest is ignored" in caplog.text
+
+
+def test_lora_path_that_does_not_fit(pipe, tmp_path):
+    from dragkit.testing import build_sd_pipeline
+
+    other = build_sd_pipeline(tmp_path / "other", unet_channels=(8, 16, 16, 32))
+    from dragkit import DragDiffusionPipeline
+
+    o = DragDiffusionPipeline.from_pretrained(other)
+    o.set_progress_bar_config(disable=True)
+    r = o(
+        DragRequest(image(), [(40, 40)], [(50, 40)], prompt="p"),
+        progress=False,
+        **{**FAST, "lora": "train", "lora_steps": 1},
+    )
+    saved = r.info["lora_cache"]
+    before = state_of(pipe.unet)
+    with pytest.raises(ModelError, match="does not fit this model's UNet"):
+        pipe(DragRequest(image(), [(40, 40)], [(50, 40)], prompt="p"), progress=False, **{**FAST, "lora": saved})
+    assert state_of(pipe.unet) == before
+    with pytest.raises(Exception, match="does not exist"):
+        pipe(DragRequest(image(), [(40, 40)], [(50, 40)], prompt="p"), progress=False, **{**FAST, "lora": "/nope"})
+
+
+def test_model_loading_errors(tmp_path):
+    from dragkit import DragDiffusionPipeline
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not a diffusers pipeline folder"):
+        DragDiffusionPipeline.from_pretrained(tmp_path / "empty")
+    with pytest.raises(ModelError, match="cannot load model 'nobody/no-such-model'.*local diffusers folder"):
+        DragDiffusionPipeline.from_pretrained("nobody/no-such-model")
+    with pytest.raises(ModelError, match="not found"):
+        DragDiffusionPipeline.from_pretrained(tmp_path / "x.safetensors")
+
+
+def test_method_and_engine_mismatches(pipe, gan_pipe):
+    req = DragRequest(image(), [(40, 40)], [(50, 40)])
+    with pytest.raises(ParameterError, match="runs on the gan engine"):
+        pipe(req, method="draggan")
+    with pytest.raises(ParameterError, match="latent_block is a gan engine parameter"):
+        pipe(req, latent_block=2)
+    with pytest.raises(ParameterError, match="inversion_strength=1.5"):
+        pipe(req, inversion_strength=1.5)
+
+
+def test_an_unwritable_cache_still_edits(pipe, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DRAGKIT_CACHE", str(blocker))
+    req = DragRequest(image(), [(40, 40)], [(50, 40)], prompt="p")
+    with caplog.at_level(logging.WARNING):
+        out = pipe(req, progress=False, **{**FAST, "lora": "train", "lora_steps": 1})
+    assert out.info["lora"] == "trained" and out.info["lora_cache"] is None and "not cached" in caplog.text
+
+
+def test_bfloat16_on_cpu(tiny_sd):
+    from dragkit import DragDiffusionPipeline
+
+    p = DragDiffusionPipeline.from_pretrained(tiny_sd, dtype=torch.bfloat16)
+    p.set_progress_bar_config(disable=True)
+    assert p.unet.dtype == torch.bfloat16
+    out = p(DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo"), progress=False, **FAST)
+    assert out.info["dtype"] == "bfloat16" and out.image.size == (96, 80)
