@@ -38,7 +38,7 @@ FAST = dict(resize_width=0, lora="none", drag_steps=8, mutual_attn_start_layer=4
 
 def state_of(unet):
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())
-    procs = {k: type(v).__name__ for k, v in unet.attn_processors.items()}
+    procs = {k: type(m.processor).__name__ for k, m in D.attention_modules(unet).items()}
     lora = [n for n, _ in unet.named_parameters() if "lora" in n]
     peft_layers = [n for n, m in unet.named_modules() if type(m).__module__.startswith("peft")]
     return hooks, procs, lora, peft_layers, getattr(unet, "peft_config", None)
@@ -83,15 +83,15 @@ def test_features_come_from_hooks_and_stop_the_forward_early(pipe):
     calls = []
     h = pipe.unet.up_blocks[3].register_forward_hook(lambda *a: calls.append(1))
     try:
-        early = D.unet_forward(pipe.unet, z, 681, emb, [2], need_eps=False)
+        early = D.unet_forward(pipe.unet, z, 681, pipe.cond(emb), [2], need_eps=False)
         assert early.eps is None and not calls  # the last up block never ran
-        full = D.unet_forward(pipe.unet, z, 681, emb, [2], need_eps=True)
+        full = D.unet_forward(pipe.unet, z, 681, pipe.cond(emb), [2], need_eps=True)
         assert full.eps.shape == z.shape and calls
     finally:
         h.remove()
     assert torch.allclose(early.features[2], full.features[2])
     with pytest.raises(ParameterError, match="feature_block=7"):
-        D.unet_forward(pipe.unet, z, 681, emb, [7])
+        D.unet_forward(pipe.unet, z, 681, pipe.cond(emb), [7])
 
 
 def test_mutual_attention_keeps_the_source_branch_and_changes_the_edited_one(pipe):
@@ -99,17 +99,18 @@ def test_mutual_attention_keeps_the_source_branch_and_changes_the_edited_one(pip
     g = torch.Generator().manual_seed(1)
     src, edit = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 4, 8, 8, generator=g)
     plain = pipe.unet(torch.cat([src, edit]), 500, encoder_hidden_states=emb).sample
-    names = D.transformer_self_attentions(pipe.unet)
+    names = D.self_attentions(pipe.unet)
     with D.attention_processors(pipe.unet, {n: D.MutualSelfAttentionProcessor() for n in names}):
         mutual = pipe.unet(torch.cat([src, edit]), 500, encoder_hidden_states=emb).sample
     assert torch.allclose(mutual[0], plain[0], atol=1e-5)
     assert not torch.allclose(mutual[1], plain[1], atol=1e-3)
     # the processors are back
     assert all(type(p).__name__ != "MutualSelfAttentionProcessor" for p in pipe.unet.attn_processors.values())
+    assert len(names) == 10 and all(n.endswith("attn1") for n in names)
 
 
 def test_selection_by_execution_order(pipe):
-    names = D.transformer_self_attentions(pipe.unet)
+    names = D.self_attentions(pipe.unet)
     assert names[0].startswith("down_blocks.0.") and any(n.startswith("mid_block") for n in names)
     firsts = [n.split(".")[0] for n in names]
     assert firsts == sorted(firsts, key=["down_blocks", "mid_block", "up_blocks"].index)
@@ -245,3 +246,57 @@ def test_bfloat16_on_cpu(tiny_sd):
     assert p.unet.dtype == torch.bfloat16
     out = p(DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo"), progress=False, **FAST)
     assert out.info["dtype"] == "bfloat16" and out.image.size == (96, 80)
+
+
+@pytest.fixture(scope="session")
+def pixel_pipe(tmp_path_factory):
+    from dragkit import DragDiffusionPipeline
+    from dragkit.testing import build_tiny_pixel
+
+    p = DragDiffusionPipeline.from_pretrained(build_tiny_pixel(tmp_path_factory.mktemp("pixel")))
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_pixel_space_unconditional_models_run_the_same_preset(pixel_pipe, caplog):
+    p = pixel_pipe
+    assert p.vae is None and p.text_encoder is None and not p.conditional
+    names = D.self_attentions(p.unet)
+    assert names and all("attentions" in n for n in names)
+    before = state_of(p.unet)
+    req = DragRequest(image(64, 64), [(20, 30)], [(30, 30)], prompt="ignored")
+    with caplog.at_level(logging.INFO):
+        out = p(req, progress=False, **{**FAST, "lora": "train", "lora_steps": 2, "mutual_attn_start_layer": 1})
+    assert "prompt is ignored" in caplog.text
+    assert state_of(p.unet) == before
+    assert out.image.size == (64, 64) and out.info["lora"] == "trained"
+    assert out.info["mutual_attention_blocks"] == names[1:]
+    assert out.info["grid_size"] == [32, 32]
+    # the identity codec: inversion then sampling returns the image itself
+    x = p.image_to_tensor(image(64, 64), (64, 64))
+    assert torch.equal(p.encode_image(x), x)
+    assert torch.allclose(p.decode(x), (x / 2 + 0.5).clamp(0, 1))
+
+
+def test_mutual_attention_on_a_unet2dmodel(pixel_pipe):
+    unet = pixel_pipe.unet
+    g = torch.Generator().manual_seed(2)
+    src, edit = torch.randn(1, 3, 32, 32, generator=g), torch.randn(1, 3, 32, 32, generator=g)
+    plain = unet(torch.cat([src, edit]), 500).sample
+    with D.attention_processors(unet, {n: D.MutualSelfAttentionProcessor() for n in D.self_attentions(unet)}):
+        mutual = unet(torch.cat([src, edit]), 500).sample
+    assert torch.allclose(mutual[0], plain[0], atol=1e-5)
+    assert not torch.allclose(mutual[1], plain[1], atol=1e-4)
+
+
+def test_packaged_model_names(monkeypatch, tmp_path):
+    from dragkit import DragDiffusionPipeline
+    from dragkit.pipelines import diffusion as pd
+    from dragkit.testing import build_tiny_pixel
+
+    monkeypatch.setitem(pd.PACKAGED_MODELS, "faces64", tmp_path / "missing")
+    with pytest.raises(ModelError, match="'faces64' is not shipped in this version"):
+        DragDiffusionPipeline.from_pretrained("faces64")
+    monkeypatch.setitem(pd.PACKAGED_MODELS, "faces64", build_tiny_pixel(tmp_path / "f64"))
+    p = DragDiffusionPipeline.from_pretrained("faces64")
+    assert p.model_name == "faces64" and not p.conditional

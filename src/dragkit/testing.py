@@ -133,3 +133,25 @@ def build_sd15_shaped(folder: str | Path, width: int = 64) -> Path:
         layers_per_block=2,
         norm_num_groups=32,
     )
+
+
+def build_tiny_pixel(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny random-weight unconditional pixel-space model (``UNet2DModel`` with self-attention at the lowest
+    resolution, the faces64 layout at a fraction of the width), saved as a ``DDPMPipeline`` folder."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
+    )
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(folder)
+    return Path(folder)

@@ -117,13 +117,14 @@ def unet_forward(
     unet: torch.nn.Module,
     latent: Tensor,
     t: Tensor | int,
-    embeds: Tensor,
+    cond: dict[str, Tensor],
     feature_blocks: Sequence[int] = (),
     need_eps: bool = True,
 ) -> UNetOutput:
     """One UNet call returning the outputs of ``up_blocks[i]`` for ``i`` in ``feature_blocks`` (graph kept) and,
     when ``need_eps``, the noise prediction. Without ``need_eps`` the forward stops right after the last wanted
-    block. Hooks are removed in ``finally``."""
+    block. Hooks are removed in ``finally``. ``cond`` holds ``encoder_hidden_states`` for text-conditioned UNets
+    and nothing for unconditional ones."""
     n = len(unet.up_blocks)
     for i in feature_blocks:
         if not 0 <= i < n:
@@ -144,7 +145,7 @@ def unet_forward(
         handles.append(unet.up_blocks[i].register_forward_hook(hook_for(i)))
     eps = None
     try:
-        eps = unet(latent, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        eps = unet(latent, t, **cond, return_dict=False)[0]
     except _FeaturesReady:
         pass
     finally:
@@ -153,17 +154,24 @@ def unet_forward(
     return UNetOutput(feats, eps)
 
 
-def transformer_self_attentions(unet: torch.nn.Module) -> list[str]:
-    """Names (``unet.attn_processors`` keys) of the self-attention (``attn1``) of every transformer block, in
-    execution order: down blocks, mid block, up blocks."""
+def attention_modules(unet: torch.nn.Module) -> dict[str, Any]:
+    """Every diffusers ``Attention`` module of a UNet by module path (text-conditioned or not)."""
+    from diffusers.models.attention_processor import Attention
+
+    return {name: m for name, m in unet.named_modules() if isinstance(m, Attention)}
+
+
+def self_attentions(unet: torch.nn.Module) -> list[str]:
+    """Module paths of every self-attention, in execution order (down blocks, mid block, up blocks): ``attn1`` of
+    each transformer block in text-conditioned UNets, the spatial attention blocks of ``UNet2DModel``s."""
     section = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
 
     def order(name: str) -> tuple:
         head = name.split(".")[0]
-        nums = [int(x) for x in re.findall(r"\.(\d+)\.", "." + name)]
+        nums = [int(x) for x in re.findall(r"\.(\d+)(?=\.|$)", name)]
         return (section.get(head, 3), *nums)
 
-    names = [k for k in unet.attn_processors if k.endswith("attn1.processor") and "transformer_blocks" in k]
+    names = [n for n, m in attention_modules(unet).items() if not m.is_cross_attention]
     return sorted(names, key=order)
 
 
@@ -218,16 +226,20 @@ class MutualSelfAttentionProcessor:
 
 @contextlib.contextmanager
 def attention_processors(unet: torch.nn.Module, replace: dict[str, Any]) -> Iterator[None]:
-    """Install processors by module name for the duration of a block; the originals come back even on error."""
-    original = dict(unet.attn_processors)
-    unknown = set(replace) - set(original)
+    """Install attention processors by module path for the duration of a block (``Attention.set_processor``, so
+    UNets without ``set_attn_processor`` work too); the originals come back even on error."""
+    modules = attention_modules(unet)
+    unknown = set(replace) - set(modules)
     if unknown:
-        raise ValueError(f"no attention processors named {sorted(unknown)}")
+        raise ValueError(f"no attention modules named {sorted(unknown)}")
+    original = {name: modules[name].processor for name in replace}
     try:
-        unet.set_attn_processor({**original, **replace})
+        for name, proc in replace.items():
+            modules[name].set_processor(proc)
         yield
     finally:
-        unet.set_attn_processor(original)
+        for name, proc in original.items():
+            modules[name].set_processor(proc)
 
 
 def lora_cache_dir() -> Path:
@@ -245,11 +257,75 @@ def lora_cache_key(model: str, image_png: bytes, prompt: str, settings: dict[str
     return h.hexdigest()[:32]
 
 
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def add_identity_lora(unet: torch.nn.Module, rank: int) -> None:
+    """Inject the ``dragkit_identity`` adapter (rank = alpha, DragDiffusion's Gaussian-A / zero-B start) into every
+    attention projection through peft; works for ``UNet2DConditionModel`` and ``UNet2DModel`` alike."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+    inject_adapter_in_model(config, unet, adapter_name=LORA_ADAPTER)
+
+
+def identity_lora_state_dict(unet: torch.nn.Module) -> dict[str, Tensor]:
+    """The adapter's weights in diffusers' format (what ``save_lora_weights`` writes under ``unet.``)."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=LORA_ADAPTER))
+
+
+def load_identity_lora(unet: torch.nn.Module, state_dict: dict[str, Tensor]) -> None:
+    """Inject an adapter shaped like ``state_dict`` (diffusers' ``unet.``-prefixed LoRA format) and load it.
+
+    Raises ``ValueError`` when the weights do not fit this UNet (other modules or other shapes)."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+    from peft import set_peft_model_state_dict
+
+    sd = {k.removeprefix("unet."): v for k, v in state_dict.items() if not k.startswith("text_encoder.")}
+    if not sd:
+        raise ValueError("no UNet LoRA weights in the file")
+    sd = convert_unet_state_dict_to_peft(sd)
+    ranks = {v.shape[0] for k, v in sd.items() if "lora_A" in k}
+    if len(ranks) != 1:
+        raise ValueError(f"expected one LoRA rank, found {sorted(ranks)}")
+    add_identity_lora(unet, ranks.pop())
+    try:
+        result = set_peft_model_state_dict(unet, sd, adapter_name=LORA_ADAPTER)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(str(e).strip().splitlines()[0]) from None
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"{len(unexpected)} weights name modules this UNet does not have, e.g. {unexpected[0]}")
+
+
+def remove_identity_lora(unet: torch.nn.Module) -> None:
+    """Remove the identity adapter. Without other adapters the peft layers go too (the UNet is exactly as loaded);
+    a user's own adapters (diffusers' ``peft_config``) stay."""
+    from diffusers.utils import recurse_remove_peft_layers
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    config = getattr(unet, "peft_config", None) or {}
+    config.pop(LORA_ADAPTER, None)
+    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+    if not config:
+        if layers:
+            recurse_remove_peft_layers(unet)
+        for attr in ("peft_config", "_hf_peft_config_loaded"):
+            unet.__dict__.pop(attr, None)
+        return
+    for m in layers:
+        if LORA_ADAPTER in m.lora_A:
+            m.delete_adapter(LORA_ADAPTER)
+
+
 def train_identity_lora(
     unet: torch.nn.Module,
     scheduler: Any,
-    latent_dist_sample: Callable[[torch.Generator], Tensor],
-    embeds: Tensor,
+    sample_x0: Callable[[torch.Generator], Tensor],
+    cond: dict[str, Any],
     *,
     steps: int,
     rank: int,
@@ -260,18 +336,12 @@ def train_identity_lora(
 ) -> None:
     """Train DragDiffusion's identity LoRA into ``unet`` as the peft adapter ``dragkit_identity``.
 
-    Rank ``rank`` (alpha = rank) on ``to_q/to_k/to_v/to_out.0`` of every attention; AdamW; ε-MSE (or the
-    scheduler's v target) at uniform random timesteps on ``batch`` samples of the image's VAE posterior,
-    conditioned on the prompt (Shi et al. 2024, §3.2). Only the adapter trains.
+    Rank ``rank`` (alpha = rank) on ``to_q/to_k/to_v/to_out.0`` of every attention; AdamW (torch defaults, as
+    theirs: betas 0.9/0.999, weight decay 0.01); ε-MSE (or the scheduler's v target) at uniform random
+    timesteps on ``batch`` draws of the image's posterior (the image itself for pixel models), conditioned on the
+    prompt through ``cond`` (Shi et al. 2024, §3.2). Only the adapter trains.
     """
-    from peft import LoraConfig
-
-    unet.add_adapter(
-        LoraConfig(
-            r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]
-        ),
-        adapter_name=LORA_ADAPTER,
-    )
+    add_identity_lora(unet, rank)
     params = [p for n, p in unet.named_parameters() if LORA_ADAPTER in n]
     for p in params:
         p.requires_grad_(True)
@@ -286,15 +356,16 @@ def train_identity_lora(
     try:
         with torch.enable_grad():
             for _ in tqdm(range(steps), desc="identity LoRA", disable=None if progress else True, leave=False):
-                x0 = torch.cat([latent_dist_sample(g) for _ in range(batch)]).to(device)
+                x0 = torch.cat([sample_x0(g) for _ in range(batch)]).to(device)
                 noise = torch.randn(x0.shape, generator=g).to(device)
                 t = torch.randint(0, T, (batch,), generator=g).to(device)
                 noisy = scheduler.add_noise(x0, noise, t)
                 target = (
                     noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
                 )
+                kw = {k: v.expand(batch, *v.shape[1:]) for k, v in cond.items()}
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                    pred = unet(noisy.to(dtype), t, encoder_hidden_states=embeds.expand(batch, -1, -1)).sample
+                    pred = unet(noisy.to(dtype), t, **kw).sample
                 loss = F.mse_loss(pred.float(), target.float())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -31,6 +31,8 @@ from .common import image_points, image_trajectory, noop_pairs
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# Models that ship inside the package, addressable by name wherever a model is named.
+PACKAGED_MODELS = {"faces64": Path(__file__).resolve().parents[1] / "models" / "faces64"}
 
 try:  # diffusers is an optional dependency: the GAN side of dragkit works without it
     from diffusers import (
@@ -39,6 +41,7 @@ try:  # diffusers is an optional dependency: the GAN side of dragkit works witho
         DDIMScheduler,
         DiffusionPipeline,
         UNet2DConditionModel,
+        UNet2DModel,
     )
     from diffusers.loaders import StableDiffusionLoraLoaderMixin
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -79,15 +82,16 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components = ["inverse_scheduler"]  # noqa: RUF012 - diffusers' class attribute convention
+    # pixel-space unconditional models (a DDPMPipeline folder: unet + scheduler) have no VAE and no text encoder
+    _optional_components = ["vae", "text_encoder", "tokenizer", "inverse_scheduler"]  # noqa: RUF012
 
     def __init__(
         self,
-        vae: AutoencoderKL,
-        text_encoder: CLIPTextModel,
-        tokenizer: CLIPTokenizer,
-        unet: UNet2DConditionModel,
+        unet: UNet2DConditionModel | UNet2DModel,
         scheduler: DDIMScheduler,
+        vae: AutoencoderKL | None = None,
+        text_encoder: CLIPTextModel | None = None,
+        tokenizer: CLIPTokenizer | None = None,
         inverse_scheduler: DDIMInverseScheduler | None = None,
     ) -> None:
         _require_diffusers()
@@ -121,6 +125,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         """
         _require_diffusers()
         name = str(pretrained_model_name_or_path)
+        if name in PACKAGED_MODELS:
+            packaged = PACKAGED_MODELS[name]
+            if not (packaged / "model_index.json").is_file():
+                raise ModelError(f"model {name!r} is not shipped in this version of dragkit yet (see docs/faces64.md)")
+            pretrained_model_name_or_path = packaged
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
         if dtype is not None:  # diffusers renamed torch_dtype to dtype; speak whichever the installed one knows
             from diffusers.pipelines import pipeline_utils
@@ -134,7 +143,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         dlogging.set_verbosity_error()  # its "couldn't connect" chatter would precede our one-line error
         try:
             with prof.stage("load"):
-                pipe = cls._load(name, path, **kwargs)
+                pipe = cls._load(str(pretrained_model_name_or_path), Path(pretrained_model_name_or_path), **kwargs)
         except ModelError:
             raise
         except Exception as e:  # every loading failure becomes one line naming the model
@@ -170,8 +179,22 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
 
     # ---- the steps of an edit -----------------------------------------------------------------------------
 
-    def encode_prompt(self, prompt: str) -> Tensor:
-        """CLIP text embeddings of ``prompt``; a prompt longer than the tokenizer's limit is truncated (warned)."""
+    @property
+    def conditional(self) -> bool:
+        """Whether the UNet reads text (``encoder_hidden_states``); pixel-space unconditional models do not."""
+        return self.text_encoder is not None
+
+    def cond(self, embeds: Tensor | None, batch: int = 1) -> dict[str, Tensor]:
+        """The UNet's conditioning keyword arguments for a batch."""
+        return {} if embeds is None else {"encoder_hidden_states": embeds.expand(batch, -1, -1)}
+
+    def encode_prompt(self, prompt: str) -> Tensor | None:
+        """CLIP text embeddings of ``prompt``; a prompt longer than the tokenizer's limit is truncated (warned).
+        ``None`` for unconditional models, which ignore prompts (noted once per edit)."""
+        if not self.conditional:
+            if prompt:
+                logger.info("this model is unconditional: the prompt is ignored")
+            return None
         tok = self.tokenizer
         limit = min(tok.model_max_length, self.text_encoder.config.max_position_embeddings)
         full = tok(prompt, truncation=False, return_tensors="pt").input_ids
@@ -187,40 +210,53 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         if image.size != size:
             image = image.resize(size, Image.BILINEAR)
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
-        return x.to(self.device, self.vae.dtype)
+        return x.to(self.device, (self.vae or self.unet).dtype)
 
     def encode_image(self, x: Tensor) -> Tensor:
-        """The VAE posterior **mean** × ``scaling_factor`` (DragDiffusion's choice)."""
+        """The VAE posterior **mean** × ``scaling_factor`` (DragDiffusion's choice); the image itself for
+        pixel-space models (identity codec)."""
+        if self.vae is None:
+            return x.to(self.unet.dtype)
         return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
 
     def decode(self, latent: Tensor) -> Tensor:
         """Latent → image in [0, 1]."""
-        x = self.vae.decode(latent / self.vae.config.scaling_factor, return_dict=False)[0]
+        x = (
+            latent
+            if self.vae is None
+            else self.vae.decode(latent / self.vae.config.scaling_factor, return_dict=False)[0]
+        )
         return (x / 2 + 0.5).clamp(0, 1)
 
-    def invert(self, z0: Tensor, embeds: Tensor, steps: int, n_invert: int, progress: bool = True) -> Tensor:
+    def invert(self, z0: Tensor, embeds: Tensor | None, steps: int, n_invert: int, progress: bool = True) -> Tensor:
         """DDIM-invert ``z0`` for ``n_invert`` of ``steps`` steps with ``DDIMInverseScheduler`` (no CFG); the result
         sits at the forward timestep ``timesteps[steps - n_invert]``."""
         inv = self.inverse_scheduler
         D.check_alignment(self.scheduler, inv, steps)
         z = z0
         for t in self.progress_bar(inv.timesteps[:n_invert]) if progress else inv.timesteps[:n_invert]:
-            eps = self.unet(z, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            eps = self.unet(z, t, **self.cond(embeds), return_dict=False)[0]
             z = inv.step(eps, t, z, return_dict=False)[0]
         return z
 
     def sample(
-        self, z_src: Tensor, z_edit: Tensor, embeds: Tensor, start: int, mutual: list[str], progress: bool = True
+        self,
+        z_src: Tensor,
+        z_edit: Tensor,
+        embeds: Tensor | None,
+        start: int,
+        mutual: list[str],
+        progress: bool = True,
     ) -> Tensor:
         """Denoise the batch ``[source, edited]`` from ``timesteps[start]`` with DDIM (eta 0), the self-attention of
         the ``mutual`` blocks reading the source branch's K/V (reference-latent control). Returns both latents."""
         z = torch.cat([z_src, z_edit])
-        emb = embeds.expand(2, -1, -1)
+        cond = self.cond(embeds, 2)
         timesteps = self.scheduler.timesteps[start:]
         procs = {name: D.MutualSelfAttentionProcessor() for name in mutual}
         with D.attention_processors(self.unet, procs):
             for t in self.progress_bar(timesteps) if progress else timesteps:
-                eps = self.unet(z, t, encoder_hidden_states=emb, return_dict=False)[0]
+                eps = self.unet(z, t, **cond, return_dict=False)[0]
                 z = self.scheduler.step(eps, t, z, return_dict=False)[0]
         return z
 
@@ -230,14 +266,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         params: dict[str, Any],
         request: DragRequest,
         size: tuple[int, int],
-        z_dist: Any,
-        embeds: Tensor,
+        sample_x0: Callable[[torch.Generator], Tensor],
+        embeds: Tensor | None,
         progress: bool,
     ) -> dict[str, Any]:
         """Put the identity LoRA in place (train, reuse from cache, or load a path); returns facts for the JSON."""
-        from diffusers.utils import convert_state_dict_to_diffusers
-        from peft.utils import get_peft_model_state_dict
-
         if mode == "none":
             return {"lora": "none"}
         if mode != "train":
@@ -246,8 +279,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 raise InputError(f"LoRA path {mode} does not exist (use lora=none, lora=train or a saved LoRA)")
             try:
                 self._load_unet_lora(path)
-            except Exception as e:
-                self._drop_lora()
+            except Exception as e:  # a LoRA that does not fit this UNet is a user-facing error
+                D.remove_identity_lora(self.unet)
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ModelError(f"LoRA {mode} does not fit this model's UNet: {first}") from None
             return {"lora": str(path)}
@@ -263,15 +296,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             self._load_unet_lora(folder)
             return {"lora": "cached", "lora_cache": str(folder)}
 
-        def draw(g: torch.Generator) -> Tensor:
-            mean, std = z_dist.mean, z_dist.std
-            return (mean + std * torch.randn(mean.shape, generator=g).to(mean)) * self.vae.config.scaling_factor
-
         D.train_identity_lora(
             self.unet,
             self.scheduler,
-            draw,
-            embeds,
+            sample_x0,
+            self.cond(embeds),
             steps=params["lora_steps"],
             rank=params["lora_rank"],
             lr=params["lora_lr"],
@@ -279,7 +308,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             seed=seed,
             progress=progress,
         )
-        sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet, adapter_name=D.LORA_ADAPTER))
+        sd = D.identity_lora_state_dict(self.unet)
         # Written under a temporary name and renamed: a crash never leaves a half-written LoRA in the cache.
         tmp = folder.with_name(folder.name + f".part{time.monotonic_ns()}")
         try:
@@ -296,19 +325,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         return {"lora": "trained", "lora_cache": str(folder)}
 
     def _load_unet_lora(self, path: Path) -> None:
-        state_dict, alphas = self.lora_state_dict(str(path))
-        self.load_lora_into_unet(state_dict, alphas, unet=self.unet, adapter_name=D.LORA_ADAPTER)
-
-    def _drop_lora(self) -> None:
-        """Remove the identity LoRA; if it was the only adapter, remove the peft layers too (the UNet is then
-        exactly as loaded). A user's own adapters stay."""
-        if not hasattr(self.unet, "peft_config"):
-            return
-        others = set(self.unet.peft_config) - {D.LORA_ADAPTER}
-        if not others:  # also after a failed load, which can leave empty peft layers behind
-            self.unet.unload_lora()
-        elif D.LORA_ADAPTER in self.unet.peft_config:
-            self.unet.delete_adapters(D.LORA_ADAPTER)
+        state_dict, _alphas = self.lora_state_dict(str(path))
+        D.load_identity_lora(self.unet, state_dict)
 
     @torch.no_grad()
     def __call__(
@@ -364,23 +382,34 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         start = steps - n_inv
         if not 0 <= fb < len(self.unet.up_blocks):
             raise ParameterError(f"feature_block={fb}: this UNet has up_blocks 0..{len(self.unet.up_blocks) - 1}")
-        mutual = D.transformer_self_attentions(self.unet)[params["mutual_attn_start_layer"] :]
+        mutual = D.self_attentions(self.unet)[params["mutual_attn_start_layer"] :]
         if not mutual:
             logger.warning(
-                "mutual_attn_start_layer=%d: this UNet has only %d transformer blocks; no reference-latent control",
+                "mutual_attn_start_layer=%d: this UNet has only %d self-attention layers; no reference-latent control",
                 params["mutual_attn_start_layer"],
-                len(D.transformer_self_attentions(self.unet)),
+                len(D.self_attentions(self.unet)),
             )
-        info["mutual_attention_blocks"] = [n.removesuffix(".processor") for n in mutual]
+        info["mutual_attention_blocks"] = mutual
 
         try:
             with prof.stage("encode"):
                 embeds = self.encode_prompt(request.prompt)
                 x = self.image_to_tensor(request.image, (w8, h8))
-                z_dist = self.vae.encode(x).latent_dist
-                z0 = z_dist.mean * self.vae.config.scaling_factor
+                if self.vae is None:
+                    z0 = x.to(self.unet.dtype)
+
+                    def sample_x0(g: torch.Generator) -> Tensor:
+                        return z0
+                else:
+                    dist = self.vae.encode(x).latent_dist
+                    sf = self.vae.config.scaling_factor
+                    z0 = dist.mean * sf
+
+                    def sample_x0(g: torch.Generator) -> Tensor:
+                        return (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(dist.mean)) * sf
+
             with prof.stage("lora"):
-                info.update(self._lora(params["lora"], params, request, (w8, h8), z_dist, embeds, progress))
+                info.update(self._lora(params["lora"], params, request, (w8, h8), sample_x0, embeds, progress))
             with prof.stage("inversion"):
                 zt = self.invert(z0, embeds, steps, n_inv, progress)
             self.scheduler.set_timesteps(steps)
@@ -388,9 +417,10 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             info["drag_timestep"] = int(t)
 
             need_prev = request.mask is not None and params["lam"] > 0
+            cond = self.cond(embeds)
 
             def features(latent: Tensor) -> FeatureOutput:
-                out = D.unet_forward(self.unet, latent.to(self.unet.dtype), t, embeds, [fb], need_eps=need_prev)
+                out = D.unet_forward(self.unet, latent.to(self.unet.dtype), t, cond, [fb], need_eps=need_prev)
                 f = F.interpolate(out.features[fb].float(), size=grid, mode="bilinear", align_corners=False)
                 extras = {}
                 if need_prev:
@@ -431,7 +461,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 img = F.interpolate(img.float(), size=(H, W), mode="bilinear", align_corners=False)
                 arr = (img[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)  # truncation, as DragDiffusion
         finally:
-            self._drop_lora()
+            D.remove_identity_lora(self.unet)
         info.update(steps=out.steps, stop_reason=out.stop_reason)
         info["profile"] = prof.stages
         timings = prof.timings()
