@@ -220,7 +220,7 @@ def test_model_loading_errors(tmp_path):
 
 def test_method_and_engine_mismatches(pipe, gan_pipe):
     req = DragRequest(image(), [(40, 40)], [(50, 40)])
-    with pytest.raises(ParameterError, match="runs on the gan engine"):
+    with pytest.raises(ParameterError, match="runs on the gan engine, not on diffusion"):
         pipe(req, method="draggan")
     with pytest.raises(ParameterError, match="latent_block is a gan engine parameter"):
         pipe(req, latent_block=2)

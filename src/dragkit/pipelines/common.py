@@ -6,11 +6,29 @@ import logging
 from typing import Any
 
 import torch
+from PIL import Image
 
+from ..errors import ParameterError
 from ..geometry import GridMap
-from ..types import DragRequest, Point
+from ..loop import DragLoopOutput, drag_loop
+from ..methods import adam, build_parts, get_method
+from ..profiler import StageProfiler
+from ..types import DragRequest, DragResult, Point
 
 logger = logging.getLogger("dragkit")
+
+
+def resolve_params(method: str, engine: str, request: DragRequest, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The full, validated parameter set of ``method`` on this pipeline's ``engine``, with the overrides."""
+    m = get_method(method)
+    if m.engine != engine:
+        raise ParameterError(f"method {method!r} runs on the {m.engine} engine, not on {engine}")
+    if overrides.get("mask", "none") != "none":
+        raise ParameterError("pass the mask in the DragRequest (mask=...) rather than as a parameter")
+    params = m.resolve(overrides)
+    if request.mask is not None:
+        params["mask"] = "given"
+    return params
 
 
 def noop_pairs(request: DragRequest) -> dict[str, Any]:
@@ -38,3 +56,70 @@ def image_trajectory(records: list[dict[str, Any]], gm: GridMap, targets: list[P
 
 def image_points(rc: torch.Tensor, gm: GridMap) -> list[Point]:
     return [(round(x, 3), round(y, 3)) for x, y in gm.to_image(rc).tolist()]
+
+
+def run_preset_loop(
+    latent: torch.Tensor,
+    features: Any,
+    handles: torch.Tensor,
+    targets: torch.Tensor,
+    params: dict[str, Any],
+    terms: list[Any],
+    *,
+    mask: torch.Tensor | None,
+    callback: Any,
+    cancel: Any,
+    progress: bool,
+) -> DragLoopOutput:
+    """The shared drag loop with the parts, optimizer and budget a resolved parameter set names."""
+    parts = build_parts(params, terms=terms)
+    return drag_loop(
+        latent,
+        features,
+        handles,
+        targets,
+        tracker=parts.tracker,
+        supervision=parts.supervision,
+        schedule=parts.schedule,
+        terms=parts.terms,
+        optimizer=adam(params["latent_lr"]),
+        mask=mask,
+        callback=callback,
+        cancel=cancel,
+        disable=None if progress else True,
+        total=params["drag_steps"],
+    )
+
+
+def make_result(
+    request: DragRequest,
+    image: Image.Image,
+    out: DragLoopOutput,
+    gm: GridMap,
+    *,
+    method: str,
+    params: dict[str, Any],
+    info: dict[str, Any],
+    prof: StageProfiler,
+    frames: list | None = None,
+) -> DragResult:
+    """The one result type every pipeline returns (timings from the profiler, points in image pixels)."""
+    info.update(steps=out.steps, stop_reason=out.stop_reason, profile=prof.stages)
+    timings = prof.timings()
+    timings["total"] = sum(v for k, v in timings.items() if k != "load")  # loading happens once per pipeline
+    return DragResult(
+        image=image,
+        source=request.image,
+        handles_initial=list(request.handles),
+        targets=list(request.targets),
+        handles=image_points(out.handles, gm),
+        trajectory=image_trajectory(out.trajectory, gm, request.targets),
+        timings={k: round(v, 4) for k, v in timings.items()},
+        method=method,
+        params=params,
+        info=info,
+        mask=request.mask,
+        prompt=request.prompt,
+        seed=request.seed,
+        frames=frames or [],
+    )

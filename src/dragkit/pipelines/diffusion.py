@@ -21,12 +21,11 @@ from torch import Tensor
 from ..engines import diffusion as D
 from ..errors import InputError, ModelError, ParameterError
 from ..geometry import GridMap
-from ..loop import FeatureOutput, drag_loop
-from ..methods import adam, build_parts, get_method
+from ..loop import FeatureOutput
 from ..parts import LatentMaskTerm
 from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult
-from .common import image_points, image_trajectory, noop_pairs
+from .common import make_result, noop_pairs, resolve_params, run_preset_loop
 
 logger = logging.getLogger(__name__)
 
@@ -350,14 +349,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             progress: show progress bars.
             **overrides: any parameter by its stable name (``drag_steps=40``, ``lora="none"``, ...).
         """
-        m = get_method(method)
-        if m.engine != "diffusion":
-            raise ParameterError(f"method {method!r} runs on the {m.engine} engine, not on diffusion")
-        if overrides.get("mask", "none") != "none":
-            raise ParameterError("pass the mask in the DragRequest (mask=...) rather than as a parameter")
-        params = m.resolve(overrides)
-        if request.mask is not None:
-            params["mask"] = "given"
+        params = resolve_params(method, "diffusion", request, overrides)
         prof = StageProfiler(self.device)
         if self.load_profile is not None:  # loading happens once per pipeline; every edit reports it
             prof.stages["load"] = dict(self.load_profile)
@@ -436,23 +428,18 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 if callback is not None:
                     callback(ev)
 
-            parts = build_parts(params, terms=[LatentMaskTerm.from_params(params)])
             with prof.stage("drag"):
-                out = drag_loop(
+                out = run_preset_loop(
                     zt.float(),
                     features,
                     torch.round(gm.to_grid(request.handles)),
                     torch.round(gm.to_grid(request.targets)),
-                    tracker=parts.tracker,
-                    supervision=parts.supervision,
-                    schedule=parts.schedule,
-                    terms=parts.terms,
-                    optimizer=adam(params["latent_lr"]),
+                    params,
+                    [LatentMaskTerm.from_params(params)],
                     mask=mask,
                     callback=on_step,
                     cancel=cancel,
-                    disable=None if progress else True,
-                    total=params["drag_steps"],
+                    progress=progress,
                 )
             with prof.stage("sampling"):
                 z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress)
@@ -462,22 +449,4 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 arr = (img[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)  # truncation, as DragDiffusion
         finally:
             D.remove_identity_lora(self.unet)
-        info.update(steps=out.steps, stop_reason=out.stop_reason)
-        info["profile"] = prof.stages
-        timings = prof.timings()
-        timings["total"] = round(sum(v for k, v in timings.items() if k != "load"), 4)
-        return DragResult(
-            image=Image.fromarray(arr),
-            source=request.image,
-            handles_initial=list(request.handles),
-            targets=list(request.targets),
-            handles=image_points(out.handles, gm),
-            trajectory=image_trajectory(out.trajectory, gm, request.targets),
-            timings=timings,
-            method=method,
-            params=params,
-            info=info,
-            mask=request.mask,
-            prompt=request.prompt,
-            seed=request.seed,
-        )
+        return make_result(request, Image.fromarray(arr), out, gm, method=method, params=params, info=info, prof=prof)

@@ -14,14 +14,12 @@ from PIL import Image
 from torch import Tensor
 
 from ..engines.gan import BUNDLED, GANCode, GANEngine
-from ..errors import ParameterError
 from ..geometry import GridMap
-from ..loop import FeatureOutput, drag_loop
-from ..methods import adam, build_parts, get_method
+from ..loop import FeatureOutput
 from ..parts import FeatureMaskTerm
 from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult
-from .common import image_points, image_trajectory, noop_pairs
+from .common import make_result, noop_pairs, resolve_params, run_preset_loop
 
 logger = logging.getLogger(__name__)
 
@@ -129,14 +127,7 @@ class DragGANPipeline:
             record_frames: keep ``(step, image)`` every this many steps (and the last) in ``result.frames``.
             **overrides: any parameter by its stable name (``r_p=6``); see ``dragkit edit --help-params``.
         """
-        m = get_method(method)
-        if m.engine != "gan":
-            raise ParameterError(f"method {method!r} runs on the {m.engine} engine, not on a GAN")
-        if overrides.get("mask", "none") != "none":
-            raise ParameterError("pass the mask in the DragRequest (mask=...) rather than as a parameter")
-        params = m.resolve(overrides)
-        if request.mask is not None:
-            params["mask"] = "given"
+        params = resolve_params(method, "gan", request, overrides)
         lb, fb = params["latent_block"], params["feature_block"]
         self.engine.check_blocks(lb, fb)
         prof = StageProfiler(self.engine.device)
@@ -168,47 +159,20 @@ class DragGANPipeline:
             if callback is not None:
                 callback(ev)
 
-        parts = build_parts(params, terms=[FeatureMaskTerm.from_params(params)])
         # DragGAN's points live on integer pixels of the feature map resized to the image.
-        h0 = torch.round(gm.to_grid(request.handles))
-        t0 = gm.to_grid(request.targets)
         with prof.stage("drag"):
-            out = drag_loop(
+            out = run_preset_loop(
                 code.tensor,
                 features,
-                h0,
-                t0,
-                tracker=parts.tracker,
-                supervision=parts.supervision,
-                schedule=parts.schedule,
-                terms=parts.terms,
-                optimizer=adam(params["latent_lr"]),
+                torch.round(gm.to_grid(request.handles)),
+                gm.to_grid(request.targets),
+                params,
+                [FeatureMaskTerm.from_params(params)],
                 mask=mask,
                 callback=on_step,
                 cancel=cancel,
-                disable=None if progress else True,
-                total=params["drag_steps"],
+                progress=progress,
             )
         with prof.stage("decode"):
             image = to_pil(self.engine.synthesize(GANCode(out.latent, lb)), request.size)
-        timings = prof.timings()
-        timings["total"] = sum(timings.values())
-        info["profile"] = prof.stages
-        info.update(steps=out.steps, stop_reason=out.stop_reason)
-
-        return DragResult(
-            image=image,
-            source=request.image,
-            handles_initial=list(request.handles),
-            targets=list(request.targets),
-            handles=image_points(out.handles, gm),
-            trajectory=image_trajectory(out.trajectory, gm, request.targets),
-            timings={k: round(v, 4) for k, v in timings.items()},
-            method=method,
-            params=params,
-            info=info,
-            mask=request.mask,
-            prompt=request.prompt,
-            seed=request.seed,
-            frames=frames,
-        )
+        return make_result(request, image, out, gm, method=method, params=params, info=info, prof=prof, frames=frames)
