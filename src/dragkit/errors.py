@@ -26,6 +26,3 @@ class ModelError(DragkitError):
 class DivergedError(DragkitError):
     """The drag loop's loss became NaN or infinite (almost always a learning rate far too large)."""
 
-
-class DragCancelled(Exception):
-    """Raised inside the loop machinery when the caller cancels an edit; never shown to a user as an error."""

@@ -95,9 +95,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
     ) -> None:
         _require_diffusers()
         super().__init__()
-        if not isinstance(scheduler, DDIMScheduler):
-            scheduler = DDIMScheduler.from_config(scheduler.config)
-        # DragDiffusion's DDIM: no clipping of x0 (inversion is only exact without it), alphas start at ᾱ₀.
+        # DragDiffusion's DDIM (whatever scheduler the checkpoint ships): no clipping of x0 (inversion is only exact
+        # without it), alphas start at ᾱ₀.
         scheduler = DDIMScheduler.from_config(
             scheduler.config, clip_sample=False, set_alpha_to_one=False, steps_offset=scheduler.config.steps_offset
         )
