@@ -69,15 +69,16 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export(out: Path, dest: Path) -> None:
-    """Write the EMA weights as an fp16 diffusers folder (``unet/`` + ``scheduler/`` + ``model_index.json``)."""
+def export(source: Path, dest: Path) -> None:
+    """Write the EMA weights of a checkpoint (``ckpt.pt`` or an ``ema_STEP.pt`` snapshot) as an fp16 diffusers
+    folder (``unet/`` + ``scheduler/`` + ``model_index.json`` + ``training.json``)."""
     from diffusers import DDPMPipeline
 
-    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(source, map_location="cpu", weights_only=True)
     unet, sched = build(0)
     unet.load_state_dict(ckpt["ema"])
     DDPMPipeline(unet=unet.to(torch.float16), scheduler=sched).save_pretrained(dest, safe_serialization=True)
-    (dest / "training.json").write_text(json.dumps({"step": ckpt["step"], "config": ckpt["args"]}, indent=2))
+    (dest / "training.json").write_text(json.dumps({"step": ckpt["step"], "config": ckpt.get("args")}, indent=2))
     print(f"exported step {ckpt['step']} to {dest}")
 
 
@@ -98,6 +99,7 @@ def main() -> None:
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--export", type=Path, help="export the EMA weights of --out's checkpoint and exit")
+    ap.add_argument("--snapshot", type=Path, help="with --export: export this ema_STEP.pt instead of ckpt.pt")
     ap.add_argument(
         "--init-from",
         type=Path,
@@ -105,7 +107,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.export:
-        export(args.out, args.export)
+        export(args.snapshot or args.out / "ckpt.pt", args.export)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
