@@ -3,7 +3,7 @@ feature correspondence across a known warp.
 
 Usage::
 
-    python scripts/faces64_eval.py MODEL_DIR [--n-kid 2000] [--n-inv 50] [--n-warp 20] [--grid docs/faces64_samples.png]
+    python scripts/faces64_eval.py MODEL_DIR [--n-kid 2000] [--n-inv 50] [--n-warp 20] [--grid samples.png]
 
 ``MODEL_DIR`` is an exported folder (``scripts/train_faces64.py --export``) or ``faces64``. Prints one JSON line.
 
