@@ -25,4 +25,3 @@ class ModelError(DragkitError):
 
 class DivergedError(DragkitError):
     """The drag loop's loss became NaN or infinite (almost always a learning rate far too large)."""
-
