@@ -1,4 +1,5 @@
-"""Real-weights evidence for the GAN engine: seeded random drags on generated faces, judged independently.
+"""Real-weights evidence: seeded random drags on generated faces, judged independently (any method; diffusion
+methods edit the faces as images with ``--model``, e.g. ``faces64``).
 
 For each of N seeded drags (face seed i; a handle in the central face region; a random direction; a length of
 4–12 px) it runs a method on the bundled DCGAN with the exact generated code (no inversion), then measures with
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from dragkit import DragGANPipeline, DragRequest
+from dragkit.methods import get_method
 from dragkit.metrics import AlexFeatures, lpips_distance, mean_distance
 from dragkit.params import parse_assignment
 from dragkit.viz import draw_points, side_by_side
@@ -75,13 +77,20 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0, help="drags use face seeds first..first+n-1")
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--method", default="draggan")
+    ap.add_argument("--model", default="faces64", help="the model a diffusion method runs on")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--radius", type=float, default=10.0, help="disc radius around handle and target for LPIPS")
     ap.add_argument("--no-grid", action="store_true")
     args = ap.parse_args()
     overrides = dict(parse_assignment(s) for s in args.sets)
     torch.manual_seed(0)
-    pipe = DragGANPipeline.from_pretrained()
+    pipe = DragGANPipeline.from_pretrained()  # the faces come from the DCGAN whatever method edits them
+    editor = None
+    if get_method(args.method).engine == "diffusion":
+        from dragkit import DragDiffusionPipeline
+
+        editor = DragDiffusionPipeline.from_pretrained(args.model)
+        editor.set_progress_bar_config(disable=True)
     ex = AlexFeatures()
     rows, tiles = [], []
     for i in range(args.first_seed, args.first_seed + args.n):
@@ -89,7 +98,10 @@ def main() -> None:
         h, t = random_drag(i, ex(face.image))
         req = DragRequest(face.image, [h], [t], seed=i)
         t0 = time.perf_counter()
-        res = pipe(req, method=args.method, code=face.code, progress=False, **overrides)
+        if editor is None:
+            res = pipe(req, method=args.method, code=face.code, progress=False, **overrides)
+        else:  # a diffusion method edits the face as an image (its PNG pixels), as a user's file
+            res = editor(req, method=args.method, progress=False, **overrides)
         sec = time.perf_counter() - t0
         before = mean_distance(face.image, face.image, [h], [t], ex).mean
         after = mean_distance(face.image, res.image, [h], [t], ex).mean
@@ -122,13 +134,7 @@ def main() -> None:
         for k in ("length", "md_before", "md_after", "lpips_outside", "lpips_all", "steps", "seconds")
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    params = pipe(
-        DragRequest(pipe.generate(0).image, [(30, 30)], [(30, 30)]),
-        method=args.method,
-        code=pipe.generate(0).code,
-        progress=False,
-        **overrides,
-    ).params
+    params = get_method(args.method).resolve(overrides)
     (args.out / "results.json").write_text(
         json.dumps(
             {

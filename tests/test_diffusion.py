@@ -271,7 +271,7 @@ def test_pixel_space_unconditional_models_run_the_same_preset(pixel_pipe, caplog
     assert state_of(p.unet) == before
     assert out.image.size == (64, 64) and out.info["lora"] == "trained"
     assert out.info["mutual_attention_blocks"] == names[1:]
-    assert out.info["grid_size"] == [32, 32]
+    assert out.info["working_size"] == [32, 32] and out.info["grid_size"] == [16, 16]  # its own resolution
     # the identity codec: inversion then sampling returns the image itself
     x = p.image_to_tensor(image(64, 64), (64, 64))
     assert torch.equal(p.encode_image(x), x)

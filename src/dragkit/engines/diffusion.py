@@ -68,7 +68,8 @@ register(
         "resize_width",
         int,
         512,
-        "diffusion: resize the image to this width (aspect kept, sides rounded to multiples of 8); 0 = keep its width",
+        "diffusion: resize the image to this width (aspect kept, sides rounded to multiples of 8); 0 = keep its "
+        "width. Pixel-space models always work at their own resolution",
         "engine:diffusion",
         min=0,
     ),

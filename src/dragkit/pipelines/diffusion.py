@@ -353,7 +353,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         if self.load_profile is not None:  # loading happens once per pipeline; every edit reports it
             prof.stages["load"] = dict(self.load_profile)
         W, H = request.size
-        w8, h8 = working_size(W, H, params["resize_width"])
+        if self.vae is None:  # a pixel-space model only knows its training resolution: edit there, map back
+            side = int(self.unet.config.sample_size)
+            w8, h8 = side, side
+        else:
+            w8, h8 = working_size(W, H, params["resize_width"])
         grid = (int(0.5 * h8), int(0.5 * w8))
         gm = GridMap((H, W), grid, convention="corner")
         info: dict[str, Any] = {
