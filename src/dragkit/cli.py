@@ -151,6 +151,8 @@ def edit(
     if m.engine == "gan":
         from .pipelines import DragGANPipeline
 
+        if dtype not in ("auto", "float32"):
+            raise ParameterError(f"--dtype {dtype}: the GAN engine runs in float32")
         pipe: Any = DragGANPipeline.from_pretrained(model or "dcgan-faces").to(dev)
     else:
         from .pipelines.diffusion import DEFAULT_MODEL, DragDiffusionPipeline
