@@ -28,21 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from dragkit.engines.gan import load_generator
+from dragkit.testing import FACES64_SCHEDULE, FACES64_UNET
 
-CONFIG = dict(
-    sample_size=64,
-    in_channels=3,
-    out_channels=3,
-    block_out_channels=(32, 64, 128, 224),
-    layers_per_block=1,
-    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=16,
-    attention_head_dim=32,
-)
-SCHEDULE = dict(
-    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon", clip_sample=False
-)
+CONFIG, SCHEDULE = FACES64_UNET, FACES64_SCHEDULE
 
 
 def build(seed: int):

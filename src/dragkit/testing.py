@@ -135,23 +135,30 @@ def build_sd15_shaped(folder: str | Path, width: int = 64) -> Path:
     )
 
 
+# faces64's layout and schedule (scripts/train_faces64.py trains exactly this; the tiny test model shrinks it).
+FACES64_UNET = dict(
+    sample_size=64,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(32, 64, 128, 224),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    norm_num_groups=16,
+    attention_head_dim=32,
+)
+FACES64_SCHEDULE = dict(
+    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon", clip_sample=False
+)
+
+
 def build_tiny_pixel(folder: str | Path, seed: int = 0) -> Path:
-    """A tiny random-weight unconditional pixel-space model (``UNet2DModel`` with self-attention at the lowest
-    resolution, the faces64 layout at a fraction of the width), saved as a ``DDPMPipeline`` folder."""
+    """A tiny random-weight unconditional pixel-space model: faces64's layout at a fraction of the width and
+    resolution, saved as a ``DDPMPipeline`` folder."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     torch.manual_seed(seed)
-    unet = UNet2DModel(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-        attention_head_dim=8,
-    )
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False)
-    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(folder)
+    layout = {**FACES64_UNET, "sample_size": 32, "block_out_channels": (8, 8, 16, 16)}
+    unet = UNet2DModel(**{**layout, "norm_num_groups": 4, "attention_head_dim": 8})
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(**FACES64_SCHEDULE)).save_pretrained(folder)
     return Path(folder)
