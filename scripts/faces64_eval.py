@@ -32,8 +32,11 @@ from dragkit.metrics.lpips import LPIPS, _unit
 @torch.no_grad()
 def lpips_vectors(x: torch.Tensor, model: LPIPS) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] → (B, 1152) spatially averaged unit-normalized AlexNet features."""
-    x = F.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False)
-    return torch.cat([_unit(f).mean(dim=(2, 3)) for f in model.layers(x)], 1)
+    out = []
+    for chunk in x.split(250):
+        chunk = F.interpolate(chunk, size=(128, 128), mode="bilinear", align_corners=False)
+        out.append(torch.cat([_unit(f).mean(dim=(2, 3)) for f in model.layers(chunk)], 1))
+    return torch.cat(out)
 
 
 def kid(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -58,7 +61,7 @@ def sample(pipe, n: int, steps: int = 50, batch: int = 100, seed: int = 0) -> to
     out = []
     pipe.scheduler.set_timesteps(steps)
     for i in range(0, n, batch):
-        z = torch.randn(min(batch, n - i), 3, 64, 64, generator=g)
+        z = torch.randn(min(batch, n - i), 3, 64, 64, generator=g).to(pipe.device)
         for t in pipe.scheduler.timesteps:
             z = pipe.scheduler.step(pipe.unet(z, t).sample, t, z).prev_sample
         out.append(z.clamp(-1, 1))
@@ -66,23 +69,26 @@ def sample(pipe, n: int, steps: int = 50, batch: int = 100, seed: int = 0) -> to
 
 
 @torch.no_grad()
-def dcgan_faces(n: int, seed: int = 12345) -> torch.Tensor:
-    gen = load_generator()
+def dcgan_faces(n: int, seed: int = 12345, device: str | torch.device = "cpu") -> torch.Tensor:
+    """``n`` DCGAN faces; the latents are drawn on the CPU, so the faces are the same on any device."""
+    gen = load_generator().to(device)
     g = torch.Generator().manual_seed(seed)
     return torch.cat(
-        [gen(torch.randn(min(100, n - i), 100, 1, 1, generator=g)).clamp(-1, 1) for i in range(0, n, 100)]
+        [gen(torch.randn(min(100, n - i), 100, 1, 1, generator=g).to(device)).clamp(-1, 1) for i in range(0, n, 100)]
     )
 
 
 @torch.no_grad()
-def inversion_psnr(pipe, faces: torch.Tensor) -> list[float]:
+def inversion_psnr(pipe, faces: torch.Tensor, batch: int = 50) -> list[float]:
+    """PSNR (peak = the [-1, 1] range) of each face after inversion to strength 0.7 and back."""
     out = []
     n_inv = D.inversion_step_count(0.7, 50)
-    for x in faces:
-        zt = pipe.invert(x[None], None, 50, n_inv, progress=False)
-        back = pipe.sample(zt, zt, None, 50 - n_inv, [], progress=False)[:1]
-        mse = float(((back.clamp(-1, 1) - x[None]) ** 2).mean()) / 4
-        out.append(10 * np.log10(1 / mse))
+    for i in range(0, len(faces), batch):
+        x = faces[i : i + batch]
+        zt = pipe.invert(x, None, 50, n_inv, progress=False)
+        back = pipe.sample(zt, zt, None, 50 - n_inv, [], progress=False)[: len(x)]
+        mse = ((back.clamp(-1, 1) - x) ** 2).mean(dim=(1, 2, 3)) / 4
+        out += (10 * torch.log10(1 / mse)).tolist()
     return out
 
 
@@ -100,13 +106,13 @@ def warp_correspondence(pipe, faces: torch.Tensor, block: int, seed: int = 0) ->
         disp = F.interpolate(
             torch.randn(1, 2, 4, 4, generator=g) * 3, size=(64, 64), mode="bicubic", align_corners=True
         )[0]
-        grid = torch.stack([(xx - disp[0]) / 63 * 2 - 1, (yy - disp[1]) / 63 * 2 - 1], -1)[None]
+        grid = torch.stack([(xx - disp[0]) / 63 * 2 - 1, (yy - disp[1]) / 63 * 2 - 1], -1)[None].to(x.device)
         w = F.grid_sample(x[None], grid, align_corners=True, padding_mode="border")
         feats = []
         for img in (x[None], w):
             zt = pipe.invert(img, None, 50, n_inv, progress=False)
             f = D.unet_forward(pipe.unet, zt, t, {}, [block], need_eps=False).features[block]
-            feats.append(F.interpolate(f, size=(64, 64), mode="bilinear", align_corners=False)[0])
+            feats.append(F.interpolate(f, size=(64, 64), mode="bilinear", align_corners=False)[0].cpu())
         fa, fb = feats
         c = fb.shape[0]
         flat = F.normalize(fb.reshape(c, -1), dim=0)
@@ -133,23 +139,25 @@ def main() -> None:
     ap.add_argument("--n-warp", type=int, default=20)
     ap.add_argument("--feature-block", type=int, default=2)
     ap.add_argument("--grid", help="write a 8×8 grid of samples here")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    pipe = DragDiffusionPipeline.from_pretrained(args.model, dtype=torch.float32)
+    pipe = DragDiffusionPipeline.from_pretrained(args.model, dtype=torch.float32).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     res: dict = {"model": args.model}
-    lp = LPIPS.pretrained()
-    real = dcgan_faces(max(args.n_kid, args.n_inv, args.n_warp))
+    lp = LPIPS.pretrained().to(args.device)
+    real = dcgan_faces(max(args.n_kid, args.n_inv, args.n_warp), device=args.device)
     if args.n_kid:
         fake = sample(pipe, args.n_kid)
         res["kid_lpips"] = kid(lpips_vectors(fake, lp), lpips_vectors(real[: args.n_kid], lp))
         # the same statistic between two independent sets of DCGAN faces: the floor
         res["kid_lpips_floor"] = kid(
-            lpips_vectors(dcgan_faces(args.n_kid, seed=999), lp), lpips_vectors(real[: args.n_kid], lp)
+            lpips_vectors(dcgan_faces(args.n_kid, seed=999, device=args.device), lp),
+            lpips_vectors(real[: args.n_kid], lp),
         )
         if args.grid:
             from PIL import Image
 
-            g = ((fake[:64].clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+            g = ((fake[:64].clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
             rows = [np.concatenate(list(g[i * 8 : (i + 1) * 8]), 1) for i in range(8)]
             Image.fromarray(np.concatenate(rows, 0)).save(args.grid)
     if args.n_inv:

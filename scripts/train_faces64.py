@@ -41,14 +41,15 @@ def build(seed: int):
 
 
 def faces(gen: torch.nn.Module, batch: int, step: int, seed: int) -> torch.Tensor:
-    """A fresh batch of DCGAN faces in [-1, 1], randomly flipped; the same for the same (seed, step)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    z = torch.randn(batch, gen.z_dim, 1, 1, generator=g)
+    """A fresh batch of DCGAN faces in [-1, 1], randomly flipped; the same for the same (seed, step) on one
+    device type (CPU and CUDA random streams differ)."""
+    dev = next(gen.parameters()).device
+    g = torch.Generator(dev).manual_seed(seed * 1_000_003 + step)
+    z = torch.randn(batch, gen.z_dim, 1, 1, generator=g, device=dev)
     with torch.no_grad():
         x = gen(z).clamp(-1, 1)
-    flip = torch.rand(batch, generator=g) < 0.5
-    x[flip] = x[flip].flip(-1)
-    return x
+    flip = torch.rand(batch, generator=g, device=dev) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 def save_atomic(obj: dict, path: Path) -> None:
@@ -129,14 +130,14 @@ def main() -> None:
     use_bf16 = not args.no_bf16 and (dev.type == "cuda" or torch.backends.mkldnn.is_available())
     log = open(args.out / "log.jsonl", "a")  # noqa: SIM115 - kept open for the run
     t0 = time.time()
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     while step < args.steps:
         for group in opt.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
-        x0 = faces(gen, args.batch, step, args.seed).to(dev)
-        g = torch.Generator().manual_seed(args.seed * 7919 + step)
-        noise = torch.randn(x0.shape, generator=g).to(dev)
-        t = torch.randint(0, 1000, (args.batch,), generator=g).to(dev)
+        x0 = faces(gen, args.batch, step, args.seed)
+        g = torch.Generator(dev).manual_seed(args.seed * 7919 + step)
+        noise = torch.randn(x0.shape, generator=g, device=dev)
+        t = torch.randint(0, 1000, (args.batch,), generator=g, device=dev)
         xt = sched.add_noise(x0, noise, t)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = unet(xt, t).sample
@@ -148,15 +149,13 @@ def main() -> None:
         step += 1
         with torch.no_grad():
             decay = min(args.ema, (1 + step) / (10 + step))
-            for k, v in unet.state_dict().items():
-                if v.dtype.is_floating_point:
-                    ema[k].lerp_(v.float(), 1 - decay)
-                else:
-                    ema[k].copy_(v)
-        losses.append(loss.item())
+            state = unet.state_dict()
+            keys = [k for k, v in state.items() if v.dtype.is_floating_point]
+            torch._foreach_lerp_([ema[k] for k in keys], [state[k].float() for k in keys], 1 - decay)
+        losses.append(loss.detach())
         done = step >= args.steps or (args.minutes and time.time() - t0 > args.minutes * 60)
         if step % 50 == 0 or done:
-            rec = {"step": step, "loss": sum(losses) / len(losses), "sec": round(time.time() - t0, 1)}
+            rec = {"step": step, "loss": float(torch.stack(losses).mean()), "sec": round(time.time() - t0, 1)}
             log.write(json.dumps(rec) + "\n")
             log.flush()
             print(json.dumps(rec), flush=True)
@@ -168,7 +167,7 @@ def main() -> None:
                     "ema": ema,
                     "opt": opt.state_dict(),
                     "step": step,
-                    "args": vars(args) | {"out": str(args.out), "export": None},
+                    "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                 },
                 ckpt_path,
             )

@@ -63,3 +63,13 @@ def test_window_is_clipped_and_row_major():
     assert w.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
     assert inside(w, (5, 5)).all()
     assert len(window(torch.tensor([2.0, 2.0]), 1, (5, 5))) == 9
+
+
+def test_drag_region_is_the_union_of_capsules_around_the_segments():
+    from dragkit.geometry import drag_region
+
+    m = drag_region((64, 48), [((10, 20), (30, 20)), ((40, 40), (40, 40))], 3)
+    assert m.shape == (64, 48) and m.dtype == bool
+    assert m[20, 10] and m[20, 30] and m[23, 20] and not m[24, 20]  # along and around the first segment
+    assert m[40, 40] and m[43, 40] and not m[40, 44]  # a zero-length pair is a disc
+    assert not m[20, 34] and not m[0, 0]

@@ -1,4 +1,5 @@
-"""``dragkit demo``: a real drag edit, offline, on the bundled DCGAN face generator."""
+"""``dragkit demo``: real drag edits, offline: ``draggan`` on the bundled DCGAN face generator, and the same drag
+with ``dragdiffusion`` on ``faces64``, our own diffusion model of faces, editing the face as an image."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from .geometry import drag_region
 from .io import save_result, write_bytes_atomic, write_png
-from .types import DragRequest
+from .types import DragRequest, DragResult
 from .viz import draw_points, gif_bytes, side_by_side
 
 logger = logging.getLogger(__name__)
@@ -19,12 +21,15 @@ DEMO_HANDLES = [(32.0, 49.0)]
 DEMO_TARGETS = [(32.0, 44.0)]
 DEMO_WHAT = "open the mouth wider by dragging the upper lip up"
 SCALE = 4
+# DragDiffusion edits the noisy latent everywhere unless a mask confines it (its benchmark always gives one)
+DIFFUSION_MASK_RADIUS = 8.0
 
 
 def run_demo(out: Path, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
-    """Generate the demo face, drag it with ``draggan``, write before/after, a trajectory GIF and the JSON.
+    """Generate the demo face, drag it with ``draggan``, write before/after, a trajectory GIF and the JSON; then
+    the same drag with ``dragdiffusion`` on ``faces64`` (``faces64_*`` files) when diffusers is installed.
 
-    Also measures the edit independently (MD with LPIPS-AlexNet features) when the LPIPS weights are installed.
+    Also measures the edits independently (MD with LPIPS-AlexNet features) when the LPIPS weights are installed.
     """
     from .errors import InputError
     from .pipelines import DragGANPipeline
@@ -38,8 +43,59 @@ def run_demo(out: Path, progress: bool = True, echo: Callable[[str], None] = pri
     req = DragRequest(face.image, DEMO_HANDLES, DEMO_TARGETS, seed=DEMO_SEED)
     echo(f"demo: {DEMO_WHAT} (DCGAN face, seed {DEMO_SEED}, method draggan)")
     result = pipe(req, code=face.code, progress=progress, record_frames=5)
+    summary = _summary(req, result)
+    write_png(out / "before.png", face.image)
+    save_result(result, out / "after.png")
+    write_png(out / "before_after.png", _pair(req, result))
+    by_step = {r["step"]: r for r in result.trajectory}
+    frames = [
+        draw_points(im, [tuple(p) for p in by_step[step]["handles"]], req.targets, scale=SCALE)
+        for step, im in result.frames
+    ]
+    write_bytes_atomic(out / "trajectory.gif", gif_bytes(frames))
+    echo(_message(summary))
+    written = ["before.png", "after.png", "after.json", "before_after.png", "trajectory.gif"]
+
+    diffusion = _faces64_drag(req, progress, echo)
+    if diffusion is not None:
+        write_png(out / "faces64_before_after.png", _pair(req, diffusion))
+        save_result(diffusion, out / "faces64_after.png")
+        summary["faces64"] = diffusion.info["demo"]
+        written += ["faces64_after.png", "faces64_after.json", "faces64_before_after.png"]
+    echo(f"demo: wrote {', '.join(written)} to {out}")
+    logger.debug(json.dumps(summary))
+    return summary
+
+
+def _faces64_drag(req: DragRequest, progress: bool, echo: Callable[[str], None]) -> DragResult | None:
+    """The demo's drag with ``dragdiffusion`` on ``faces64``; None (with a notice) without diffusers."""
+    import importlib.util
+
+    if importlib.util.find_spec("diffusers") is None:
+        echo("demo: diffusers is not installed; skipping the faces64 drag (pip install 'dragkit[diffusion]')")
+        return None
+    from .pipelines import DragDiffusionPipeline
+
+    echo(
+        "demo: the same drag with dragdiffusion on faces64 (our diffusion model of faces, editing the face as an "
+        f"image), with the region a user would paint: {DIFFUSION_MASK_RADIUS:g} px around the drag"
+    )
+    pipe = DragDiffusionPipeline.from_pretrained("faces64")
+    pipe.set_progress_bar_config(disable=True if not progress else None, leave=False)
+    pairs = list(zip(req.handles, req.targets, strict=True))
+    mask = drag_region((req.size[1], req.size[0]), pairs, DIFFUSION_MASK_RADIUS)
+    masked = DragRequest(req.image, req.handles, req.targets, mask=mask, seed=req.seed)
+    result = pipe(masked, method="dragdiffusion", progress=progress)
+    result.info["demo"] = _summary(masked, result)
+    echo(_message(result.info["demo"]))
+    return result
+
+
+def _summary(req: DragRequest, result: DragResult) -> dict:
+    """Steps, stop reason, time, and MD before/after measured independently (LPIPS-AlexNet features)."""
     summary = {
         "what": DEMO_WHAT,
+        "method": result.method,
         "steps": result.info["steps"],
         "stop_reason": result.info["stop_reason"],
         "final_handles": result.handles,
@@ -49,32 +105,33 @@ def run_demo(out: Path, progress: bool = True, echo: Callable[[str], None] = pri
         from .metrics import AlexFeatures, mean_distance
 
         ex = AlexFeatures()
-        summary["md_before"] = round(mean_distance(face.image, face.image, req.handles, req.targets, ex).mean, 2)
-        summary["md_after"] = round(mean_distance(face.image, result.image, req.handles, req.targets, ex).mean, 2)
+        summary["md_before"] = round(mean_distance(req.image, req.image, req.handles, req.targets, ex).mean, 2)
+        summary["md_after"] = round(mean_distance(req.image, result.image, req.handles, req.targets, ex).mean, 2)
         summary["md_features"] = ex.name
+        if req.mask is not None:
+            from .metrics import lpips_distance
+
+            keep = (~req.mask).astype("float32")
+            summary["lpips_outside_mask"] = round(lpips_distance(req.image, result.image, weight=keep), 4)
     except Exception as e:
         logger.warning("independent MD not measured (%s)", e)
     result.info["demo"] = summary
+    return summary
 
-    write_png(out / "before.png", face.image)
-    save_result(result, out / "after.png")
-    pair = side_by_side(
-        [
-            draw_points(face.image, req.handles, req.targets, scale=SCALE),
-            draw_points(result.image, result.handles, req.targets, scale=SCALE),
-        ]
-    )
-    write_png(out / "before_after.png", pair)
-    by_step = {r["step"]: r for r in result.trajectory}
-    frames = [
-        draw_points(im, [tuple(p) for p in by_step[step]["handles"]], req.targets, scale=SCALE)
-        for step, im in result.frames
-    ]
-    write_bytes_atomic(out / "trajectory.gif", gif_bytes(frames))
+
+def _message(summary: dict) -> str:
     msg = f"demo: {summary['steps']} steps ({summary['stop_reason']}) in {summary['seconds']:.1f} s"
     if "md_after" in summary:
         msg += f"; independent MD {summary['md_before']} px before -> {summary['md_after']} px after"
-    echo(msg)
-    echo(f"demo: wrote {out}/before.png, after.png, after.json, before_after.png, trajectory.gif")
-    logger.debug(json.dumps(summary))
-    return summary
+    if "lpips_outside_mask" in summary:
+        msg += f"; LPIPS outside the mask {summary['lpips_outside_mask']}"
+    return msg
+
+
+def _pair(req: DragRequest, result: DragResult):
+    return side_by_side(
+        [
+            draw_points(req.image, req.handles, req.targets, scale=SCALE),
+            draw_points(result.image, result.handles, req.targets, scale=SCALE),
+        ]
+    )

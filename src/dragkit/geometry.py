@@ -108,3 +108,16 @@ def window(center: Tensor, radius: int, grid_size: tuple[int, int]) -> Tensor:
         rows = torch.tensor([min(max(r0, 0), h - 1)])
         cols = torch.tensor([min(max(c0, 0), w - 1)])
     return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2).to(torch.float64)
+
+
+def drag_region(hw: tuple[int, int], pairs: list[tuple[tuple[float, float], tuple[float, float]]], radius: float):
+    """A mask a user might paint for these drags: pixels within ``radius`` of any handle→target segment
+    (``(x, y)`` image pixels). Returns an ``(H, W)`` boolean numpy array, True = may change."""
+    h, w = hw
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    out = torch.zeros(h, w, dtype=torch.bool)
+    for (ax, ay), (bx, by) in pairs:
+        dx, dy = bx - ax, by - ay
+        u = (((xx - ax) * dx + (yy - ay) * dy) / max(dx * dx + dy * dy, 1e-9)).clamp(0, 1)
+        out |= (xx - ax - u * dx) ** 2 + (yy - ay - u * dy) ** 2 <= radius**2
+    return out.numpy()

@@ -5,6 +5,7 @@ methods that extend it), in the diffusers style: typed components, ``from_pretra
 from __future__ import annotations
 
 import io
+import json
 import logging
 import shutil
 import time
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .. import params as P
 from ..engines import diffusion as D
 from ..errors import InputError, ModelError, ParameterError
 from ..geometry import GridMap
@@ -31,6 +33,27 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 # Models that ship inside the package, addressable by name wherever a model is named.
+MODEL_DEFAULTS_FILE = "dragkit.json"
+
+
+def read_model_defaults(path: Path) -> dict[str, Any]:
+    """A model folder's measured parameter defaults: ``{"defaults": {name: value}, "why": "..."}``. Every name
+    must be a diffusion-engine or loop parameter and every value valid; a bad file is a :class:`ModelError`."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        defaults = data["defaults"]
+        if not isinstance(defaults, dict):
+            raise TypeError("'defaults' is not an object")
+        for k in defaults:
+            if P.lookup(k).owner in ("interface", "engine:gan"):
+                raise ParameterError(f"{k} cannot be a model default")
+        return P.resolve({}, defaults)
+    except (ValueError, KeyError, TypeError, ParameterError) as e:
+        raise ModelError(f"{path}: not a valid model defaults file ({e})") from None
+
+
 PACKAGED_MODELS = {"faces64": Path(__file__).resolve().parents[1] / "models" / "faces64"}
 
 try:  # diffusers is an optional dependency: the GAN side of dragkit works without it
@@ -112,6 +135,9 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         )
         self.model_name = "custom"
         self.load_profile: dict[str, Any] | None = None
+        # parameter defaults measured for this checkpoint (a model folder's dragkit.json); between the method's
+        # defaults and the caller's overrides
+        self.model_defaults: dict[str, Any] = {}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path = DEFAULT_MODEL, **kwargs: Any):  # type: ignore[override]
@@ -157,6 +183,9 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             dlogging.set_verbosity(verbosity)
         pipe.model_name = name
         pipe.load_profile = prof.stages["load"]
+        folder = Path(pretrained_model_name_or_path)
+        if folder.is_dir():
+            pipe.model_defaults = read_model_defaults(folder / MODEL_DEFAULTS_FILE)
         return pipe
 
     @classmethod
@@ -348,7 +377,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             progress: show progress bars.
             **overrides: any parameter by its stable name (``drag_steps=40``, ``lora="none"``, ...).
         """
-        params = resolve_params(method, "diffusion", request, overrides)
+        params = resolve_params(method, "diffusion", request, {**self.model_defaults, **overrides})
         prof = StageProfiler(self.device)
         if self.load_profile is not None:  # loading happens once per pipeline; every edit reports it
             prof.stages["load"] = dict(self.load_profile)
@@ -369,6 +398,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             "device": str(self.device),
             "dtype": str(self.unet.dtype).replace("torch.", ""),
         }
+        if self.model_defaults:
+            info["model_defaults"] = {k: v for k, v in self.model_defaults.items() if k not in overrides}
         if (w8, h8) != (W, H):
             logger.info("image %dx%d is edited at %dx%d (multiples of 8); points are mapped", W, H, w8, h8)
         info.update(noop_pairs(request))
