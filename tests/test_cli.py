@@ -155,3 +155,4 @@ def test_demo_writes_its_files(tmp_path):
     assert demo64["lpips_outside_mask"] < 0.03
     assert abs(demo64["md_after"] - demo64["md_before"]) < 3
     assert "faces64" in r.stdout and "LPIPS outside the mask" in r.stdout
+    assert "Loading pipeline" not in r.stderr  # --quiet hides diffusers' bars too

@@ -265,7 +265,7 @@ def test_pixel_space_unconditional_models_run_the_same_preset(pixel_pipe, caplog
     assert names and all("attentions" in n for n in names)
     before = state_of(p.unet)
     req = DragRequest(image(64, 64), [(20, 30)], [(30, 30)], prompt="ignored")
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.WARNING):
         out = p(req, progress=False, **{**FAST, "lora": "train", "lora_steps": 2, "mutual_attn_start_layer": 1})
     assert "prompt is ignored" in caplog.text
     assert state_of(p.unet) == before

@@ -157,6 +157,10 @@ def edit(
     else:
         from .pipelines.diffusion import DEFAULT_MODEL, DragDiffusionPipeline
 
+        if quiet:
+            from diffusers.utils import logging as diffusers_logging
+
+            diffusers_logging.disable_progress_bar()  # its "Loading pipeline components" bar
         pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, dtype=torch_dtype).to(dev)
         pipe.set_progress_bar_config(disable=True if quiet else None, leave=False)
     result = pipe(req, method=method, progress=not quiet, **overrides)

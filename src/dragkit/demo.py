@@ -80,6 +80,10 @@ def _faces64_drag(req: DragRequest, progress: bool, echo: Callable[[str], None])
         "demo: the same drag with dragdiffusion on faces64 (our diffusion model of faces, editing the face as an "
         f"image), with the region a user would paint: {DIFFUSION_MASK_RADIUS:g} px around the drag"
     )
+    if not progress:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()  # its "Loading pipeline components" bar
     pipe = DragDiffusionPipeline.from_pretrained("faces64")
     pipe.set_progress_bar_config(disable=True if not progress else None, leave=False)
     pairs = list(zip(req.handles, req.targets, strict=True))

@@ -220,7 +220,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         ``None`` for unconditional models, which ignore prompts (noted once per edit)."""
         if not self.conditional:
             if prompt:
-                logger.info("this model is unconditional: the prompt is ignored")
+                logger.warning("this model is unconditional: the prompt is ignored")
             return None
         tok = self.tokenizer
         limit = min(tok.model_max_length, self.text_encoder.config.max_position_embeddings)
