@@ -295,7 +295,7 @@ def test_packaged_model_names(monkeypatch, tmp_path):
     from dragkit.testing import build_tiny_pixel
 
     monkeypatch.setitem(pd.PACKAGED_MODELS, "faces64", tmp_path / "missing")
-    with pytest.raises(ModelError, match="'faces64' is not shipped in this version"):
+    with pytest.raises(ModelError, match="'faces64' is missing from this installation"):
         DragDiffusionPipeline.from_pretrained("faces64")
     monkeypatch.setitem(pd.PACKAGED_MODELS, "faces64", build_tiny_pixel(tmp_path / "f64"))
     p = DragDiffusionPipeline.from_pretrained("faces64")

@@ -32,13 +32,14 @@ from .common import make_result, noop_pairs, resolve_params, run_preset_loop
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-# Models that ship inside the package, addressable by name wherever a model is named.
+# A model folder may carry parameter defaults measured for that checkpoint (faces64 does).
 MODEL_DEFAULTS_FILE = "dragkit.json"
 
 
 def read_model_defaults(path: Path) -> dict[str, Any]:
     """A model folder's measured parameter defaults: ``{"defaults": {name: value}, "why": "..."}``. Every name
-    must be a diffusion-engine or loop parameter and every value valid; a bad file is a :class:`ModelError`."""
+    must be a parameter of the loop, a part or the diffusion engine, and every value valid; a bad file is a
+    :class:`ModelError`."""
     if not path.is_file():
         return {}
     try:
@@ -54,6 +55,7 @@ def read_model_defaults(path: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: not a valid model defaults file ({e})") from None
 
 
+# Models that ship inside the package, addressable by name wherever a model is named.
 PACKAGED_MODELS = {"faces64": Path(__file__).resolve().parents[1] / "models" / "faces64"}
 
 try:  # diffusers is an optional dependency: the GAN side of dragkit works without it
@@ -152,7 +154,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         if name in PACKAGED_MODELS:
             packaged = PACKAGED_MODELS[name]
             if not (packaged / "model_index.json").is_file():
-                raise ModelError(f"model {name!r} is not shipped in this version of dragkit yet (see docs/faces64.md)")
+                raise ModelError(f"model {name!r} is missing from this installation ({packaged}); reinstall dragkit")
             pretrained_model_name_or_path = packaged
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
         if dtype is not None:  # diffusers renamed torch_dtype to dtype; speak whichever the installed one knows
