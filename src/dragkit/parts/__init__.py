@@ -7,11 +7,12 @@ Each part is a small class with its paper cited, its parameters registered under
 from .schedules import FixedSchedule
 from .supervision import SUPERVISIONS, PatchSupervision
 from .terms import FeatureMaskTerm, LatentMaskTerm
-from .trackers import TRACKERS, NearestTracker
+from .trackers import TRACKERS, DiscriminativeTracker, NearestTracker
 
 __all__ = [
     "SUPERVISIONS",
     "TRACKERS",
+    "DiscriminativeTracker",
     "FeatureMaskTerm",
     "FixedSchedule",
     "LatentMaskTerm",

@@ -14,8 +14,43 @@ from ..loop import DragContext, TrackResult
 from ..params import Param, register
 
 register(
-    Param("tracker", str, "nearest", "point-tracking part", "loop", choices=("nearest",)),
+    Param("tracker", str, "nearest", "point-tracking part", "loop", choices=("nearest", "discriminative")),
     Param("r_p", int, 3, "tracking search radius (supervision-grid pixels)", "tracker", min=0),
+    Param(
+        "track_learn_steps",
+        int,
+        30,
+        "discriminative tracker: gradient steps that learn each handle's filter (once, before dragging)",
+        "tracker",
+        min=0,
+    ),
+    Param(
+        "track_sigma",
+        float,
+        1.0,
+        "discriminative tracker: σ of the Gaussian label centred on the handle (supervision-grid pixels)",
+        "tracker",
+        min=0,
+        min_exclusive=True,
+    ),
+    Param("track_ridge", float, 0.1, "discriminative tracker: ridge penalty on the filter", "tracker", min=0),
+    Param(
+        "track_fusion",
+        float,
+        0.5,
+        "discriminative tracker: weight of the filter's response against feature matching (1 = filter only)",
+        "tracker",
+        min=0,
+        max=1,
+    ),
+    Param(
+        "track_train_radius",
+        int,
+        6,
+        "discriminative tracker: radius of the window around the handle the filter learns from",
+        "tracker",
+        min=1,
+    ),
 )
 
 
@@ -50,4 +85,87 @@ class NearestTracker:
         return TrackResult(handles=torch.stack(new))
 
 
-TRACKERS = {"nearest": NearestTracker}
+def _unit(x: Tensor) -> Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+@dataclass(frozen=True)
+class DiscriminativeTracker:
+    """Discriminative point tracking with a confidence (StableDrag, Cui et al., ECCV 2024, §3.2).
+
+    Per handle, a tracking model ``z_i``: a 1×C (1×1 spatial) filter over channel-normalized features, initialized
+    from the handle's template ``f_i = F₀(p_i⁰)`` and learned **once, before dragging**, on the first step's
+    features (detached) in a ``(2R+1)²`` window around the handle, then frozen. The paper leaves the objective open;
+    ours is the correlation-filter reading: ridge regression of the response onto a Gaussian label centred on the
+    handle, ``min_z mean_q (x_q·z − y_q)² + λ‖z‖²``, solved by ``track_learn_steps`` gradient steps of size
+    ``1/L`` (``L`` the objective's Lipschitz constant) from the template. Learning against the handle's own
+    surroundings down-weights the channels it shares with them, which is what rejects look-alike distractors.
+
+    Tracking: over the ``(2r_p+1)²`` window around the current handle, the filter's response ``r(q) = x_q·z``
+    normalized by its response at the handle on the initial features (a perfect match is 1) is fused with
+    feature-difference matching, ``s(q) = α·r(q)/r₀ + (1−α)·(1 − ‖F(q) − f_i‖₁ / d₀)`` with ``d₀`` the mean L1
+    distance from the template over the training window; the new handle is the argmax. The handle's
+    **confidence** is ``clamp(r(q*)/r₀, 0, 1)`` (the paper's peak response, normalized).
+    """
+
+    r_p: int = 3
+    learn_steps: int = 30
+    sigma: float = 1.0
+    ridge: float = 0.1
+    fusion: float = 0.5
+    train_radius: int = 6
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> DiscriminativeTracker:
+        return cls(
+            r_p=p["r_p"],
+            learn_steps=p["track_learn_steps"],
+            sigma=p["track_sigma"],
+            ridge=p["track_ridge"],
+            fusion=p["track_fusion"],
+            train_radius=p["track_train_radius"],
+        )
+
+    def learn(self, features0: Tensor, handle: Tensor) -> dict[str, Tensor]:
+        """The frozen model of one handle: filter, template, and the two normalizers."""
+        h, w = features0.shape[-2:]
+        template = sample(features0, handle[None])[0].float()  # (C,)
+        cand = window(handle.round(), self.train_radius, (h, w))
+        raw = features0[0, :, cand[:, 0].long(), cand[:, 1].long()].T.float()  # (K, C)
+        x = _unit(raw)
+        y = torch.exp(-((cand - handle).pow(2).sum(-1)) / (2 * self.sigma**2)).float()
+        z = _unit(template).clone()
+        # ∇ = 2/K·Xᵀ(Xz − y) + 2λz; Lipschitz constant 2(λ_max(XᵀX)/K + λ)
+        lip = 2 * (torch.linalg.matrix_norm(x, ord=2) ** 2 / len(x) + self.ridge)
+        for _ in range(self.learn_steps):
+            grad = 2 / len(x) * x.T @ (x @ z - y) + 2 * self.ridge * z
+            z = z - grad / lip
+        r0 = float(_unit(template) @ z)
+        if r0 <= 1e-8:  # the filter learned nothing positive at the handle: fall back to the template itself
+            z, r0 = _unit(template), 1.0
+        d0 = float((raw - template).abs().sum(-1).mean().clamp_min(1e-8))
+        return {"filter": z, "template": template, "r0": torch.tensor(r0), "d0": torch.tensor(d0)}
+
+    def prepare(self, ctx: DragContext) -> None:
+        ctx.state["discriminative.models"] = [self.learn(ctx.features0, p) for p in ctx.handles0]
+
+    def scores(self, features: Tensor, handle: Tensor, model: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Candidates around ``handle``, their fused scores and their normalized filter responses."""
+        h, w = features.shape[-2:]
+        cand = window(handle, self.r_p, (h, w))
+        raw = features[0, :, cand[:, 0].long(), cand[:, 1].long()].T.float()
+        response = (_unit(raw) @ model["filter"]) / model["r0"]
+        similarity = 1 - (raw - model["template"]).abs().sum(-1) / model["d0"]
+        return cand, self.fusion * response + (1 - self.fusion) * similarity, response
+
+    def track(self, features: Tensor, handles: Tensor, ctx: DragContext) -> TrackResult:
+        new, conf = [], []
+        for i, model in enumerate(ctx.state["discriminative.models"]):
+            cand, score, response = self.scores(features, handles[i], model)
+            k = int(torch.argmax(score))
+            new.append(cand[k])
+            conf.append(float(response[k].clamp(0, 1)))
+        return TrackResult(handles=torch.stack(new), confidences=torch.tensor(conf, dtype=torch.float64))
+
+
+TRACKERS = {"nearest": NearestTracker, "discriminative": DiscriminativeTracker}

@@ -1,0 +1,87 @@
+"""Trackers on synthetic feature maps: StableDrag's discriminative tracker against look-alike distractors."""
+
+import torch
+
+from dragkit.loop import DragContext
+from dragkit.parts import DiscriminativeTracker, NearestTracker
+
+H = W = 32
+
+
+def bump(r: float, c: float, sigma: float = 1.5) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    return torch.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * sigma**2))
+
+
+def scene(true_at, true_look, distractor_at=(10, 16), distractor_look=(1.0, 0.4)) -> torch.Tensor:
+    """Channels: 0 'blob' (shared by both look-alikes), 1 'identity' (the true blob's own), 2 constant
+    background. ``*_look`` = (blob, identity) amplitudes."""
+    f = torch.zeros(1, 3, H, W)
+    f[0, 2] = 1.0
+    for at, (a_blob, a_id) in ((true_at, true_look), (distractor_at, distractor_look)):
+        if at is None:
+            continue
+        b = bump(*at)
+        f[0, 0] += a_blob * b
+        f[0, 1] += a_id * b
+    return f
+
+
+def ctx_for(f0: torch.Tensor, handle=(10.0, 10.0)) -> DragContext:
+    h = torch.tensor([handle], dtype=torch.float64)
+    return DragContext(features0=f0, extras0={}, handles0=h, targets=h + torch.tensor([[0.0, 4.0]]), mask=None)
+
+
+def test_a_look_alike_fools_nearest_neighbour_but_not_the_discriminative_tracker():
+    f0 = scene((10, 10), (1.0, 1.0))
+    # the true blob moved 2 px right and changed appearance a little (less 'blob', a bit less 'identity'); the
+    # look-alike 6 px to the right of the handle is now the closest feature vector in L1
+    f1 = scene((10, 12), (0.5, 0.8))
+    h = torch.tensor([[10.0, 10.0]], dtype=torch.float64)
+    tracked = {}
+    for tracker in (NearestTracker(r_p=6), DiscriminativeTracker(r_p=6)):
+        tracker.prepare(ctx := ctx_for(f0))
+        tracked[type(tracker).__name__] = tracker.track(f1, h, ctx)
+    assert tracked["NearestTracker"].handles[0].tolist() == [10.0, 16.0]  # fooled: jumped to the look-alike
+    dt = tracked["DiscriminativeTracker"]
+    assert dt.handles[0].tolist() == [10.0, 12.0]  # followed the true blob
+    assert 0.5 < float(dt.confidences[0]) <= 1.0
+
+
+def test_the_learned_filter_weights_what_tells_the_handle_from_its_surroundings():
+    f0 = scene((10, 10), (1.0, 1.0))
+    model = DiscriminativeTracker().learn(f0, torch.tensor([10.0, 10.0], dtype=torch.float64))
+    z = model["filter"]
+    # channel 1 (identity) is weighted above channel 0 (shared with the look-alike), unlike the template itself
+    assert z[1] > z[0]
+    assert torch.isclose(model["template"][0], model["template"][1], atol=1e-3)
+
+
+def test_confidence_is_one_on_the_unchanged_scene_and_drops_when_the_content_is_destroyed():
+    f0 = scene((10, 10), (1.0, 1.0))
+    h = torch.tensor([[10.0, 10.0]], dtype=torch.float64)
+    dt = DiscriminativeTracker(r_p=3)
+    dt.prepare(ctx := ctx_for(f0))
+    same = dt.track(f0, h, ctx)
+    assert same.handles[0].tolist() == [10.0, 10.0] and abs(float(same.confidences[0]) - 1.0) < 1e-5
+    gone = dt.track(scene(None, (0, 0), distractor_at=None), h, ctx)
+    assert float(gone.confidences[0]) < 0.2
+
+
+def test_without_learning_it_is_template_matching():
+    f0 = scene((10, 10), (1.0, 1.0))
+    model = DiscriminativeTracker(learn_steps=0).learn(f0, torch.tensor([10.0, 10.0], dtype=torch.float64))
+    t = model["template"]
+    assert torch.allclose(model["filter"], t / t.norm())
+
+
+def test_the_preset_runs_with_the_discriminative_tracker_and_records_confidences(gan_pipe):
+    from dragkit import DragRequest
+
+    face = gan_pipe.generate(27)
+    req = DragRequest(face.image, [(32, 49)], [(32, 44)], seed=0)
+    res = gan_pipe(req, code=face.code, progress=False, tracker="discriminative", drag_steps=4, stop_distance=0.0)
+    assert res.params["tracker"] == "discriminative"
+    confs = [r["confidences"][0] for r in res.trajectory[1:]]
+    assert len(confs) == 4 and all(0.0 <= c <= 1.0 for c in confs)
+    assert confs[0] > 0.5  # a few small steps do not destroy the handle's content
