@@ -85,3 +85,29 @@ def test_the_preset_runs_with_the_discriminative_tracker_and_records_confidences
     confs = [r["confidences"][0] for r in res.trajectory[1:]]
     assert len(confs) == 4 and all(0.0 <= c <= 1.0 for c in confs)
     assert confs[0] > 0.5  # a few small steps do not destroy the handle's content
+
+
+def test_confidence_gated_supervision_switches_its_template_at_tau():
+    from dragkit.parts import ConfidenceGatedSupervision, PatchSupervision
+
+    f0 = scene((10, 10), (1.0, 1.0))
+    ctx = ctx_for(f0)
+    # the content has moved 2 px and faded: the current features differ from the initial ones
+    f = scene((10, 12), (0.5, 0.8)).requires_grad_(True)
+    h = torch.tensor([[10.0, 12.0]], dtype=torch.float64)
+    active = torch.tensor([True])
+    gated, plain = ConfidenceGatedSupervision(tau=0.6), PatchSupervision()
+    ctx.confidences = torch.tensor([0.9], dtype=torch.float64)  # sure: the usual template sg(F)
+    assert torch.allclose(gated.loss(f, h, active, ctx), plain.loss(f, h, active, ctx))
+    ctx.confidences = torch.tensor([0.3], dtype=torch.float64)  # unsure: the initial appearance around p⁰
+    low = gated.loss(f, h, active, ctx)
+    from dragkit.geometry import patch_offsets, sample
+
+    off = patch_offsets(1, "square")
+    expected = (
+        len(off) * (sample(f, h[0] + off + torch.tensor([0.0, 1.0])) - sample(f0, ctx.handles0[0] + off)).abs().mean()
+    )
+    assert torch.allclose(low, expected)
+    assert not torch.allclose(low, plain.loss(f, h, active, ctx))
+    ctx.confidences = None  # a tracker without confidences: plain patch supervision
+    assert torch.allclose(gated.loss(f, h, active, ctx), plain.loss(f, h, active, ctx))

@@ -5,13 +5,14 @@ Each part is a small class with its paper cited, its parameters registered under
 """
 
 from .schedules import FixedSchedule
-from .supervision import SUPERVISIONS, PatchSupervision
+from .supervision import SUPERVISIONS, ConfidenceGatedSupervision, PatchSupervision
 from .terms import FeatureMaskTerm, LatentMaskTerm
 from .trackers import TRACKERS, DiscriminativeTracker, NearestTracker
 
 __all__ = [
     "SUPERVISIONS",
     "TRACKERS",
+    "ConfidenceGatedSupervision",
     "DiscriminativeTracker",
     "FeatureMaskTerm",
     "FixedSchedule",
