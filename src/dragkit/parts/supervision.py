@@ -58,21 +58,36 @@ class PatchSupervision:
         return cls(r_m=p["r_m"], shape=p["patch_shape"])
 
     def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor:
-        grid = tuple(features.shape[-2:])
-        offsets = patch_offsets(self.r_m, self.shape)
-        total = features.new_zeros(())
-        for i in torch.nonzero(active).flatten().tolist():
-            d = ctx.targets[i] - handles[i]
-            d = d / d.norm().clamp_min(1e-12)
-            q = handles[i] + offsets
-            keep = inside(q, grid) & inside(q + d, grid)
-            if not keep.any():
-                continue
-            q = q[keep]
-            src = sample(features, q).detach()
-            dst = sample(features, q + d)
-            total = total + len(offsets) * (dst - src).abs().mean()
-        return total
+        return patch_l1(features, handles, active, ctx, patch_offsets(self.r_m, self.shape), initial=None)
+
+
+def patch_l1(
+    features: Tensor,
+    handles: Tensor,
+    active: Tensor,
+    ctx: DragContext,
+    offsets: Tensor,
+    initial: Tensor | None,
+) -> Tensor:
+    """``Σ_i n · mean | F(q + d_i) − T_i(q) |`` over active handles, ``T_i(q) = sg(F(q))``, or, where
+    ``initial[i]`` is True, the initial features around the original handle ``F₀(q − p_i + p_i⁰)``. Patch
+    positions whose samples fall outside the grid are left out; ``n`` stays the full patch size."""
+    grid = tuple(features.shape[-2:])
+    total = features.new_zeros(())
+    for i in torch.nonzero(active).flatten().tolist():
+        d = ctx.targets[i] - handles[i]
+        d = d / d.norm().clamp_min(1e-12)
+        q = handles[i] + offsets
+        use_initial = initial is not None and bool(initial[i])
+        q0 = ctx.handles0[i] + offsets
+        keep = inside(q, grid) & inside(q + d, grid)
+        if use_initial:
+            keep &= inside(q0, grid)
+        if not keep.any():
+            continue
+        template = sample(ctx.features0, q0[keep]) if use_initial else sample(features, q[keep]).detach()
+        total = total + len(offsets) * (sample(features, q[keep] + d) - template).abs().mean()
+    return total
 
 
 @dataclass(frozen=True)
@@ -98,25 +113,8 @@ class ConfidenceGatedSupervision:
         return cls(r_m=p["r_m"], shape=p["patch_shape"], tau=p["tau"])
 
     def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor:
-        grid = tuple(features.shape[-2:])
-        offsets = patch_offsets(self.r_m, self.shape)
-        total = features.new_zeros(())
-        confident = ctx.confidences is None or ctx.confidences >= self.tau
-        for i in torch.nonzero(active).flatten().tolist():
-            d = ctx.targets[i] - handles[i]
-            d = d / d.norm().clamp_min(1e-12)
-            q = handles[i] + offsets
-            q0 = ctx.handles0[i] + offsets
-            use_current = bool(confident if isinstance(confident, bool) else confident[i])
-            keep = inside(q, grid) & inside(q + d, grid)
-            if not use_current:
-                keep &= inside(q0, grid)
-            if not keep.any():
-                continue
-            template = sample(features, q[keep]).detach() if use_current else sample(ctx.features0, q0[keep])
-            dst = sample(features, q[keep] + d)
-            total = total + len(offsets) * (dst - template).abs().mean()
-        return total
+        initial = None if ctx.confidences is None else ctx.confidences < self.tau
+        return patch_l1(features, handles, active, ctx, patch_offsets(self.r_m, self.shape), initial)
 
 
 SUPERVISIONS = {"patch": PatchSupervision, "confidence_gated": ConfidenceGatedSupervision}
