@@ -90,8 +90,7 @@ def _faces64_drag(req: DragRequest, progress: bool, echo: Callable[[str], None])
     mask = drag_region((req.size[1], req.size[0]), pairs, DIFFUSION_MASK_RADIUS)
     masked = DragRequest(req.image, req.handles, req.targets, mask=mask, seed=req.seed)
     result = pipe(masked, method="dragdiffusion", progress=progress)
-    result.info["demo"] = _summary(masked, result)
-    echo(_message(result.info["demo"]))
+    echo(_message(_summary(masked, result)))
     return result
 
 

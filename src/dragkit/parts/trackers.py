@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..geometry import sample, window
@@ -85,10 +86,6 @@ class NearestTracker:
         return TrackResult(handles=torch.stack(new))
 
 
-def _unit(x: Tensor) -> Tensor:
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
 @dataclass(frozen=True)
 class DiscriminativeTracker:
     """Discriminative point tracking with a confidence (StableDrag, Cui et al., ECCV 2024, §3.2).
@@ -132,17 +129,17 @@ class DiscriminativeTracker:
         template = sample(features0, handle[None])[0].float()  # (C,)
         cand = window(handle.round(), self.train_radius, (h, w))
         raw = features0[0, :, cand[:, 0].long(), cand[:, 1].long()].T.float()  # (K, C)
-        x = _unit(raw)
+        x = F.normalize(raw, dim=-1)
         y = torch.exp(-((cand - handle).pow(2).sum(-1)) / (2 * self.sigma**2)).float()
-        z = _unit(template).clone()
+        z = F.normalize(template, dim=-1).clone()
         # ∇ = 2/K·Xᵀ(Xz − y) + 2λz; Lipschitz constant 2(λ_max(XᵀX)/K + λ)
         lip = 2 * (torch.linalg.matrix_norm(x, ord=2) ** 2 / len(x) + self.ridge)
         for _ in range(self.learn_steps):
             grad = 2 / len(x) * x.T @ (x @ z - y) + 2 * self.ridge * z
             z = z - grad / lip
-        r0 = float(_unit(template) @ z)
+        r0 = float(F.normalize(template, dim=-1) @ z)
         if r0 <= 1e-8:  # the filter learned nothing positive at the handle: fall back to the template itself
-            z, r0 = _unit(template), 1.0
+            z, r0 = F.normalize(template, dim=-1), 1.0
         d0 = float((raw - template).abs().sum(-1).mean().clamp_min(1e-8))
         return {"filter": z, "template": template, "r0": torch.tensor(r0), "d0": torch.tensor(d0)}
 
@@ -154,7 +151,7 @@ class DiscriminativeTracker:
         h, w = features.shape[-2:]
         cand = window(handle, self.r_p, (h, w))
         raw = features[0, :, cand[:, 0].long(), cand[:, 1].long()].T.float()
-        response = (_unit(raw) @ model["filter"]) / model["r0"]
+        response = (F.normalize(raw, dim=-1) @ model["filter"]) / model["r0"]
         similarity = 1 - (raw - model["template"]).abs().sum(-1) / model["d0"]
         return cand, self.fusion * response + (1 - self.fusion) * similarity, response
 
