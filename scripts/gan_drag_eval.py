@@ -1,18 +1,23 @@
-"""Real-weights evidence: seeded random drags on generated faces, judged independently (any method; diffusion
-methods edit the faces as images with ``--model``, e.g. ``faces64``).
+"""Real-weights evidence: seeded random drags on generated faces, judged independently, for one method or several
+side by side (diffusion methods edit the faces as images with ``--model``, e.g. ``faces64``).
 
-For each of N seeded drags (face seed i; a handle in the central face region; a random direction; a length of
-4–12 px) it runs a method on the bundled DCGAN with the exact generated code (no inversion), then measures with
+For each of N seeded drags (face seed i; a distinctive handle in the central face region; a random direction; a
+length drawn from ``--length``, 4–12 px by default) every method edits the same face, and is measured with
 LPIPS-AlexNet features (never the method's own tracker):
 
 - MD before (source vs source: ≈ the drag length) and after (source vs edited), DragBench's definition;
-- LPIPS-alex between source and edited outside discs of radius R around the handle and the target.
+- LPIPS-alex between source and edited outside the mask (``--mask-radius``) or outside discs around the points;
+- the tracking error: how far the method's final tracked handle is from where the matcher finds the content.
 
-Usage::
+A method is ``NAME`` or ``NAME:k=v,k=v`` (its own overrides, on top of ``--set`` which applies to all)::
 
-    python scripts/gan_drag_eval.py -n 20 -o docs/gan_drags [--first-seed 0] [--set latent_block=1 ...]
+    python scripts/gan_drag_eval.py -n 20 -o docs/gan_drags
+    python scripts/gan_drag_eval.py -n 20 --length 15 25 --mask-radius 8 -o docs/stabledrag/gan_long \\
+        --method draggan --method stabledrag-gan --method stabledrag-gan:tau=0
 
-Writes ``results.json``, ``results.md`` and ``grid.png`` (before | after with points, one row per drag).
+One method writes ``results.json``, ``results.md`` and ``grid.png`` (before | after with points, one row per
+drag) into the output folder; several write those per method into subfolders plus ``compare.md`` and
+``compare.json`` (the side-by-side table).
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from dragkit import DragGANPipeline, DragRequest
 from dragkit.geometry import drag_region
@@ -32,6 +40,8 @@ from dragkit.methods import get_method
 from dragkit.metrics import AlexFeatures, lpips_distance, mean_distance
 from dragkit.params import parse_assignment
 from dragkit.viz import draw_points, side_by_side
+
+LOST_PX = 5.0  # MD after more than this far above MD before: the content was destroyed rather than moved
 
 
 def distinctive_handle(feat: torch.Tensor, rng: np.random.Generator, candidates: int = 40) -> np.ndarray:
@@ -53,15 +63,21 @@ def distinctive_handle(feat: torch.Tensor, rng: np.random.Generator, candidates:
     return best.astype(float)
 
 
-def random_drag(i: int, feat: torch.Tensor, size: int = 64) -> tuple[tuple[float, float], tuple[float, float]]:
+def random_drag(
+    i: int, feat: torch.Tensor, size: int = 64, length: tuple[float, float] = (4, 12)
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Drag ``i``: a distinctive handle, a uniform direction, a uniform length in ``length``, the target rounded
+    to a pixel at least 4 px inside the image (directions that leave it are redrawn). The default length range
+    reproduces the foundation's seeded set exactly."""
     rng = np.random.default_rng(1000 + i)
     h = distinctive_handle(feat, rng)
-    while True:
+    for _ in range(10_000):
         ang = rng.uniform(0, 2 * math.pi)
-        length = rng.uniform(4, 12)
-        t = np.round(h + length * np.array([math.cos(ang), math.sin(ang)]))
-        if (t >= 4).all() and (t <= size - 5).all() and np.linalg.norm(t - h) >= 4:
+        n = rng.uniform(*length)
+        t = np.round(h + n * np.array([math.cos(ang), math.sin(ang)]))
+        if (t >= 4).all() and (t <= size - 5).all() and np.linalg.norm(t - h) >= min(4, length[0]):
             return (float(h[0]), float(h[1])), (float(t[0]), float(t[1]))
+    raise ValueError(f"no drag of length {length} fits around handle {h.tolist()} in a {size}px image")
 
 
 def outside_discs(size: int, points: list[tuple[float, float]], radius: float) -> np.ndarray:
@@ -72,14 +88,95 @@ def outside_discs(size: int, points: list[tuple[float, float]], radius: float) -
     return keep.astype(np.float32)
 
 
+def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
+    name, _, rest = spec.partition(":")
+    return name, dict(parse_assignment(s) for s in rest.split(",") if s)
+
+
+def slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec)
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    med = lambda k: round(float(np.median([r[k] for r in rows])), 2)  # noqa: E731
+    mean = lambda k: round(float(np.mean([r[k] for r in rows])), 4)  # noqa: E731
+    return {
+        "n": len(rows),
+        "length": mean("length"),
+        "median_md_before": med("md_before"),
+        "median_md_after": med("md_after"),
+        "mean_md_after": round(mean("md_after"), 2),
+        "improved": sum(r["md_after"] < r["md_before"] for r in rows),
+        "lost": sum(r["md_after"] > r["md_before"] + LOST_PX for r in rows),
+        "lpips_outside": mean("lpips_outside"),
+        "median_track_error": med("track_error"),
+        "steps": round(mean("steps"), 1),
+        "seconds": round(mean("seconds"), 2),
+        "gated_fraction": (
+            round(float(np.mean([r["gated_fraction"] for r in rows])), 3) if "gated_fraction" in rows[0] else None
+        ),
+    }
+
+
+def write_method(out: Path, spec: str, params: dict, rows: list[dict], tiles: list, meta: dict) -> dict:
+    summary = summarize(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"method": spec, "params": params, **meta, "rows": rows, "summary": summary}
+    (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    lines = [
+        "| seed | drag (px) | MD before | MD after | LPIPS outside | LPIPS whole | track error | steps |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['seed']} | {r['length']:.1f} | {r['md_before']:.2f} | {r['md_after']:.2f} | "
+            f"{r['lpips_outside']:.4f} | {r['lpips_all']:.4f} | {r['track_error']:.1f} | {r['steps']} |"
+        )
+    lines.append(
+        f"\nmedian MD {summary['median_md_before']:.2f} → {summary['median_md_after']:.2f} px; lower after the "
+        f"edit on {summary['improved']} of {summary['n']} drags, content lost (MD up > {LOST_PX:g} px) on "
+        f"{summary['lost']}; mean LPIPS outside {summary['lpips_outside']:.4f}"
+    )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    if tiles:
+        cols = 4
+        rows_img = [side_by_side(tiles[k : k + cols], gap=12) for k in range(0, len(tiles), cols)]
+        grid = Image.new("RGB", (max(r.width for r in rows_img), sum(r.height + 12 for r in rows_img)), "white")
+        y = 0
+        for r in rows_img:
+            grid.paste(r, (0, y))
+            y += r.height + 12
+        grid.save(out / "grid.png")
+    return summary
+
+
+def compare_table(summaries: dict[str, dict]) -> str:
+    lines = [
+        "| method | MD before (median) | MD after (median) | MD after (mean) | improved | lost | LPIPS outside | "
+        "track error (median) | confidence < τ (steps) | s / edit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for spec, s in summaries.items():
+        gated = "–" if s["gated_fraction"] is None else f"{100 * s['gated_fraction']:.0f}%"
+        lines.append(
+            f"| `{spec}` | {s['median_md_before']:.2f} | {s['median_md_after']:.2f} | {s['mean_md_after']:.2f} | "
+            f"{s['improved']}/{s['n']} | {s['lost']} | {s['lpips_outside']:.4f} | {s['median_track_error']:.1f} | "
+            f"{gated} | {s['seconds']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=20)
     ap.add_argument("--first-seed", type=int, default=0, help="drags use face seeds first..first+n-1")
     ap.add_argument("-o", "--out", type=Path, required=True)
-    ap.add_argument("--method", default="draggan")
+    ap.add_argument(
+        "--method", dest="methods", action="append", help="NAME or NAME:k=v,k=v; repeat to compare (default draggan)"
+    )
     ap.add_argument("--model", default="faces64", help="the model a diffusion method runs on")
-    ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="k=v for every method")
+    ap.add_argument("--length", nargs=2, type=float, default=(4.0, 12.0), metavar=("MIN", "MAX"))
     ap.add_argument("--radius", type=float, default=10.0, help="disc radius around handle and target for LPIPS")
     ap.add_argument(
         "--mask-radius",
@@ -90,115 +187,90 @@ def main() -> None:
     )
     ap.add_argument("--no-grid", action="store_true")
     args = ap.parse_args()
-    overrides = dict(parse_assignment(s) for s in args.sets)
+    specs = args.methods or ["draggan"]
+    common = dict(parse_assignment(s) for s in args.sets)
+    runs = {}
+    for spec in specs:
+        name, own = parse_method(spec)
+        overrides = {**common, **own}
+        runs[spec] = (name, overrides, get_method(name).resolve(overrides))  # bad names fail before any work
     torch.manual_seed(0)
     pipe = DragGANPipeline.from_pretrained()  # the faces come from the DCGAN whatever method edits them
     editor = None
-    if get_method(args.method).engine == "diffusion":
+    if any(get_method(name).engine == "diffusion" for name, _, _ in runs.values()):
         from dragkit import DragDiffusionPipeline
 
         editor = DragDiffusionPipeline.from_pretrained(args.model)
         editor.set_progress_bar_config(disable=True)
     ex = AlexFeatures()
-    rows, tiles = [], []
+    rows: dict[str, list] = {s: [] for s in specs}
+    tiles: dict[str, list] = {s: [] for s in specs}
     for i in range(args.first_seed, args.first_seed + args.n):
         face = pipe.generate(i)
-        h, t = random_drag(i, ex(face.image))
+        h, t = random_drag(i, ex(face.image), length=tuple(args.length))
         mask = drag_region((64, 64), [(h, t)], args.mask_radius) if args.mask_radius else None
-        req = DragRequest(face.image, [h], [t], mask=mask, seed=i)
-        t0 = time.perf_counter()
-        if editor is None:
-            res = pipe(req, method=args.method, code=face.code, progress=False, **overrides)
-        else:  # a diffusion method edits the face as an image (its PNG pixels), as a user's file
-            res = editor(req, method=args.method, progress=False, **overrides)
-        sec = time.perf_counter() - t0
-        before = mean_distance(face.image, face.image, [h], [t], ex).mean
-        after = mean_distance(face.image, res.image, [h], [t], ex).mean
         keep = (~mask).astype(np.float32) if mask is not None else outside_discs(64, [h, t], args.radius)
-        lp_out = lpips_distance(face.image, res.image, weight=keep)
-        lp_all = lpips_distance(face.image, res.image)
-        rows.append(
-            dict(
+        for spec, (name, overrides, params) in runs.items():
+            req = DragRequest(face.image, [h], [t], mask=mask, seed=i)
+            t0 = time.perf_counter()
+            if get_method(name).engine == "gan":
+                res = pipe(req, method=name, code=face.code, progress=False, **overrides)
+            else:  # a diffusion method edits the face as an image (its PNG pixels), as a user's file
+                res = editor(req, method=name, progress=False, **overrides)
+            sec = time.perf_counter() - t0
+            before = mean_distance(face.image, face.image, [h], [t], ex).mean
+            md = mean_distance(face.image, res.image, [h], [t], ex)
+            row = dict(
                 seed=i,
                 handle=h,
                 target=t,
                 length=round(math.dist(h, t), 2),
                 md_before=round(before, 2),
-                md_after=round(after, 2),
-                lpips_outside=round(lp_out, 4),
-                lpips_all=round(lp_all, 4),
+                md_after=round(md.mean, 2),
+                lpips_outside=round(lpips_distance(face.image, res.image, weight=keep), 4),
+                lpips_all=round(lpips_distance(face.image, res.image), 4),
                 tracked_final=res.handles[0],
+                matched=md.matches[0],
+                track_error=round(math.dist(res.handles[0], md.matches[0]), 2),
                 steps=res.info["steps"],
                 stop=res.info["stop_reason"],
                 seconds=round(sec, 2),
             )
-        )
-        print(json.dumps(rows[-1]))
-        if not args.no_grid:
-            tiles.append(
-                side_by_side([draw_points(face.image, [h], [t], scale=3), draw_points(res.image, [h], [t], scale=3)])
-            )
-    mean = {
-        k: round(float(np.mean([r[k] for r in rows])), 4)
-        for k in ("length", "md_before", "md_after", "lpips_outside", "lpips_all", "steps", "seconds")
+            conf = [min(r["confidences"]) for r in res.trajectory if "confidences" in r]
+            if conf:
+                row["min_confidence"] = round(min(conf), 3)
+                row["gated_fraction"] = round(float(np.mean([c < params["tau"] for c in conf])), 3)
+            rows[spec].append(row)
+            print(json.dumps({"method": spec, **row}), flush=True)
+            if not args.no_grid:
+                tiles[spec].append(
+                    side_by_side(
+                        [draw_points(face.image, [h], [t], scale=3), draw_points(res.image, [h], [t], scale=3)]
+                    )
+                )
+    meta = {
+        "length_range": list(args.length),
+        "radius": args.radius,
+        "mask_radius": args.mask_radius,
+        "model": args.model,
+        "matcher": ex.name,
     }
+    if len(specs) == 1:
+        spec = specs[0]
+        summary = write_method(args.out, spec, runs[spec][2], rows[spec], tiles[spec], meta)
+        print(compare_table({spec: summary}))
+        return
+    summaries = {
+        spec: write_method(args.out / slug(spec), spec, runs[spec][2], rows[spec], tiles[spec], meta) for spec in specs
+    }
+    table = compare_table(summaries)
     args.out.mkdir(parents=True, exist_ok=True)
-    params = get_method(args.method).resolve(overrides)
-    (args.out / "results.json").write_text(
-        json.dumps(
-            {
-                "method": args.method,
-                "params": params,
-                "radius": args.radius,
-                "mask_radius": args.mask_radius,
-                "matcher": ex.name,
-                "rows": rows,
-                "mean": mean,
-            },
-            indent=2,
-        )
-    )
-    lines = [
-        "| seed | drag (px) | MD before | MD after | LPIPS outside | LPIPS whole | steps |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['seed']} | {r['length']:.1f} | {r['md_before']:.2f} | {r['md_after']:.2f} | "
-            f"{r['lpips_outside']:.4f} | {r['lpips_all']:.4f} | {r['steps']} |"
-        )
-    lines.append(
-        f"| **mean** | {mean['length']:.1f} | {mean['md_before']:.2f} | {mean['md_after']:.2f} | "
-        f"{mean['lpips_outside']:.4f} | {mean['lpips_all']:.4f} | {mean['steps']:.0f} |"
-    )
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    if tiles:
-        cols = 4
-        rows_img = [side_by_side(tiles[k : k + cols], gap=12) for k in range(0, len(tiles), cols)]
-        w = max(r.width for r in rows_img)
-        from PIL import Image
-
-        grid = Image.new("RGB", (w, sum(r.height + 12 for r in rows_img)), (255, 255, 255))
-        y = 0
-        for r in rows_img:
-            grid.paste(r, (0, y))
-            y += r.height + 12
-        grid.save(args.out / "grid.png")
-    summary = {
-        "median_md_before": float(np.median([r["md_before"] for r in rows])),
-        "median_md_after": float(np.median([r["md_after"] for r in rows])),
-        "improved": sum(r["md_after"] < r["md_before"] for r in rows),
-        "n": len(rows),
-    }
-    data = json.loads((args.out / "results.json").read_text())
-    data["summary"] = summary
-    (args.out / "results.json").write_text(json.dumps(data, indent=2))
-    with open(args.out / "results.md", "a") as f:
-        f.write(
-            f"\nmedian MD {summary['median_md_before']:.2f} → {summary['median_md_after']:.2f} px; "
-            f"MD lower after the edit on {summary['improved']} of {summary['n']} drags\n"
-        )
-    print("mean", json.dumps(mean), json.dumps(summary))
+    (args.out / "compare.json").write_text(json.dumps({**meta, "methods": summaries}, indent=2) + "\n")
+    seeds = f"face seeds {args.first_seed}–{args.first_seed + args.n - 1}"
+    head = f"{args.n} drags ({seeds}), length {args.length[0]:g}–{args.length[1]:g} px"
+    head += f", mask radius {args.mask_radius:g} px" if args.mask_radius else f", LPIPS outside {args.radius:g} px"
+    (args.out / "compare.md").write_text(f"{head}\n\n{table}")
+    print(table)
 
 
 if __name__ == "__main__":

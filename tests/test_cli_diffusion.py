@@ -65,3 +65,23 @@ def test_a_folder_that_is_not_a_pipeline(tmp_path, face_png):
         tmp_path / "o.png",
     )
     assert r.returncode == 2 and "not a diffusers pipeline folder" in r.stderr
+
+
+def test_stabledrag_end_to_end_records_confidences(tiny_sd, tmp_path, face_png):
+    out = tmp_path / "sd.png"
+    args = ["edit", face_png, "--method", "stabledrag", "--model", tiny_sd, "--prompt", "a face", "-q"]
+    args += ["--drag", "20,30:30,30", "--drag", "40,20:40,28", "-o", out, "--lora", "none"]
+    args += ["--set", "drag_steps=4", "--set", "stop_distance=0", "--set", "mutual_attn_start_layer=4"]
+    r = dragkit(*args, env_extra={"DRAGKIT_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["method"] == "stabledrag"
+    p = rec["params"]
+    assert p["tracker"] == "discriminative" and p["supervision"] == "confidence_gated" and 0 < p["tau"] < 1
+    # DragDiffusion's defaults otherwise
+    assert p["r_m"] == 1 and p["r_p"] == 3 and p["lam"] == 0.1 and p["latent_lr"] == 0.01
+    steps = rec["trajectory"]
+    assert "confidences" not in steps[0]  # nothing is tracked on the initial latent
+    assert len(steps) == 5 and all(len(s["confidences"]) == 2 for s in steps[1:])
+    assert all(0.0 <= c <= 1.0 for s in steps[1:] for c in s["confidences"])
+    assert rec["info"]["confidences"] == steps[-1]["confidences"]

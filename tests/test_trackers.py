@@ -75,16 +75,38 @@ def test_without_learning_it_is_template_matching():
     assert torch.allclose(model["filter"], t / t.norm())
 
 
-def test_the_preset_runs_with_the_discriminative_tracker_and_records_confidences(gan_pipe):
+def test_any_preset_runs_with_the_discriminative_tracker_and_records_confidences(gan_pipe):
     from dragkit import DragRequest
 
     face = gan_pipe.generate(27)
     req = DragRequest(face.image, [(32, 49)], [(32, 44)], seed=0)
     res = gan_pipe(req, code=face.code, progress=False, tracker="discriminative", drag_steps=4, stop_distance=0.0)
-    assert res.params["tracker"] == "discriminative"
+    assert res.method == "draggan" and res.params["tracker"] == "discriminative"
     confs = [r["confidences"][0] for r in res.trajectory[1:]]
     assert len(confs) == 4 and all(0.0 <= c <= 1.0 for c in confs)
     assert confs[0] > 0.5  # a few small steps do not destroy the handle's content
+    assert res.info["confidences"] == res.trajectory[-1]["confidences"]
+
+
+def test_stabledrag_presets_are_their_base_methods_plus_the_two_parts():
+    from dragkit.methods import get_method
+
+    for name, base in (("stabledrag-gan", "draggan"), ("stabledrag", "dragdiffusion")):
+        a, b = get_method(name).resolve(), get_method(base).resolve()
+        assert get_method(name).engine == get_method(base).engine
+        assert {k for k in a if a[k] != b[k]} == {"tracker", "supervision"}
+        assert a["tracker"] == "discriminative" and a["supervision"] == "confidence_gated"
+
+
+def test_stabledrag_gan_edits_a_real_face(gan_pipe):
+    from dragkit import DragRequest
+
+    face = gan_pipe.generate(27)
+    req = DragRequest(face.image, [(32, 49)], [(32, 44)], seed=0)
+    res = gan_pipe(req, method="stabledrag-gan", code=face.code, progress=False)
+    assert res.method == "stabledrag-gan" and res.params["supervision"] == "confidence_gated"
+    first, last = res.trajectory[0]["distances"][0], res.trajectory[-1]["distances"][0]
+    assert last < first and all("confidences" in r for r in res.trajectory[1:])
 
 
 def test_confidence_gated_supervision_switches_its_template_at_tau():

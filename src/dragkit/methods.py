@@ -157,3 +157,29 @@ add_method(
         },
     )
 )
+
+# StableDrag (Cui et al., ECCV 2024): the two parts on top of each base method, its other numbers unchanged. The
+# tracker's settings and τ are the registry defaults (chosen by measurement: docs/stabledrag.md).
+_STABLEDRAG_PARTS = {"tracker": "discriminative", "supervision": "confidence_gated"}
+_STABLEDRAG_CITATION = "Cui et al., StableDrag: Stable Dragging for Point-based Image Editing, ECCV 2024"
+
+add_method(
+    Method(
+        name="stabledrag-gan",
+        engine="gan",
+        summary="StableDrag-GAN: DragGAN with discriminative point tracking and confidence-gated motion supervision",
+        citation=_STABLEDRAG_CITATION,
+        defaults={**METHODS["draggan"].defaults, **_STABLEDRAG_PARTS},
+    )
+)
+
+add_method(
+    Method(
+        name="stabledrag",
+        engine="diffusion",
+        summary="StableDrag-Diff: DragDiffusion with discriminative point tracking and confidence-gated motion "
+        "supervision",
+        citation=_STABLEDRAG_CITATION,
+        defaults={**METHODS["dragdiffusion"].defaults, **_STABLEDRAG_PARTS},
+    )
+)

@@ -125,8 +125,9 @@ class DragResult:
 
     ``trajectory`` holds one record per drag-loop step: ``step``, ``handles`` (image pixels, as tracked at that
     step), ``distances`` (to the targets, image pixels), ``losses`` and ``confidences`` (where the tracker gives
-    them). ``params`` is the full parameter set that made the edit; ``info`` carries engine facts (model, sizes,
-    inversion error, why the loop stopped).
+    them: one per handle in [0, 1], 1 = sure its content is there). ``params`` is the full parameter set that
+    made the edit; ``info`` carries engine facts (model, sizes, inversion error, why the loop stopped, the final
+    ``confidences`` where the tracker gives them).
     """
 
     image: Image.Image

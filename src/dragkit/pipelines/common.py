@@ -50,6 +50,8 @@ def image_trajectory(records: list[dict[str, Any]], gm: GridMap, targets: list[P
         rec["handles"] = [[round(v, 3) for v in p] for p in xy.tolist()]
         rec["distances"] = [round(v, 3) for v in (t - xy).norm(dim=-1).tolist()]
         rec["losses"] = {k: round(v, 6) for k, v in rec["losses"].items()}
+        if "confidences" in rec:
+            rec["confidences"] = [round(v, 4) for v in rec["confidences"]]
         out.append(rec)
     return out
 
@@ -105,6 +107,8 @@ def make_result(
 ) -> DragResult:
     """The one result type every pipeline returns (timings from the profiler, points in image pixels)."""
     info.update(steps=out.steps, stop_reason=out.stop_reason, profile=prof.stages)
+    if out.trajectory and "confidences" in out.trajectory[-1]:  # the tracker's last word on each handle
+        info["confidences"] = [round(v, 4) for v in out.trajectory[-1]["confidences"]]
     timings = prof.timings()
     timings["total"] = sum(v for k, v in timings.items() if k != "load")  # loading happens once per pipeline
     return DragResult(
