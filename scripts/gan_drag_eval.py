@@ -15,9 +15,9 @@ A method is ``NAME`` or ``NAME:k=v,k=v`` (its own overrides, on top of ``--set``
     python scripts/gan_drag_eval.py -n 20 --length 15 25 --mask-radius 8 -o docs/stabledrag/gan_long \\
         --method draggan --method stabledrag-gan --method stabledrag-gan:tau=0
 
-One method writes ``results.json``, ``results.md`` and ``grid.png`` (before | after with points, one row per
-drag) into the output folder; several write those per method into subfolders plus ``compare.md`` and
-``compare.json`` (the side-by-side table).
+One method writes ``results.json``, ``results.md`` and ``grid.png`` (before | after with points) into the output
+folder; several write ``results.json``/``results.md`` per method into subfolders plus ``compare.md`` and
+``compare.json`` (the side-by-side table) and ``compare.png`` (per drag: the source, then each method's edit).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from dragkit import DragGANPipeline, DragRequest
 from dragkit.geometry import drag_region
@@ -166,6 +166,30 @@ def compare_table(summaries: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare_grid(
+    befores: list[Image.Image], afters: dict[str, list[Image.Image]], rows: dict[str, list]
+) -> Image.Image:
+    """One row per drag: the source with its points, then each method's edit (MD after under it)."""
+    size, gap, label = befores[0].width, 6, 14
+    cols = 1 + len(afters)
+    grid = Image.new("RGB", (cols * (size + gap), label + len(befores) * (size + label + gap)), "white")
+    d = ImageDraw.Draw(grid)
+    for c, name in enumerate(["source", *afters]):
+        d.text((c * (size + gap) + 2, 1), name[: size // 6], fill="black")
+    for r, before in enumerate(befores):
+        y = label + r * (size + label + gap)
+        grid.paste(before, (0, y))
+        d.text(
+            (2, y + size + 1),
+            f"seed {rows[next(iter(rows))][r]['seed']}, MD {rows[next(iter(rows))][r]['md_before']:.1f}",
+            fill="black",
+        )
+        for c, (spec, ims) in enumerate(afters.items(), start=1):
+            grid.paste(ims[r], (c * (size + gap), y))
+            d.text((c * (size + gap) + 2, y + size + 1), f"MD {rows[spec][r]['md_after']:.1f}", fill="black")
+    return grid
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=20)
@@ -186,6 +210,7 @@ def main() -> None:
         "LPIPS 'outside' is then measured outside this mask",
     )
     ap.add_argument("--no-grid", action="store_true")
+    ap.add_argument("--grid-rows", type=int, default=20, help="drags shown in a comparison's compare.png")
     args = ap.parse_args()
     specs = args.methods or ["draggan"]
     common = dict(parse_assignment(s) for s in args.sets)
@@ -204,7 +229,8 @@ def main() -> None:
         editor.set_progress_bar_config(disable=True)
     ex = AlexFeatures()
     rows: dict[str, list] = {s: [] for s in specs}
-    tiles: dict[str, list] = {s: [] for s in specs}
+    befores: list[Image.Image] = []
+    afters: dict[str, list[Image.Image]] = {s: [] for s in specs}
     for i in range(args.first_seed, args.first_seed + args.n):
         face = pipe.generate(i)
         h, t = random_drag(i, ex(face.image), length=tuple(args.length))
@@ -243,11 +269,9 @@ def main() -> None:
             rows[spec].append(row)
             print(json.dumps({"method": spec, **row}), flush=True)
             if not args.no_grid:
-                tiles[spec].append(
-                    side_by_side(
-                        [draw_points(face.image, [h], [t], scale=3), draw_points(res.image, [h], [t], scale=3)]
-                    )
-                )
+                afters[spec].append(draw_points(res.image, [h], [t], scale=3))
+        if not args.no_grid:
+            befores.append(draw_points(face.image, [h], [t], scale=3))
     meta = {
         "length_range": list(args.length),
         "radius": args.radius,
@@ -257,12 +281,17 @@ def main() -> None:
     }
     if len(specs) == 1:
         spec = specs[0]
-        summary = write_method(args.out, spec, runs[spec][2], rows[spec], tiles[spec], meta)
+        tiles = [side_by_side([b, a]) for b, a in zip(befores, afters[spec], strict=True)]
+        summary = write_method(args.out, spec, runs[spec][2], rows[spec], tiles, meta)
         print(compare_table({spec: summary}))
         return
     summaries = {
-        spec: write_method(args.out / slug(spec), spec, runs[spec][2], rows[spec], tiles[spec], meta) for spec in specs
+        spec: write_method(args.out / slug(spec), spec, runs[spec][2], rows[spec], [], meta) for spec in specs
     }
+    if befores:
+        compare_grid(befores[: args.grid_rows], {s: a[: args.grid_rows] for s, a in afters.items()}, rows).save(
+            args.out / "compare.png"
+        )
     table = compare_table(summaries)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.json").write_text(json.dumps({**meta, "methods": summaries}, indent=2) + "\n")

@@ -18,7 +18,7 @@ register(
     Param(
         "tau",
         float,
-        0.5,
+        0.85,
         "confidence-gated supervision: below this tracking confidence the motion template is the initial one",
         "supervision",
         min=0,
@@ -100,13 +100,16 @@ class ConfidenceGatedSupervision:
     the current features ``T_i(q) = sg(F(q))`` when ``s_i ≥ τ`` (exactly :class:`PatchSupervision`) and the
     **initial** features around the original handle, ``T_i(q) = F₀(q − p_i + p_i⁰)``, when ``s_i < τ``: a latent
     whose handle content is degrading is pulled back towards the original appearance while still moving. Without
-    confidences (a tracker that gives none) it is plain patch supervision. The paper leaves τ open; 0.5 is our
-    default until measured.
+    confidences (a tracker that gives none) it is plain patch supervision. The paper leaves τ open; ours, 0.85 on
+    the discriminative tracker's normalized response, was chosen on 60 long drags (15–25 px) on the real DCGAN
+    faces: raising τ from 0 to 0.85 cut lost drags from 9 to 1, LPIPS outside the mask by half and the tracking
+    error from 13 to 1.4 px, while more drags came closer to their target; at τ = 1 (the initial template nearly
+    always) fewer drags move (docs/stabledrag.md).
     """
 
     r_m: int = 1
     shape: Literal["square", "disc"] = "square"
-    tau: float = 0.5
+    tau: float = 0.85
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> ConfidenceGatedSupervision:
