@@ -179,11 +179,8 @@ def compare_grid(
     for r, before in enumerate(befores):
         y = label + r * (size + label + gap)
         grid.paste(before, (0, y))
-        d.text(
-            (2, y + size + 1),
-            f"seed {rows[next(iter(rows))][r]['seed']}, MD {rows[next(iter(rows))][r]['md_before']:.1f}",
-            fill="black",
-        )
+        drag = next(iter(rows.values()))[r]  # every method edited the same drags
+        d.text((2, y + size + 1), f"seed {drag['seed']}, MD {drag['md_before']:.1f}", fill="black")
         for c, (spec, ims) in enumerate(afters.items(), start=1):
             grid.paste(ims[r], (c * (size + gap), y))
             d.text((c * (size + gap) + 2, y + size + 1), f"MD {rows[spec][r]['md_after']:.1f}", fill="black")

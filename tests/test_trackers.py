@@ -101,15 +101,17 @@ def test_stabledrag_presets_are_their_base_methods_plus_the_two_parts():
         assert a["tracker"] == "discriminative" and a["supervision"] == "confidence_gated"
 
 
-def test_stabledrag_gan_edits_a_real_face(gan_pipe):
+def test_stabledrag_gan_moves_the_demo_drag_on_a_real_face(gan_pipe):
     from dragkit import DragRequest
+    from dragkit.metrics import AlexFeatures, mean_distance
 
     face = gan_pipe.generate(27)
     req = DragRequest(face.image, [(32, 49)], [(32, 44)], seed=0)
     res = gan_pipe(req, method="stabledrag-gan", code=face.code, progress=False)
     assert res.method == "stabledrag-gan" and res.params["supervision"] == "confidence_gated"
-    first, last = res.trajectory[0]["distances"][0], res.trajectory[-1]["distances"][0]
-    assert last < first and all("confidences" in r for r in res.trajectory[1:])
+    assert all("confidences" in r for r in res.trajectory[1:])
+    md = mean_distance(face.image, res.image, [(32, 49)], [(32, 44)], AlexFeatures()).mean
+    assert md <= 3.5  # 5 px before, by the independent matcher (draggan: 3.16)
 
 
 def test_confidence_gated_supervision_switches_its_template_at_tau():
