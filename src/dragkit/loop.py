@@ -60,8 +60,12 @@ class DragContext:
 
 @dataclass
 class TrackResult:
+    """New handle positions; optionally a confidence per handle in [0, 1] and ``notes``, JSON-ready per-step facts
+    (e.g. which handles a backtracking tracker held back) that the loop copies into the step's trajectory record."""
+
     handles: Tensor
     confidences: Tensor | None = None
+    notes: dict[str, Any] | None = None
 
 
 @runtime_checkable
@@ -182,12 +186,14 @@ def drag_loop(
     try:
         while True:
             ctx.step = step
+            notes: dict[str, Any] = {}
             if step > 0:
                 with torch.enable_grad():
                     out = features(z)
                 tracked = tracker.track(out.features.detach(), handles, ctx)
                 handles = tracked.handles.to(torch.float64)
                 ctx.confidences = tracked.confidences
+                notes = tracked.notes or {}
             distances = (targets - handles).norm(dim=-1)
             record: dict[str, Any] = {
                 "step": step,
@@ -197,6 +203,7 @@ def drag_loop(
             }
             if ctx.confidences is not None:
                 record["confidences"] = ctx.confidences.tolist()
+            record.update(notes)
             stop = schedule.should_stop(step, distances, ctx)
             if stop is None and cancel is not None and cancel():
                 stop = "cancelled"

@@ -17,7 +17,7 @@ from . import engines as _engines  # noqa: F401 - the engines register their par
 from . import params as P
 from .errors import ParameterError
 from .loop import LossTerm, Schedule, Supervision, Tracker
-from .parts import SUPERVISIONS, TRACKERS, FixedSchedule
+from .parts import SCHEDULES, SUPERVISIONS, build_tracker
 
 # `mask` is read by the interfaces (a path is loaded before the engine runs); registered so it is listed and set
 # the same way as every other name.
@@ -88,9 +88,9 @@ class LoopParts:
 def build_parts(params: Mapping[str, Any], terms: list[LossTerm] | None = None) -> LoopParts:
     """Instantiate the parts a resolved parameter set names."""
     return LoopParts(
-        tracker=TRACKERS[params["tracker"]].from_params(params),
+        tracker=build_tracker(params),
         supervision=SUPERVISIONS[params["supervision"]].from_params(params),
-        schedule=FixedSchedule.from_params(params),
+        schedule=SCHEDULES[params["schedule"]].from_params(params),
         terms=list(terms or []),
     )
 

@@ -4,14 +4,17 @@ Each part is a small class with its paper cited, its parameters registered under
 (:mod:`dragkit.params`), built from a resolved parameter dict by ``from_params``.
 """
 
-from .schedules import FixedSchedule
+from .schedules import SCHEDULES, AdaptiveSchedule, FixedSchedule
 from .supervision import SUPERVISIONS, ConfidenceGatedSupervision, PatchSupervision
 from .terms import FeatureMaskTerm, LatentMaskTerm
-from .trackers import TRACKERS, DiscriminativeTracker, NearestTracker
+from .trackers import TRACKERS, BacktrackingTracker, DiscriminativeTracker, NearestTracker, build_tracker
 
 __all__ = [
+    "SCHEDULES",
     "SUPERVISIONS",
     "TRACKERS",
+    "AdaptiveSchedule",
+    "BacktrackingTracker",
     "ConfidenceGatedSupervision",
     "DiscriminativeTracker",
     "FeatureMaskTerm",
@@ -19,4 +22,5 @@ __all__ = [
     "LatentMaskTerm",
     "NearestTracker",
     "PatchSupervision",
+    "build_tracker",
 ]

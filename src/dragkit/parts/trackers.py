@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..geometry import sample, window
-from ..loop import DragContext, TrackResult
+from ..loop import DragContext, Tracker, TrackResult
 from ..params import Param, register
 
 register(
@@ -51,6 +51,23 @@ register(
         "discriminative tracker: radius of the window around the handle the filter learns from",
         "tracker",
         min=1,
+    ),
+    Param(
+        "backtrack",
+        bool,
+        False,
+        "position-supervised backtracking around any tracker: reject a tracked point that moves away from the "
+        "target or jumps too far, and keep the last accepted one",
+        "tracker",
+    ),
+    Param(
+        "backtrack_max_jump",
+        float,
+        3.0,
+        "backtracking: the longest move per step a tracked point may make (supervision-grid pixels)",
+        "tracker",
+        min=0,
+        min_exclusive=True,
     ),
 )
 
@@ -170,4 +187,43 @@ class DiscriminativeTracker:
         return TrackResult(handles=torch.stack(new), confidences=torch.tensor(conf, dtype=torch.float64))
 
 
+@dataclass(frozen=True)
+class BacktrackingTracker:
+    """Position-supervised backtracking (AdaptiveDrag, Chen et al. 2024, §3.3, fig. 4) around any tracker.
+
+    The paper constrains the tracked point by the drag's direction and distance but gives no rule (its released
+    code has none). Ours: with ``p`` the handle's last accepted position, ``c`` the inner tracker's candidate and
+    ``t`` the target, the candidate is **accepted** when
+
+    1. it is no farther from the target, ``‖t − c‖ ≤ ‖t − p‖`` (a point never moves against the drag), and
+    2. it moved at most ``max_jump`` grid pixels, ``‖c − p‖ ≤ max_jump`` (one optimizer step moves content about a
+       pixel; a longer jump is a look-alike, not the content);
+
+    otherwise the handle **steps back** to ``p`` (it stays where it was last trusted) and the next step searches
+    around ``p`` again. Confidences of the inner tracker pass through. Each step's record lists which handles
+    were held back (``backtracked``).
+    """
+
+    inner: Tracker
+    max_jump: float = 3.0
+
+    def prepare(self, ctx: DragContext) -> None:
+        self.inner.prepare(ctx)
+
+    def track(self, features: Tensor, handles: Tensor, ctx: DragContext) -> TrackResult:
+        res = self.inner.track(features, handles, ctx)
+        cand = res.handles.to(handles.dtype)
+        closer = (ctx.targets - cand).norm(dim=-1) <= (ctx.targets - handles).norm(dim=-1) + 1e-9
+        short = (cand - handles).norm(dim=-1) <= self.max_jump + 1e-9
+        ok = closer & short
+        new = torch.where(ok[:, None], cand, handles)
+        return TrackResult(handles=new, confidences=res.confidences, notes={"backtracked": (~ok).tolist()})
+
+
 TRACKERS = {"nearest": NearestTracker, "discriminative": DiscriminativeTracker}
+
+
+def build_tracker(p: Mapping[str, Any]) -> Tracker:
+    """The tracker a resolved parameter set names, wrapped in backtracking when ``backtrack`` is set."""
+    tracker = TRACKERS[p["tracker"]].from_params(p)
+    return BacktrackingTracker(tracker, max_jump=p["backtrack_max_jump"]) if p["backtrack"] else tracker
