@@ -78,7 +78,7 @@ def test_edit_with_mask_and_noop_pair(face, tmp_path):
         (["--drag", "10,10:12,12", "--set", "latent_lr=nan"], "finite"),
         (["--drag", "10,10:12,12", "--mask", "MASK_WRONG"], "mask"),
         (["--drag", "10,10:12,12", "--mask", "MASK_NOTIMG"], "cannot read mask"),
-        (["--drag", "10,10:12,12", "--mask", "auto"], "not implemented yet"),
+        (["--drag", "10,10:12,12", "--mask", "auto", "--set", "auto_mask_segments=1"], "auto_mask_segments"),
         (["--drag", "10,10:12,12", "--device", "cuda"], "no CUDA device"),
         (["--drag", "10,10:12,12", "--dtype", "float16"], "the GAN engine runs in float32"),
         (["--drag", "10,10:12,12", "--dtype", "half"], "choose auto, float32"),

@@ -129,5 +129,5 @@ def test_pipeline_rejects_parameters_it_cannot_use(gan_pipe):
     req = DragRequest(face.image, [(30, 36)], [(40, 36)])
     with pytest.raises(ParameterError, match="unknown parameter"):
         gan_pipe(req, code=face.code, progress=False, r_z=3)
-    with pytest.raises(ParameterError, match="pass the mask in the DragRequest"):
+    with pytest.raises(ParameterError, match="pass a mask image in the DragRequest"):
         gan_pipe(req, code=face.code, progress=False, mask="m.png")

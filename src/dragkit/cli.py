@@ -144,8 +144,8 @@ def edit(
     pairs = [parse_drag(d) for d in drag]
     mask_arr = None
     if mask_spec == "auto":
-        raise ParameterError("--mask auto needs AdaptiveDrag's automatic mask part, which is not implemented yet")
-    if mask_spec not in ("none", ""):
+        overrides["mask"] = "auto"  # superpixels of the model's own features; written beside the result
+    elif mask_spec not in ("none", ""):
         mask_arr = load_mask(mask_spec, src.size)
     req = DragRequest(src, [p[0] for p in pairs], [p[1] for p in pairs], mask=mask_arr, prompt=prompt, seed=seed)
     if m.engine == "gan":
@@ -164,7 +164,7 @@ def edit(
         pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, dtype=torch_dtype).to(dev)
         pipe.set_progress_bar_config(disable=True if quiet else None, leave=False)
     result = pipe(req, method=method, progress=not quiet, **overrides)
-    if mask_spec not in ("none", ""):
+    if mask_spec not in ("none", "", "auto"):
         result.params["mask"] = str(mask_spec)
     png, js = save_result(result, out_png)
     if profile:

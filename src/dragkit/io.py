@@ -128,15 +128,18 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def save_result(result: Any, png_path: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``OUT.png`` (with the recipe in a text chunk) and ``OUT.json``, each atomically.
+    """Write ``OUT.png`` (with the recipe in a text chunk) and ``OUT.json``, each atomically, and
+    ``OUT.mask.png`` (white = was allowed to change) when the mask was made automatically (``mask=auto``).
 
-    The JSON goes first and the PNG last, so a PNG on disk always has its JSON beside it.
+    The JSON goes first and the PNG last, so a PNG on disk always has its JSON (and mask) beside it.
     """
     png = Path(png_path)
     js = png.with_suffix(".json")
     record = result.to_dict()
     text = json.dumps({k: record[k] for k in ("dragkit", "method", "params", "points")})
     write_json(js, record)
+    if result.params.get("mask") == "auto" and result.mask is not None:
+        write_png(png.with_suffix(".mask.png"), Image.fromarray(result.mask.astype(np.uint8) * 255))
     write_png(png, result.image, {"dragkit": text})
     return png, js
 

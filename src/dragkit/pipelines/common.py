@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ParameterError
 from ..geometry import GridMap
 from ..loop import DragLoopOutput, drag_loop
 from ..methods import adam, build_parts, get_method
+from ..parts.automask import automatic_mask
 from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult, Point
 
@@ -23,12 +26,42 @@ def resolve_params(method: str, engine: str, request: DragRequest, overrides: di
     m = get_method(method)
     if m.engine != engine:
         raise ParameterError(f"method {method!r} runs on the {m.engine} engine, not on {engine}")
-    if overrides.get("mask", "none") != "none":
-        raise ParameterError("pass the mask in the DragRequest (mask=...) rather than as a parameter")
+    if overrides.get("mask", "none") not in ("none", "auto"):
+        raise ParameterError(
+            f"mask={overrides['mask']!r}: pass a mask image in the DragRequest (mask=...); as a parameter, mask is "
+            "none or auto"
+        )
     params = m.resolve(overrides)
     if request.mask is not None:
-        params["mask"] = "given"
+        params["mask"] = "given"  # a user's mask wins over the automatic one
     return params
+
+
+def editable_mask(
+    request: DragRequest,
+    params: dict[str, Any],
+    features: Any,
+    latent: torch.Tensor,
+    handles: torch.Tensor,
+    targets: torch.Tensor,
+    gm: GridMap,
+    info: dict[str, Any],
+    prof: StageProfiler,
+) -> tuple[torch.Tensor | None, np.ndarray | None]:
+    """The mask on the supervision grid (1 = may change) and the image-size mask the result reports: the user's,
+    AdaptiveDrag's automatic one (``mask=auto``: superpixels of the initial features, ``dragkit.parts.automask``),
+    or none."""
+    if request.mask is not None:
+        return gm.resize_mask(torch.from_numpy(request.mask)), request.mask
+    if params["mask"] != "auto":
+        return None, None
+    with prof.stage("auto_mask"), torch.no_grad():
+        grid_mask = automatic_mask(features(latent).features, handles, targets, params)
+    H, W = gm.image_size
+    m = torch.from_numpy(grid_mask).float()
+    image_mask = F.interpolate(m[None, None], size=(H, W), mode="nearest")[0, 0].bool().numpy()
+    info["auto_mask"] = {"fraction": round(float(image_mask.mean()), 4)}
+    return m, image_mask
 
 
 def noop_pairs(request: DragRequest) -> dict[str, Any]:
@@ -104,6 +137,7 @@ def make_result(
     info: dict[str, Any],
     prof: StageProfiler,
     frames: list | None = None,
+    mask: np.ndarray | None = None,
 ) -> DragResult:
     """The one result type every pipeline returns (timings from the profiler, points in image pixels)."""
     info.update(steps=out.steps, stop_reason=out.stop_reason, profile=prof.stages)
@@ -122,7 +156,7 @@ def make_result(
         method=method,
         params=params,
         info=info,
-        mask=request.mask,
+        mask=request.mask if mask is None else mask,
         prompt=request.prompt,
         seed=request.seed,
         frames=frames or [],

@@ -27,7 +27,7 @@ from ..loop import FeatureOutput
 from ..parts import LatentMaskTerm
 from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult
-from .common import make_result, noop_pairs, resolve_params, run_preset_loop
+from .common import editable_mask, make_result, noop_pairs, resolve_params, run_preset_loop
 
 logger = logging.getLogger(__name__)
 
@@ -444,7 +444,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             t = self.scheduler.timesteps[start]
             info["drag_timestep"] = int(t)
 
-            need_prev = request.mask is not None and params["lam"] > 0
+            need_prev = (request.mask is not None or params["mask"] == "auto") and params["lam"] > 0
             cond = self.cond(embeds)
 
             def features(latent: Tensor) -> FeatureOutput:
@@ -455,9 +455,10 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     extras["prev"] = self.scheduler.step(out.eps.float(), t, latent.float(), return_dict=False)[0]
                 return FeatureOutput(f, extras)
 
-            mask = None
-            if request.mask is not None:
-                mask = gm.resize_mask(torch.from_numpy(request.mask)).to(self.device)
+            handles, targets = torch.round(gm.to_grid(request.handles)), torch.round(gm.to_grid(request.targets))
+            mask, image_mask = editable_mask(request, params, features, zt.float(), handles, targets, gm, info, prof)
+            if mask is not None:
+                mask = mask.to(self.device)
 
             def on_step(ev: dict[str, Any]) -> None:
                 ev["handles_xy"] = gm.to_image(ev["handles"]).tolist()
@@ -468,8 +469,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 out = run_preset_loop(
                     zt.float(),
                     features,
-                    torch.round(gm.to_grid(request.handles)),
-                    torch.round(gm.to_grid(request.targets)),
+                    handles,
+                    targets,
                     params,
                     [LatentMaskTerm.from_params(params)],
                     mask=mask,
@@ -485,4 +486,6 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 arr = (img[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)  # truncation, as DragDiffusion
         finally:
             D.remove_identity_lora(self.unet)
-        return make_result(request, Image.fromarray(arr), out, gm, method=method, params=params, info=info, prof=prof)
+        return make_result(
+            request, Image.fromarray(arr), out, gm, method=method, params=params, info=info, prof=prof, mask=image_mask
+        )

@@ -19,7 +19,7 @@ from ..loop import FeatureOutput
 from ..parts import FeatureMaskTerm
 from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult
-from .common import make_result, noop_pairs, resolve_params, run_preset_loop
+from .common import editable_mask, make_result, noop_pairs, resolve_params, run_preset_loop
 
 logger = logging.getLogger(__name__)
 
@@ -143,12 +143,14 @@ class DragGANPipeline:
             code, inv_info = self._code(request, code, params, res, progress)
         info.update(inv_info)
 
-        mask = None
-        if request.mask is not None:
-            mask = gm.resize_mask(torch.from_numpy(request.mask)).to(self.engine.device)
-
         def features(latent: Tensor) -> FeatureOutput:
             return FeatureOutput(self.engine.features(latent, lb, fb, (res, res)))
+
+        # DragGAN's points live on integer pixels of the feature map resized to the image.
+        handles, targets = torch.round(gm.to_grid(request.handles)), gm.to_grid(request.targets)
+        mask, image_mask = editable_mask(request, params, features, code.tensor, handles, targets, gm, info, prof)
+        if mask is not None:
+            mask = mask.to(self.engine.device)
 
         frames: list[tuple[int, Image.Image]] = []
 
@@ -159,13 +161,12 @@ class DragGANPipeline:
             if callback is not None:
                 callback(ev)
 
-        # DragGAN's points live on integer pixels of the feature map resized to the image.
         with prof.stage("drag"):
             out = run_preset_loop(
                 code.tensor,
                 features,
-                torch.round(gm.to_grid(request.handles)),
-                gm.to_grid(request.targets),
+                handles,
+                targets,
                 params,
                 [FeatureMaskTerm.from_params(params)],
                 mask=mask,
@@ -175,4 +176,6 @@ class DragGANPipeline:
             )
         with prof.stage("decode"):
             image = to_pil(self.engine.synthesize(GANCode(out.latent, lb)), request.size)
-        return make_result(request, image, out, gm, method=method, params=params, info=info, prof=prof, frames=frames)
+        return make_result(
+            request, image, out, gm, method=method, params=params, info=info, prof=prof, frames=frames, mask=image_mask
+        )

@@ -1,0 +1,120 @@
+"""AdaptiveDrag's automatic mask: superpixels in a feature space, and the editable region they give each handle.
+
+AdaptiveDrag (Chen et al. 2024, §3.2) builds its mask-free editing on superpixels computed in the feature space
+of SAM-2, because SLIC on RGB is "chaotic" while feature-space SLIC follows objects. No SAM weights exist here,
+so the default feature space is the generator's own (the features the drag is supervised on, which already
+separate parts: ``docs/faces64.md``); anything giving a ``(C, h, w)`` map plugs in. Pure functions on arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..params import Param, register
+
+register(
+    Param("auto_mask_segments", int, 200, "automatic mask: SLIC superpixels requested (n_segments)", "mask", min=2),
+    Param(
+        "auto_mask_compactness",
+        float,
+        10.0,
+        "automatic mask: SLIC compactness (higher = squarer superpixels, lower = closer to feature edges)",
+        "mask",
+        min=0,
+        min_exclusive=True,
+    ),
+    Param(
+        "auto_mask_dilate",
+        int,
+        1,
+        "automatic mask: grow the editable region by this many supervision-grid pixels",
+        "mask",
+        min=0,
+    ),
+)
+
+PCA_COMPONENTS = 8
+LAB_RANGE = 100.0  # SLIC's compactness is calibrated for CIELAB, whose lightness spans 0–100
+
+
+def feature_superpixels(features: Tensor, n_segments: int = 200, compactness: float = 10.0) -> np.ndarray:
+    """SLIC superpixels (scikit-image) of a ``(C, h, w)`` or ``(1, C, h, w)`` feature map: an ``(h, w)`` integer
+    label map.
+
+    The features are reduced to their first 8 principal components (SLIC's cost grows with channels, and the
+    leading components carry the part structure) and clipped to their 1st–99th percentiles. ``compactness`` keeps
+    its CIELAB meaning (10 is SLIC's usual default there): scikit-image rescales a non-Lab image to [0, 1] before
+    clustering, so the feature range stands for CIELAB's 100 units of lightness and SLIC gets
+    ``compactness / 100``. A light Gaussian (σ = 1 px) smooths the features' pixel-level texture first.
+    """
+    from skimage.segmentation import slic
+
+    f = features.detach().float().cpu()
+    if f.dim() == 4:
+        f = f[0]
+    c, h, w = f.shape
+    x = f.reshape(c, -1).T  # (h*w, C)
+    x = x - x.mean(0)
+    k = min(PCA_COMPONENTS, c, h * w)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    proj = x @ v[:k].T  # (h*w, k)
+    lo, hi = torch.quantile(proj, torch.tensor([0.01, 0.99]))
+    img = proj.clamp(lo, hi).reshape(h, w, k).numpy().astype(np.float64)
+    labels = slic(
+        img,
+        n_segments=n_segments,
+        compactness=compactness / LAB_RANGE,
+        sigma=1.0,
+        channel_axis=-1,
+        convert2lab=False,
+        start_label=0,
+    )
+    return labels.astype(np.int64)
+
+
+def handle_region(labels: np.ndarray, handle: Tensor, target: Tensor) -> np.ndarray:
+    """The editable region AdaptiveDrag gives one handle: its superpixel, cut to the half-plane facing the
+    target, or the whole superpixel when the cut would keep at least half of it (the rule of AdaptiveDrag's
+    code). ``handle``, ``target``: ``(row, col)`` on the label grid. Boolean ``(h, w)``."""
+    h, w = labels.shape
+    r, c = (round(float(v)) for v in handle)
+    r, c = min(max(r, 0), h - 1), min(max(c, 0), w - 1)
+    region = labels == labels[r, c]
+    d = (target - handle).double().numpy()
+    rows, cols = np.mgrid[:h, :w]
+    ahead = (rows - float(handle[0])) * d[0] + (cols - float(handle[1])) * d[1] >= 0
+    cut = region & ahead
+    return region if cut.sum() >= 0.5 * region.sum() else cut
+
+
+def auto_mask(
+    labels: np.ndarray, handles: Tensor, targets: Tensor, dilate: int = 1, path_radius: float = 1.5
+) -> np.ndarray:
+    """The union over handles of :func:`handle_region` and of the drag's own path (the segment from handle to
+    target, ``path_radius`` wide, so the content may arrive where it is dragged — our addition: a target outside
+    the handle's superpixel would otherwise be protected by the mask term), grown by ``dilate`` grid pixels.
+    Boolean ``(h, w)``, True = may change."""
+    from ..geometry import drag_region
+
+    h, w = labels.shape
+    out = np.zeros((h, w), bool)
+    for p, t in zip(handles, targets, strict=True):
+        out |= handle_region(labels, p, t)
+        # drag_region works in (x, y); the grid is (row, col)
+        out |= drag_region((h, w), [((float(p[1]), float(p[0])), (float(t[1]), float(t[0])))], path_radius)
+    if dilate > 0:
+        m = torch.from_numpy(out).float()[None, None]
+        out = F.max_pool2d(m, 2 * dilate + 1, stride=1, padding=dilate)[0, 0].bool().numpy()
+    return out
+
+
+def automatic_mask(features: Tensor, handles: Tensor, targets: Tensor, params: Mapping[str, Any]) -> np.ndarray:
+    """The automatic mask on the supervision grid from the initial features and a resolved parameter set."""
+    labels = feature_superpixels(features, params["auto_mask_segments"], params["auto_mask_compactness"])
+    return auto_mask(labels, handles, targets, params["auto_mask_dilate"])
