@@ -75,14 +75,12 @@ class AdaptiveSchedule:
         if step == 0 or "adaptive.budget" not in st:
             st["adaptive.budget"] = min(self.max_steps, self.cap)
             st["adaptive.expected"] = distances / max(self.max_steps, 1)
-            st["adaptive.added"] = 0
         else:
             prev = st["adaptive.previous"]
             moving = prev >= self.stop_distance
             behind = moving & ((prev - distances) < st["adaptive.expected"])
             if bool(behind.any()) and st["adaptive.budget"] < self.cap:
                 st["adaptive.budget"] += 1
-                st["adaptive.added"] += 1
         st["adaptive.previous"] = distances.clone()
         if bool((distances < self.stop_distance).all()):
             return "arrived"
