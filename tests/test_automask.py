@@ -87,3 +87,55 @@ def test_mask_as_a_parameter_is_none_or_auto(gan_pipe):
     face = gan_pipe.generate(27)
     with pytest.raises(ParameterError, match="none or auto"):
         gan_pipe(DragRequest(face.image, [(32, 49)], [(32, 44)]), code=face.code, mask="mask.png")
+
+
+def test_superpixel_spacing_and_semantic_offsets():
+    from dragkit.parts.automask import semantic_offsets, superpixel_spacing
+
+    labels = np.kron(np.arange(4).reshape(2, 2), np.ones((8, 8), np.int64))  # four 8×8 blocks
+    assert superpixel_spacing(labels, 0) == pytest.approx(8.0)
+    h = torch.tensor([4.0, 5.0], dtype=torch.float64)
+    off = semantic_offsets(labels, h, torch.tensor([4.0, 12.0], dtype=torch.float64), radius=3, shape="square")
+    pos = h + off
+    assert (off[:, 1] >= 0).all()  # only the half facing the target (to the right)
+    assert (pos[:, 1] <= 7).all() and (pos >= 0).all()  # and only inside the handle's block
+    assert len(off) == 7 * 3  # rows 1..7, columns 5..7
+    # a corner handle whose forward half leaves its block at once: a disc instead
+    tiny = semantic_offsets(
+        labels,
+        torch.tensor([7.0, 7.0], dtype=torch.float64),
+        torch.tensor([15.0, 15.0], dtype=torch.float64),
+        radius=0,
+    )
+    assert len(tiny) == 5  # the radius-1 disc
+
+
+def test_semantic_parts_follow_the_handles_shape():
+    from dragkit.loop import DragContext
+    from dragkit.parts import SemanticRegionSupervision, SemanticRegionTracker
+    from dragkit.parts.automask import semantic_geometry
+
+    f, a, _ = two_shapes()
+    h = torch.tensor([[20.0, 14.0]], dtype=torch.float64)
+    ctx = DragContext(features0=f[None], extras0={}, handles0=h, targets=h + torch.tensor([[0.0, 8.0]]), mask=None)
+    (geo,) = semantic_geometry(ctx, 8, 10.0, "square")
+    assert geo["r"] > 7 and geo["r_m"] == int(geo["r"] // 7) and geo["r_p"] == int(2 * geo["r"] // 5)
+    for key in ("motion", "track"):
+        pos = (h[0] + geo[key]).long()
+        assert a[pos[:, 0], pos[:, 1]].all() and (geo[key][:, 1] >= 0).all()
+    # the loss runs on the cached geometry and pulls towards the target
+    feats = f[None].clone().requires_grad_(True)
+    loss = SemanticRegionSupervision(n_segments=8).loss(feats, h, torch.tensor([True]), ctx)
+    assert loss.item() > 0
+    # tracking: a look-alike of the handle's feature behind it (against the drag) is not a candidate
+    tracker = SemanticRegionTracker(n_segments=8)
+    tracker.prepare(ctx)
+    moved = f[None].clone()
+    moved[0, :, 20, 14 - 2] = f[:, 20, 14]  # an exact copy 2 px behind
+    moved[0, :, 20, 14] += 0.5  # the handle's own pixel changed
+    assert tracker.track(moved, h, ctx).handles[0, 1] >= 14
+    from dragkit.parts import NearestTracker
+
+    nearest = NearestTracker(r_p=3)
+    nearest.prepare(ctx)
+    assert nearest.track(moved, h, ctx).handles[0].tolist() == [20.0, 12.0]  # the plain window takes the copy

@@ -5,9 +5,16 @@ Each part is a small class with its paper cited, its parameters registered under
 """
 
 from .schedules import SCHEDULES, AdaptiveSchedule, FixedSchedule
-from .supervision import SUPERVISIONS, ConfidenceGatedSupervision, PatchSupervision
+from .supervision import SUPERVISIONS, ConfidenceGatedSupervision, PatchSupervision, SemanticRegionSupervision
 from .terms import FeatureMaskTerm, LatentMaskTerm
-from .trackers import TRACKERS, BacktrackingTracker, DiscriminativeTracker, NearestTracker, build_tracker
+from .trackers import (
+    TRACKERS,
+    BacktrackingTracker,
+    DiscriminativeTracker,
+    NearestTracker,
+    SemanticRegionTracker,
+    build_tracker,
+)
 
 __all__ = [
     "SCHEDULES",
@@ -22,5 +29,7 @@ __all__ = [
     "LatentMaskTerm",
     "NearestTracker",
     "PatchSupervision",
+    "SemanticRegionSupervision",
+    "SemanticRegionTracker",
     "build_tracker",
 ]

@@ -118,3 +118,69 @@ def automatic_mask(features: Tensor, handles: Tensor, targets: Tensor, params: M
     """The automatic mask on the supervision grid from the initial features and a resolved parameter set."""
     labels = feature_superpixels(features, params["auto_mask_segments"], params["auto_mask_compactness"])
     return auto_mask(labels, handles, targets, params["auto_mask_dilate"])
+
+
+def superpixel_spacing(labels: np.ndarray, label: int) -> float:
+    """Distance from superpixel ``label``'s centroid to the nearest other superpixel's centroid (grid pixels):
+    AdaptiveDrag's ``r``, from which its supervision and tracking radii follow."""
+    rows, cols = np.mgrid[: labels.shape[0], : labels.shape[1]]
+    flat = labels.ravel()
+    n = int(flat.max()) + 1
+    count = np.bincount(flat, minlength=n)
+    present = count > 0
+    cy = np.bincount(flat, rows.ravel(), minlength=n)[present] / count[present]
+    cx = np.bincount(flat, cols.ravel(), minlength=n)[present] / count[present]
+    ids = np.flatnonzero(present)
+    k = int(np.searchsorted(ids, label))
+    d = np.hypot(cy - cy[k], cx - cx[k])
+    d[k] = np.inf
+    return float(d.min()) if len(d) > 1 else float(max(labels.shape))
+
+
+def semantic_offsets(
+    labels: np.ndarray, handle: Tensor, target: Tensor, radius: int, shape: str = "disc", min_points: int = 3
+) -> Tensor:
+    """AdaptiveDrag's semantic patch: the offsets of a ``radius`` patch around the handle that fall in the
+    handle's superpixel and in the half-plane facing the target; a disc of radius ``max(radius, 1)`` when fewer
+    than ``min_points`` remain (a tiny or sliver region). ``(K, 2)`` float64 ``(row, col)`` offsets."""
+    from ..geometry import inside, patch_offsets
+
+    h, w = labels.shape
+    base = patch_offsets(radius, shape)  # type: ignore[arg-type]
+    p = handle.round()
+    pos = p + base
+    ok = inside(pos, (h, w))
+    r, c = pos[ok].long().unbind(-1)
+    keep = torch.zeros(len(base), dtype=torch.bool)
+    label = labels[int(p[0].clamp(0, h - 1)), int(p[1].clamp(0, w - 1))]
+    keep[ok] = torch.from_numpy(labels[r.numpy(), c.numpy()] == label)
+    keep &= (base * (target - handle)).sum(-1) >= 0
+    if int(keep.sum()) < min_points:
+        return patch_offsets(max(radius, 1), "disc")
+    return base[keep]
+
+
+def semantic_geometry(ctx: Any, n_segments: int, compactness: float, shape: str) -> list[dict[str, Any]]:
+    """Per handle, from the superpixels of the initial features (computed once per edit, kept in ``ctx.state``):
+    the spacing ``r``, AdaptiveDrag's radii ``r_m = ⌊r/7⌋`` and ``r_p = ⌊2r/5⌋``, and the semantic motion and
+    tracking offsets (:func:`semantic_offsets`; the tracking window is square, at least 1)."""
+    key = f"semantic.{n_segments}.{compactness}.{shape}"
+    if key not in ctx.state:
+        labels = feature_superpixels(ctx.features0, n_segments, compactness)
+        h, w = labels.shape
+        geo = []
+        for p, t in zip(ctx.handles0, ctx.targets, strict=True):
+            q = p.round().long()
+            r = superpixel_spacing(labels, int(labels[int(q[0].clamp(0, h - 1)), int(q[1].clamp(0, w - 1))]))
+            r_m, r_p = int(r // 7), int(2 * r // 5)
+            geo.append(
+                {
+                    "r": r,
+                    "r_m": r_m,
+                    "r_p": r_p,
+                    "motion": semantic_offsets(labels, p, t, r_m, shape),
+                    "track": semantic_offsets(labels, p, t, max(r_p, 1), "square"),
+                }
+            )
+        ctx.state[key] = geo
+    return ctx.state[key]

@@ -14,7 +14,14 @@ from ..loop import DragContext
 from ..params import Param, register
 
 register(
-    Param("supervision", str, "patch", "motion-supervision part", "loop", choices=("patch", "confidence_gated")),
+    Param(
+        "supervision",
+        str,
+        "patch",
+        "motion-supervision part",
+        "loop",
+        choices=("patch", "confidence_gated", "semantic"),
+    ),
     Param(
         "tau",
         float,
@@ -66,27 +73,29 @@ def patch_l1(
     handles: Tensor,
     active: Tensor,
     ctx: DragContext,
-    offsets: Tensor,
+    offsets: Tensor | list[Tensor],
     initial: Tensor | None,
 ) -> Tensor:
-    """``Σ_i n · mean | F(q + d_i) − T_i(q) |`` over active handles, ``T_i(q) = sg(F(q))``, or, where
+    """``Σ_i n · mean | F(q + d_i) − T_i(q) |`` over active handles (``offsets``: one patch for all, or one per
+    handle), ``T_i(q) = sg(F(q))``, or, where
     ``initial[i]`` is True, the initial features around the original handle ``F₀(q − p_i + p_i⁰)``. Patch
     positions whose samples fall outside the grid are left out; ``n`` stays the full patch size."""
     grid = tuple(features.shape[-2:])
     total = features.new_zeros(())
     for i in torch.nonzero(active).flatten().tolist():
+        off = offsets[i] if isinstance(offsets, list) else offsets
         d = ctx.targets[i] - handles[i]
         d = d / d.norm().clamp_min(1e-12)
-        q = handles[i] + offsets
+        q = handles[i] + off
         use_initial = initial is not None and bool(initial[i])
-        q0 = ctx.handles0[i] + offsets
+        q0 = ctx.handles0[i] + off
         keep = inside(q, grid) & inside(q + d, grid)
         if use_initial:
             keep &= inside(q0, grid)
         if not keep.any():
             continue
         template = sample(ctx.features0, q0[keep]) if use_initial else sample(features, q[keep]).detach()
-        total = total + len(offsets) * (sample(features, q[keep] + d) - template).abs().mean()
+        total = total + len(off) * (sample(features, q[keep] + d) - template).abs().mean()
     return total
 
 
@@ -120,4 +129,36 @@ class ConfidenceGatedSupervision:
         return patch_l1(features, handles, active, ctx, patch_offsets(self.r_m, self.shape), initial)
 
 
-SUPERVISIONS = {"patch": PatchSupervision, "confidence_gated": ConfidenceGatedSupervision}
+@dataclass(frozen=True)
+class SemanticRegionSupervision:
+    """Semantic-driven motion supervision (AdaptiveDrag, Chen et al. 2024, §3.3): patch-L1 supervision whose patch
+    follows the handle's superpixel.
+
+    Superpixels of the initial features (:func:`dragkit.parts.automask.feature_superpixels`, the automatic mask's
+    ``auto_mask_segments`` and ``auto_mask_compactness``); for each handle, ``r`` = the distance from its
+    superpixel's centroid to the nearest other centroid, the patch radius is ``r_m = ⌊r/7⌋`` (the paper's rule, in
+    place of a fixed ``r_m``), and the patch keeps only the offsets inside the handle's superpixel and in the
+    half-plane facing the target, a disc of radius ``max(r_m, 1)`` when fewer than 3 remain. The offsets are
+    fixed at the start and travel with the handle.
+    """
+
+    shape: Literal["square", "disc"] = "square"
+    n_segments: int = 200
+    compactness: float = 10.0
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> SemanticRegionSupervision:
+        return cls(shape=p["patch_shape"], n_segments=p["auto_mask_segments"], compactness=p["auto_mask_compactness"])
+
+    def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor:
+        from .automask import semantic_geometry
+
+        geo = semantic_geometry(ctx, self.n_segments, self.compactness, self.shape)
+        return patch_l1(features, handles, active, ctx, [g["motion"] for g in geo], initial=None)
+
+
+SUPERVISIONS = {
+    "patch": PatchSupervision,
+    "confidence_gated": ConfidenceGatedSupervision,
+    "semantic": SemanticRegionSupervision,
+}

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..geometry import sample, window
+from ..geometry import inside, sample, window
 from ..loop import DragContext, Tracker, TrackResult
 from ..params import Param, register
 
 register(
-    Param("tracker", str, "nearest", "point-tracking part", "loop", choices=("nearest", "discriminative")),
+    Param("tracker", str, "nearest", "point-tracking part", "loop", choices=("nearest", "discriminative", "semantic")),
     Param("r_p", int, 3, "tracking search radius (supervision-grid pixels)", "tracker", min=0),
     Param(
         "track_learn_steps",
@@ -220,7 +220,48 @@ class BacktrackingTracker:
         return TrackResult(handles=new, confidences=res.confidences, notes={"backtracked": (~ok).tolist()})
 
 
-TRACKERS = {"nearest": NearestTracker, "discriminative": DiscriminativeTracker}
+@dataclass(frozen=True)
+class SemanticRegionTracker:
+    """Semantic-driven point tracking (AdaptiveDrag, Chen et al. 2024, §3.3): nearest-neighbour matching of the
+    handle's initial feature over a search window shaped by its superpixel.
+
+    With ``r`` as in :class:`~dragkit.parts.SemanticRegionSupervision`, the window is the ``⌊2r/5⌋`` square (at
+    least 1) around the current handle, kept to the offsets inside the handle's superpixel and in the half-plane
+    facing the target (fixed at the start, travelling with the handle); a disc when fewer than 3 remain.
+    Candidates outside the grid are left out.
+    """
+
+    n_segments: int = 200
+    compactness: float = 10.0
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> SemanticRegionTracker:
+        return cls(n_segments=p["auto_mask_segments"], compactness=p["auto_mask_compactness"])
+
+    def prepare(self, ctx: DragContext) -> None:
+        from .automask import semantic_geometry
+
+        ctx.state["semantic.templates"] = sample(ctx.features0, ctx.handles0)
+        ctx.state["semantic.tracking"] = [
+            g["track"] for g in semantic_geometry(ctx, self.n_segments, self.compactness, "square")
+        ]
+
+    def track(self, features: Tensor, handles: Tensor, ctx: DragContext) -> TrackResult:
+        h, w = features.shape[-2:]
+        new = []
+        for i, off in enumerate(ctx.state["semantic.tracking"]):
+            cand = handles[i].round() + torch.cat([off.new_zeros(1, 2), off])  # the handle itself always competes
+            cand = cand[inside(cand, (h, w))]
+            if len(cand) == 0:
+                new.append(handles[i])
+                continue
+            f = features[0, :, cand[:, 0].long(), cand[:, 1].long()].T
+            cost = (f - ctx.state["semantic.templates"][i]).abs().sum(-1)
+            new.append(cand[int(torch.argmin(cost))])
+        return TrackResult(handles=torch.stack(new))
+
+
+TRACKERS = {"nearest": NearestTracker, "discriminative": DiscriminativeTracker, "semantic": SemanticRegionTracker}
 
 
 def build_tracker(p: Mapping[str, Any]) -> Tracker:
