@@ -262,6 +262,7 @@ def main() -> None:
             conf = [min(r["confidences"]) for r in res.trajectory if "confidences" in r]
             if conf:
                 row["min_confidence"] = round(min(conf), 3)
+            if conf and params["supervision"] == "confidence_gated":  # the share of steps the gate acted on
                 row["gated_fraction"] = round(float(np.mean([c < params["tau"] for c in conf])), 3)
             rows[spec].append(row)
             print(json.dumps({"method": spec, **row}), flush=True)
