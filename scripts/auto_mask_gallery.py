@@ -10,6 +10,7 @@ No drag steps are taken; the mask is what an edit would use. Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=200)
     ap.add_argument("--model", default="faces64", help="the diffusion model shown beside the GAN")
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the evaluation set's drags
     from gan_drag_eval import random_drag
 
     from dragkit import DragDiffusionPipeline
