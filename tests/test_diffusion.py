@@ -351,3 +351,38 @@ def test_shipped_faces64_reconstructs_a_real_face_after_inversion(gan_pipe):
     assert psnr > 33, float(psnr)
     # and the inverted latent is noise-like, not the image: the model really carried it to t = 681
     assert 0.6 < float(zt.std()) < 1.4
+
+
+def test_closs_pulls_the_edited_features_at_the_target_toward_the_source_at_the_handle(pipe):
+    """AdaptiveDrag's CLoss acts on the latent that is sampled: with it, the edited branch's features at the target
+    end closer to the source branch's at the handle than without it (same start, same schedule)."""
+    from dragkit.parts.closs import correspondence_loss
+
+    g = torch.Generator().manual_seed(0)
+    z_src = torch.randn(1, 4, 10, 12, generator=g)
+    z_edit = z_src + 0.3 * torch.randn(1, 4, 10, 12, generator=g)
+    embeds = pipe.encode_prompt("a photo")
+    pipe.scheduler.set_timesteps(10)
+    mutual = D.self_attentions(pipe.unet)
+    h = torch.tensor([[8.0, 6.0]], dtype=torch.float64)
+    t = torch.tensor([[8.0, 14.0]], dtype=torch.float64)
+    closs = dict(weight=100.0, lr=0.05, steps=1000, radius=2, feature_block=2, grid=(20, 24), handles=h, targets=t)
+
+    def distance(z):  # the correspondence distance of a sampled pair, read at the last timestep
+        out = D.unet_forward(pipe.unet, z, pipe.scheduler.timesteps[-1], pipe.cond(embeds, 2), [2], need_eps=False)
+        f = torch.nn.functional.interpolate(out.features[2].float(), size=(20, 24), mode="bilinear")
+        return float(correspondence_loss(f[1:], f[:1], h, t, 2))
+
+    with torch.no_grad():
+        off = pipe.sample(z_src, z_edit, embeds, 3, mutual, progress=False)
+        on = pipe.sample(z_src, z_edit, embeds, 3, mutual, progress=False, closs=closs)
+        assert torch.equal(on[0], off[0])  # the source branch is untouched
+        assert distance(on) < 0.8 * distance(off)
+    assert len(closs["history"]) == 7 and closs["history"][-1] < closs["history"][0]
+
+
+def test_closs_in_an_edit_is_reported(pipe):
+    req = DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo")
+    out = pipe(req, progress=False, **{**FAST, "closs_weight": 100.0, "closs_steps": 3})
+    assert len(out.info["closs"]) == 3 and all(v >= 0 for v in out.info["closs"])
+    assert "closs" not in pipe(req, progress=False, **FAST).info

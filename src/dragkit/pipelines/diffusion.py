@@ -10,6 +10,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..errors import InputError, ModelError, ParameterError
 from ..geometry import GridMap
 from ..loop import FeatureOutput
 from ..parts import LatentMaskTerm
+from ..parts.closs import closs_step, correspondence_loss
 from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult
 from .common import editable_mask, make_result, noop_pairs, resolve_params, run_preset_loop
@@ -276,18 +278,39 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         start: int,
         mutual: list[str],
         progress: bool = True,
+        closs: dict[str, Any] | None = None,
     ) -> Tensor:
         """Denoise the batch ``[source, edited]`` from ``timesteps[start]`` with DDIM (eta 0), the self-attention of
-        the ``mutual`` blocks reading the source branch's K/V (reference-latent control). Returns both latents."""
+        the ``mutual`` blocks reading the source branch's K/V (reference-latent control). Returns both latents.
+
+        ``closs`` (AdaptiveDrag's correspondence loss, :mod:`dragkit.parts.closs`): ``weight``, ``lr``, ``steps``,
+        ``radius``, ``feature_block``, ``grid``, ``handles`` and ``targets`` (grid ``(row, col)``); before each of
+        the first ``steps`` denoising steps the edited latent takes one Adam step on ``weight · CLoss`` computed
+        from both branches' features (one forward of the batch, mutual attention on), and that latent is the one
+        denoised. The loss before each step is appended to ``closs["history"]``.
+        """
         z = torch.cat([z_src, z_edit])
         cond = self.cond(embeds, 2)
         timesteps = self.scheduler.timesteps[start:]
         procs = {name: D.MutualSelfAttentionProcessor() for name in mutual}
         with D.attention_processors(self.unet, procs):
-            for t in self.progress_bar(timesteps) if progress else timesteps:
+            for k, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
+                if closs is not None and k < closs["steps"]:
+                    loss_of = partial(self._closs, z[:1], t=t, cond=cond, closs=closs)
+                    z_edit, value = closs_step(z[1:], loss_of, closs["lr"])
+                    closs.setdefault("history", []).append(round(value, 6))
+                    z = torch.cat([z[:1], z_edit])
                 eps = self.unet(z, t, **cond, return_dict=False)[0]
                 z = self.scheduler.step(eps, t, z, return_dict=False)[0]
         return z
+
+    def _closs(self, z_src: Tensor, z_edit: Tensor, t: Tensor, cond: dict, closs: dict[str, Any]) -> Tensor:
+        """``weight · CLoss`` of the edited latent at timestep ``t`` (features of both branches in one forward)."""
+        fb = closs["feature_block"]
+        batch = torch.cat([z_src.to(z_edit.dtype), z_edit]).to(self.unet.dtype)
+        out = D.unet_forward(self.unet, batch, t, cond, [fb], need_eps=False)
+        f = F.interpolate(out.features[fb].float(), size=closs["grid"], mode="bilinear", align_corners=False)
+        return closs["weight"] * correspondence_loss(f[1:], f[:1], closs["handles"], closs["targets"], closs["radius"])
 
     def _lora(
         self,
@@ -479,7 +502,21 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     progress=progress,
                 )
             with prof.stage("sampling"):
-                z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress)
+                closs = None
+                if params["closs_weight"] > 0:
+                    closs = {
+                        "weight": params["closs_weight"],
+                        "lr": params["closs_lr"],
+                        "steps": params["closs_steps"],
+                        "radius": params["closs_radius"],
+                        "feature_block": fb,
+                        "grid": grid,
+                        "handles": handles,
+                        "targets": targets,
+                    }
+                z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress, closs=closs)
+                if closs is not None:
+                    info["closs"] = closs["history"]
             with prof.stage("decode"):
                 img = self.decode(z[1:])
                 img = F.interpolate(img.float(), size=(H, W), mode="bilinear", align_corners=False)
