@@ -69,6 +69,12 @@ def patch_offsets(radius: int, shape: Literal["square", "disc"] = "square") -> T
     return off
 
 
+def values_at(features: Tensor, rc: Tensor) -> Tensor:
+    """The ``(K, C)`` feature vectors of a ``(1, C, h, w)`` map at ``(K, 2)`` integer ``(row, col)`` positions
+    (exact values; :func:`sample` interpolates sub-pixel ones)."""
+    return features[0, :, rc[:, 0].long(), rc[:, 1].long()].T
+
+
 def inside(rc: Tensor, grid_size: tuple[int, int]) -> Tensor:
     """Boolean mask of positions inside ``[0, h-1] × [0, w-1]``."""
     h, w = grid_size

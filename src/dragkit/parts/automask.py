@@ -78,14 +78,19 @@ def feature_superpixels(features: Tensor, n_segments: int = 200, compactness: fl
     return labels.astype(np.int64)
 
 
+def label_at(labels: np.ndarray, point: Tensor) -> int:
+    """The superpixel under a ``(row, col)`` point (rounded, clamped to the grid)."""
+    h, w = labels.shape
+    r, c = (round(float(v)) for v in point)
+    return int(labels[min(max(r, 0), h - 1), min(max(c, 0), w - 1)])
+
+
 def handle_region(labels: np.ndarray, handle: Tensor, target: Tensor) -> np.ndarray:
     """The editable region AdaptiveDrag gives one handle: its superpixel, cut to the half-plane facing the
     target, or the whole superpixel when the cut would keep at least half of it (the rule of AdaptiveDrag's
     code). ``handle``, ``target``: ``(row, col)`` on the label grid. Boolean ``(h, w)``."""
     h, w = labels.shape
-    r, c = (round(float(v)) for v in handle)
-    r, c = min(max(r, 0), h - 1), min(max(c, 0), w - 1)
-    region = labels == labels[r, c]
+    region = labels == label_at(labels, handle)
     d = (target - handle).double().numpy()
     rows, cols = np.mgrid[:h, :w]
     ahead = (rows - float(handle[0])) * d[0] + (cols - float(handle[1])) * d[1] >= 0
@@ -152,8 +157,7 @@ def semantic_offsets(
     ok = inside(pos, (h, w))
     r, c = pos[ok].long().unbind(-1)
     keep = torch.zeros(len(base), dtype=torch.bool)
-    label = labels[int(p[0].clamp(0, h - 1)), int(p[1].clamp(0, w - 1))]
-    keep[ok] = torch.from_numpy(labels[r.numpy(), c.numpy()] == label)
+    keep[ok] = torch.from_numpy(labels[r.numpy(), c.numpy()] == label_at(labels, p))
     keep &= (base * (target - handle)).sum(-1) >= 0
     if int(keep.sum()) < min_points:
         return patch_offsets(max(radius, 1), "disc")
@@ -167,11 +171,9 @@ def semantic_geometry(ctx: Any, n_segments: int, compactness: float, shape: str)
     key = f"semantic.{n_segments}.{compactness}.{shape}"
     if key not in ctx.state:
         labels = feature_superpixels(ctx.features0, n_segments, compactness)
-        h, w = labels.shape
         geo = []
         for p, t in zip(ctx.handles0, ctx.targets, strict=True):
-            q = p.round().long()
-            r = superpixel_spacing(labels, int(labels[int(q[0].clamp(0, h - 1)), int(q[1].clamp(0, w - 1))]))
+            r = superpixel_spacing(labels, label_at(labels, p))
             r_m, r_p = int(r // 7), int(2 * r // 5)
             geo.append(
                 {

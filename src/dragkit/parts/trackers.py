@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..geometry import inside, sample, window
+from ..geometry import inside, sample, values_at, window
 from ..loop import DragContext, Tracker, TrackResult
 from ..params import Param, register
 
@@ -96,11 +96,14 @@ class NearestTracker:
         h, w = features.shape[-2:]
         new = []
         for i in range(handles.shape[0]):
-            cand = window(handles[i], self.r_p, (h, w))
-            f = features[0, :, cand[:, 0].long(), cand[:, 1].long()].T  # (K, C)
-            cost = (f - templates[i]).abs().sum(-1)
-            new.append(cand[int(torch.argmin(cost))])
+            new.append(nearest_candidate(features, window(handles[i], self.r_p, (h, w)), templates[i]))
         return TrackResult(handles=torch.stack(new))
+
+
+def nearest_candidate(features: Tensor, cand: Tensor, template: Tensor) -> Tensor:
+    """The candidate position whose feature is nearest the template in L1 (the first in order on ties)."""
+    cost = (values_at(features, cand) - template).abs().sum(-1)
+    return cand[int(torch.argmin(cost))]
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ class DiscriminativeTracker:
         h, w = features0.shape[-2:]
         template = sample(features0, handle[None])[0].float()  # (C,)
         cand = window(handle.round(), self.train_radius, (h, w))
-        raw = features0[0, :, cand[:, 0].long(), cand[:, 1].long()].T.float()  # (K, C)
+        raw = values_at(features0, cand).float()  # (K, C)
         x = F.normalize(raw, dim=-1)
         y = torch.exp(-((cand - handle).pow(2).sum(-1)) / (2 * self.sigma**2)).float()
         z = F.normalize(template, dim=-1).clone()
@@ -172,7 +175,7 @@ class DiscriminativeTracker:
         """Candidates around ``handle``, their fused scores and their normalized filter responses."""
         h, w = features.shape[-2:]
         cand = window(handle, self.r_p, (h, w))
-        raw = features[0, :, cand[:, 0].long(), cand[:, 1].long()].T.float()
+        raw = values_at(features, cand).float()
         response = (F.normalize(raw, dim=-1) @ model["filter"]) / model["r0"]
         similarity = 1 - (raw - model["template"]).abs().sum(-1) / model["d0"]
         return cand, self.fusion * response + (1 - self.fusion) * similarity, response
@@ -255,9 +258,7 @@ class SemanticRegionTracker:
             if len(cand) == 0:
                 new.append(handles[i])
                 continue
-            f = features[0, :, cand[:, 0].long(), cand[:, 1].long()].T
-            cost = (f - ctx.state["semantic.templates"][i]).abs().sum(-1)
-            new.append(cand[int(torch.argmin(cost))])
+            new.append(nearest_candidate(features, cand, ctx.state["semantic.templates"][i]))
         return TrackResult(handles=torch.stack(new))
 
 
