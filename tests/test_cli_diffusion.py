@@ -85,3 +85,28 @@ def test_stabledrag_end_to_end_records_confidences(tiny_sd, tmp_path, face_png):
     assert len(steps) == 5 and all(len(s["confidences"]) == 2 for s in steps[1:])
     assert all(0.0 <= c <= 1.0 for s in steps[1:] for c in s["confidences"])
     assert rec["info"]["confidences"] == steps[-1]["confidences"]
+
+
+def test_adaptivedrag_end_to_end_with_its_automatic_mask_and_without(tiny_sd, tmp_path, face_png):
+    base = ["edit", face_png, "--method", "adaptivedrag", "--model", tiny_sd, "--prompt", "a face", "-q"]
+    base += ["--drag", "20,30:30,30", "--lora", "none", "--set", "drag_steps=3", "--set", "mutual_attn_start_layer=4"]
+    base += ["--set", "closs_steps=2", "--set", "inference_steps=10", "--set", "adaptive_step_cap=6"]
+    env = {"DRAGKIT_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "ad.png"
+    r = dragkit(*base, "-o", out, env_extra=env)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.with_suffix(".json").read_text())
+    p = rec["params"]
+    assert rec["method"] == "adaptivedrag" and p["mask"] == "auto" and rec["has_mask"]
+    assert p["supervision"] == p["tracker"] == "semantic" and p["backtrack"] and p["schedule"] == "adaptive"
+    assert p["inversion_strength"] == 0.8 and p["closs_weight"] == 100.0
+    assert len(rec["info"]["closs"]) == 2 and 0 < rec["info"]["auto_mask"]["fraction"] < 1
+    assert 3 <= len(rec["trajectory"]) - 1 <= 6  # the adaptive schedule: 3 steps planned, at most 6
+    m = np.asarray(Image.open(tmp_path / "ad.mask.png"))
+    assert m.shape == (64, 64) and m[30, 20] == 255  # the handle (x=20, y=30) may change
+    # --mask none overrides the preset's automatic mask
+    out2 = tmp_path / "nomask.png"
+    r = dragkit(*base, "--mask", "none", "-o", out2, env_extra=env)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out2.with_suffix(".json").read_text())
+    assert rec["params"]["mask"] == "none" and not rec["has_mask"] and not (tmp_path / "nomask.mask.png").exists()

@@ -132,7 +132,8 @@ def edit(
     overrides: dict[str, Any] = dict(parse_assignment(s) for s in sets or [])
     if lora is not None:
         overrides["lora"] = lora
-    mask_spec = overrides.pop("mask", "none") if mask is None else mask
+    # None: the method's own default (``auto`` for AdaptiveDrag's presets); none/auto given explicitly override it
+    mask_spec = overrides.pop("mask", None) if mask is None else mask
     m.resolve(overrides)  # every name and value checked before any work
     from .io import check_output_path, load_image, load_mask, save_result
     from .types import DragRequest
@@ -143,9 +144,9 @@ def edit(
     src = load_image(image)
     pairs = [parse_drag(d) for d in drag]
     mask_arr = None
-    if mask_spec == "auto":
-        overrides["mask"] = "auto"  # superpixels of the model's own features; written beside the result
-    elif mask_spec not in ("none", ""):
+    if mask_spec in ("none", "", "auto"):
+        overrides["mask"] = mask_spec or "none"  # auto: superpixels of the model's own features, saved beside
+    elif mask_spec is not None:
         mask_arr = load_mask(mask_spec, src.size)
     req = DragRequest(src, [p[0] for p in pairs], [p[1] for p in pairs], mask=mask_arr, prompt=prompt, seed=seed)
     if m.engine == "gan":
@@ -164,7 +165,7 @@ def edit(
         pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, dtype=torch_dtype).to(dev)
         pipe.set_progress_bar_config(disable=True if quiet else None, leave=False)
     result = pipe(req, method=method, progress=not quiet, **overrides)
-    if mask_spec not in ("none", "", "auto"):
+    if mask_arr is not None:
         result.params["mask"] = str(mask_spec)
     png, js = save_result(result, out_png)
     if profile:

@@ -183,3 +183,36 @@ add_method(
         defaults={**METHODS["dragdiffusion"].defaults, **_STABLEDRAG_PARTS},
     )
 )
+
+# AdaptiveDrag (Chen et al. 2024): DragDiffusion's LoRA and features with the paper's own numbers and all of its
+# parts — the automatic mask, semantic-region supervision and tracking, position-supervised backtracking, adaptive
+# steps and CLoss while sampling (dragkit/parts/automask.py, supervision.py, trackers.py, schedules.py, closs.py).
+_ADAPTIVEDRAG_PARTS = {
+    "mask": "auto",
+    "supervision": "semantic",
+    "tracker": "semantic",
+    "backtrack": True,
+    "schedule": "adaptive",
+}
+_ADAPTIVEDRAG_CITATION = (
+    "Chen, Chen, Geng, Bo, AdaptiveDrag: Semantic-Driven Dragging on Diffusion-Based Image Editing, 2024"
+)
+
+add_method(
+    Method(
+        name="adaptivedrag",
+        engine="diffusion",
+        summary="AdaptiveDrag: automatic superpixel mask, semantic-region supervision and tracking, backtracking, "
+        "adaptive steps and CLoss while sampling, on DragDiffusion's LoRA and features",
+        citation=_ADAPTIVEDRAG_CITATION,
+        defaults={
+            **METHODS["dragdiffusion"].defaults,
+            **_ADAPTIVEDRAG_PARTS,
+            "drag_steps": 160,
+            "inversion_strength": 0.8,
+            "latent_lr": 0.01,
+            "lam": 0.1,
+            "closs_weight": 100.0,
+        },
+    )
+)

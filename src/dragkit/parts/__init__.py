@@ -1,9 +1,11 @@
-"""Interchangeable parts of the drag loop: trackers, motion supervisions, extra loss terms, schedules.
+"""Interchangeable parts of the drag loop: trackers, motion supervisions, extra loss terms, schedules,
+the automatic mask and CLoss while sampling.
 
 Each part is a small class with its paper cited, its parameters registered under stable names
 (:mod:`dragkit.params`), built from a resolved parameter dict by ``from_params``.
 """
 
+from .closs import closs_step, correspondence_loss
 from .schedules import SCHEDULES, AdaptiveSchedule, FixedSchedule
 from .supervision import SUPERVISIONS, ConfidenceGatedSupervision, PatchSupervision, SemanticRegionSupervision
 from .terms import FeatureMaskTerm, LatentMaskTerm
@@ -32,4 +34,6 @@ __all__ = [
     "SemanticRegionSupervision",
     "SemanticRegionTracker",
     "build_tracker",
+    "closs_step",
+    "correspondence_loss",
 ]
