@@ -105,3 +105,26 @@ def test_parts_by_name_in_any_method():
     assert isinstance(parts.tracker, BacktrackingTracker) and parts.tracker.max_jump == 3.0
     assert isinstance(parts.schedule, AdaptiveSchedule) and parts.schedule.cap == 500
     assert isinstance(build_parts(get_method("draggan").resolve()).tracker, NearestTracker)
+
+
+def test_adaptivedrag_is_dragdiffusion_with_the_papers_numbers_and_parts():
+    a, b = get_method("adaptivedrag").resolve(), get_method("dragdiffusion").resolve()
+    assert get_method("adaptivedrag").engine == "diffusion"
+    changed = {k: a[k] for k in a if a[k] != b[k]}
+    assert changed == {
+        "mask": "auto",
+        "supervision": "semantic",
+        "tracker": "semantic",
+        "backtrack": True,
+        "schedule": "adaptive",
+        "drag_steps": 160,
+        "inversion_strength": 0.8,
+        "closs_weight": 100.0,
+    }
+    assert a["latent_lr"] == 0.01 and a["lam"] == 0.1  # the paper's, as DragDiffusion's
+
+
+def test_adaptivedrag_gan_is_draggan_with_the_parts_that_help_on_a_gan():
+    a, b = get_method("adaptivedrag-gan").resolve(), get_method("draggan").resolve()
+    assert get_method("adaptivedrag-gan").engine == "gan"
+    assert {k: a[k] for k in a if a[k] != b[k]} == {"mask": "auto", "backtrack": True}

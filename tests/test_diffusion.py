@@ -386,3 +386,22 @@ def test_closs_in_an_edit_is_reported(pipe):
     out = pipe(req, progress=False, **{**FAST, "closs_weight": 100.0, "closs_steps": 3})
     assert len(out.info["closs"]) == 3 and all(v >= 0 for v in out.info["closs"])
     assert "closs" not in pipe(req, progress=False, **FAST).info
+
+
+def test_a_closs_step_changes_only_the_editable_region():
+    from dragkit.parts.closs import closs_step
+
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    w = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def loss_of(x):  # reaches every element, as the UNet's receptive field does
+        return (x * w).sum() ** 2
+
+    free, _ = closs_step(z, loss_of, lr=0.01)
+    assert torch.allclose((free - z).abs(), torch.full_like(z, 0.01), atol=1e-6)  # a fresh Adam step: lr · sign
+    where = torch.zeros(1, 1, 8, 8)
+    where[..., 2:5, 3:6] = 1
+    held, _ = closs_step(z, loss_of, lr=0.01, where=where)
+    moved = (held != z).any(dim=1)[0]
+    assert torch.equal(moved, where[0, 0].bool())  # inside moves, outside is exactly the input
+    assert torch.allclose(held * where, free * where)

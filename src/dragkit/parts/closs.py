@@ -5,6 +5,13 @@ The pure loss lives here; the diffusion pipeline applies it during sampling (``c
 first ``closs_steps`` denoising steps after the drag, one Adam step (a fresh optimizer, lr ``closs_lr``) on the
 edited latent, **carried forward** into that step's denoising (AdaptiveDrag's released code computes it but never
 applies it to the latent it samples from).
+
+Two consequences of the paper's "one Adam step" worth knowing. A fresh Adam step is ``lr · sign(gradient)`` per
+element, so the weight does not scale the step (any positive weight acts the same; ``closs_lr`` sets its size).
+And the gradient reaches every latent element the UNet's receptive field connects to the targets — on faces64
+that is the whole image, which then drifts by ``lr`` per step. So when the edit has a mask (the user's or the
+automatic one) the step is confined to it, at the latent's resolution: what may not change does not
+(measured in docs/adaptivedrag/README.md).
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ register(
         "closs_weight",
         float,
         0.0,
-        "CLoss while sampling: weight of the correspondence loss (0 = off; AdaptiveDrag uses 100)",
+        "CLoss while sampling: weight of the correspondence loss (0 = off; AdaptiveDrag uses 100; a fresh Adam step "
+        "is scale-free, so any positive weight acts the same and closs_lr sets the step)",
         "engine:diffusion",
         min=0,
     ),
@@ -59,13 +67,17 @@ def correspondence_loss(edited: Tensor, source: Tensor, handles: Tensor, targets
     return total
 
 
-def closs_step(latent: Tensor, loss_of: object, lr: float) -> tuple[Tensor, float]:
+def closs_step(latent: Tensor, loss_of: object, lr: float, where: Tensor | None = None) -> tuple[Tensor, float]:
     """One Adam step (fresh state, so about ``lr`` per element along the gradient's sign) on ``latent`` for the
-    loss ``loss_of(latent)``; returns the new latent (detached) and the loss before the step."""
-    z = latent.detach().float().requires_grad_(True)
+    loss ``loss_of(latent)``; returns the new latent (detached) and the loss before the step. ``where`` (a 0/1
+    tensor broadcastable to the latent) zeroes the gradient outside it, and a fresh Adam step moves an element
+    with zero gradient by exactly 0: only the editable region changes."""
+    z = latent.detach().float().clone().requires_grad_(True)  # never update the caller's tensor in place
     with torch.enable_grad():
         loss = loss_of(z)  # type: ignore[operator]
         (grad,) = torch.autograd.grad(loss, z)
+    if where is not None:
+        grad = grad * where.to(grad)
     opt = torch.optim.Adam([z], lr=lr)
     z.grad = grad
     opt.step()

@@ -284,10 +284,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         the ``mutual`` blocks reading the source branch's K/V (reference-latent control). Returns both latents.
 
         ``closs`` (AdaptiveDrag's correspondence loss, :mod:`dragkit.parts.closs`): ``weight``, ``lr``, ``steps``,
-        ``radius``, ``feature_block``, ``grid``, ``handles`` and ``targets`` (grid ``(row, col)``); before each of
-        the first ``steps`` denoising steps the edited latent takes one Adam step on ``weight · CLoss`` computed
-        from both branches' features (one forward of the batch, mutual attention on), and that latent is the one
-        denoised. The loss before each step is appended to ``closs["history"]``.
+        ``radius``, ``feature_block``, ``grid``, ``handles`` and ``targets`` (grid ``(row, col)``), optionally
+        ``where`` (a latent-resolution 0/1 mask: the step is confined to it); before each of the first ``steps``
+        denoising steps the edited latent takes one Adam step on ``weight · CLoss`` computed from both branches'
+        features (one forward of the batch, mutual attention on), and that latent is the one denoised. The loss
+        before each step is appended to ``closs["history"]``.
         """
         z = torch.cat([z_src, z_edit])
         cond = self.cond(embeds, 2)
@@ -297,7 +298,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             for k, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
                 if closs is not None and k < closs["steps"]:
                     loss_of = partial(self._closs, z[:1], t=t, cond=cond, closs=closs)
-                    z_edit, value = closs_step(z[1:], loss_of, closs["lr"])
+                    z_edit, value = closs_step(z[1:], loss_of, closs["lr"], closs.get("where"))
                     closs.setdefault("history", []).append(round(value, 6))
                     z = torch.cat([z[:1], z_edit])
                 eps = self.unet(z, t, **cond, return_dict=False)[0]
@@ -514,6 +515,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                         "handles": handles,
                         "targets": targets,
                     }
+                    if mask is not None:  # confined to the editable region (dragkit.parts.closs)
+                        closs["where"] = F.interpolate(mask[None, None].float(), size=zt.shape[-2:], mode="nearest")
                 z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress, closs=closs)
                 if closs is not None:
                     info["closs"] = closs["history"]
