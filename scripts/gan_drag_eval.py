@@ -274,7 +274,7 @@ def main() -> None:
         "length_range": list(args.length),
         "radius": args.radius,
         "mask_radius": args.mask_radius,
-        "model": args.model,
+        "model": args.model if editor is not None else "dcgan-faces",  # the editing model (the faces: dcgan-faces)
         "matcher": ex.name,
     }
     if len(specs) == 1:

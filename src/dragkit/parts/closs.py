@@ -45,7 +45,8 @@ register(
         "closs_radius",
         int,
         5,
-        "CLoss: radius of the square patches compared (supervision-grid pixels)",
+        "CLoss: radius of the square patches compared, in latent pixels as AdaptiveDrag's code (compared on the "
+        "supervision grid: 5 is 20 grid pixels on SD's 256x256 grid, 2 on faces64's 32x32)",
         "engine:diffusion",
         min=0,
     ),

@@ -509,7 +509,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                         "weight": params["closs_weight"],
                         "lr": params["closs_lr"],
                         "steps": params["closs_steps"],
-                        "radius": params["closs_radius"],
+                        # AdaptiveDrag's radius is in latent pixels; the features are compared on the grid
+                        "radius": round(params["closs_radius"] * grid[0] / zt.shape[-2]),
                         "feature_block": fb,
                         "grid": grid,
                         "handles": handles,
