@@ -139,3 +139,57 @@ def test_semantic_parts_follow_the_handles_shape():
     nearest = NearestTracker(r_p=3)
     nearest.prepare(ctx)
     assert nearest.track(moved, h, ctx).handles[0].tolist() == [20.0, 12.0]  # the plain window takes the copy
+
+
+@pytest.fixture(scope="module")
+def tiny_sam(tmp_path_factory):
+    """A random SAM (vision encoder 64 px, 16×16 embeddings) saved as a folder, as a user's download would be."""
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamVisionConfig
+
+    torch.manual_seed(0)
+    vision = SamVisionConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_dim=64,
+        image_size=64,
+        patch_size=4,
+        output_channels=16,
+        window_size=4,
+        global_attn_indexes=[1],
+    )
+    folder = tmp_path_factory.mktemp("tiny-sam")
+    SamModel(SamConfig(vision_config=vision.to_dict())).save_pretrained(folder)
+    SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}).save_pretrained(folder)
+    return str(folder)
+
+
+def test_sam_embeddings_as_the_feature_space_of_the_automatic_mask(gan_pipe, tiny_sam):
+    from PIL import Image
+
+    from dragkit.parts.automask import sam_features
+
+    wide = Image.new("RGB", (64, 32), "gray")
+    assert sam_features(wide, tiny_sam).shape == (16, 8, 16)  # the padding's embedding rows are cut off
+    face = gan_pipe.generate(27)
+    req = DragRequest(face.image, [(32, 49)], [(32, 44)], seed=0)
+    res = gan_pipe(
+        req, code=face.code, progress=False, mask="auto", drag_steps=1, auto_mask_features="sam", sam_model=tiny_sam
+    )
+    assert res.info["auto_mask"]["features"] == "sam" and res.mask[49, 32] and res.mask[44, 32]
+    assert 0 < res.info["auto_mask"]["fraction"] < 0.5
+
+
+def test_a_missing_sam_model_is_one_clear_error(gan_pipe, tmp_path):
+    from dragkit import ModelError
+
+    face = gan_pipe.generate(27)
+    with pytest.raises(ModelError, match="SAM model .*auto_mask_features=model"):
+        gan_pipe(
+            DragRequest(face.image, [(32, 49)], [(32, 44)]),
+            code=face.code,
+            progress=False,
+            mask="auto",
+            auto_mask_features="sam",
+            sam_model=str(tmp_path / "no-such-sam"),
+        )

@@ -3,11 +3,14 @@
 AdaptiveDrag (Chen et al. 2024, §3.2) builds its mask-free editing on superpixels computed in the feature space
 of SAM-2, because SLIC on RGB is "chaotic" while feature-space SLIC follows objects. No SAM weights exist here,
 so the default feature space is the generator's own (the features the drag is supervised on, which already
-separate parts: ``docs/faces64.md``); anything giving a ``(C, h, w)`` map plugs in. Pure functions on arrays.
+separate parts: ``docs/faces64.md``); a user with SAM weights selects SAM's image embeddings instead
+(``auto_mask_features=sam``, ``sam_model=ID_OR_FOLDER``, through transformers' ``SamModel``). Anything giving a
+``(C, h, w)`` map plugs in. Pure functions on arrays, and one loader.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ModelError
 from ..params import Param, register
 
 register(
@@ -36,6 +40,22 @@ register(
         "automatic mask: grow the editable region by this many supervision-grid pixels",
         "mask",
         min=0,
+    ),
+    Param(
+        "auto_mask_features",
+        str,
+        "model",
+        "automatic mask: the feature space of the superpixels: the model's own features, or SAM's image embeddings "
+        "(needs sam_model's weights)",
+        "mask",
+        choices=("model", "sam"),
+    ),
+    Param(
+        "sam_model",
+        str,
+        "facebook/sam-vit-base",
+        "automatic mask with auto_mask_features=sam: a SAM checkpoint (hub id or local folder, transformers SamModel)",
+        "mask",
     ),
 )
 
@@ -76,6 +96,42 @@ def feature_superpixels(features: Tensor, n_segments: int = 200, compactness: fl
         start_label=0,
     )
     return labels.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=1)
+def load_sam(name: str) -> tuple[Any, Any]:
+    """A SAM checkpoint (transformers ``SamModel`` and its image processor), loaded once per process; a missing
+    or unreadable one is a :class:`ModelError` naming it."""
+    from transformers import SamImageProcessor, SamModel
+    from transformers.utils import logging as tlogging
+
+    verbosity = tlogging.get_verbosity()
+    tlogging.set_verbosity_error()
+    try:
+        return SamModel.from_pretrained(name).eval(), SamImageProcessor.from_pretrained(name)
+    except Exception as e:  # every loading failure is one line naming the model
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise ModelError(
+            f"cannot load SAM model {name!r} for the automatic mask: {first}. SAM is optional: download it once "
+            "with a network, point sam_model at a local folder, or use auto_mask_features=model"
+        ) from None
+    finally:
+        tlogging.set_verbosity(verbosity)
+
+
+def sam_features(image: Any, name: str, device: torch.device | str = "cpu") -> Tensor:
+    """SAM's image embeddings of a PIL image as a ``(C, h, w)`` float map covering the image only (SAM pads its
+    input square at the bottom and right; the embedding cells of the padding are cut off)."""
+    model, processor = load_sam(name)
+    model.to(device)
+    x = processor(images=image.convert("RGB"), return_tensors="pt")
+    px = x["pixel_values"]
+    with torch.no_grad():
+        emb = model.get_image_embeddings(px.to(device, model.dtype))[0].float().cpu()
+    (rh, rw), (ph, pw) = x["reshaped_input_sizes"][0].tolist(), px.shape[-2:]
+    eh, ew = emb.shape[-2:]
+    return emb[:, : max(1, round(eh * rh / ph)), : max(1, round(ew * rw / pw))]
 
 
 def label_at(labels: np.ndarray, point: Tensor) -> int:

@@ -14,7 +14,7 @@ from ..errors import ParameterError
 from ..geometry import GridMap
 from ..loop import DragLoopOutput, drag_loop
 from ..methods import adam, build_parts, get_method
-from ..parts.automask import automatic_mask
+from ..parts.automask import automatic_mask, sam_features
 from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult, Point
 
@@ -56,11 +56,16 @@ def editable_mask(
     if params["mask"] != "auto":
         return None, None
     with prof.stage("auto_mask"), torch.no_grad():
-        grid_mask = automatic_mask(features(latent).features, handles, targets, params)
+        if params["auto_mask_features"] == "sam":  # SAM's embeddings of the input image, at the grid's size
+            f = sam_features(request.image, params["sam_model"], latent.device)
+            f = F.interpolate(f[None], size=gm.grid_size, mode="bilinear", align_corners=False)
+        else:
+            f = features(latent).features
+        grid_mask = automatic_mask(f, handles, targets, params)
     H, W = gm.image_size
     m = torch.from_numpy(grid_mask).float()
     image_mask = F.interpolate(m[None, None], size=(H, W), mode="nearest")[0, 0].bool().numpy()
-    info["auto_mask"] = {"fraction": round(float(image_mask.mean()), 4)}
+    info["auto_mask"] = {"fraction": round(float(image_mask.mean()), 4), "features": params["auto_mask_features"]}
     return m, image_mask
 
 
