@@ -56,7 +56,7 @@ def test_adaptive_steps_give_back_the_steps_on_which_a_handle_fell_behind():
 
 def test_whole_pixel_moves_at_the_expected_pace_are_not_behind():
     # 1 px every 2nd step against an expected 0.5 px per step: on pace on average, behind on every other step when
-    # compared step by step (which would run every edit to the cap); the cumulative rule adds at most a step or two
+    # compared step by step (which would give it steps up to the cap); the cumulative rule adds at most one or two
     out = run(Scripted(every=2), AdaptiveSchedule(max_steps=40, stop_distance=0.5, cap=500))
     assert out.stop_reason == "arrived" and 40 <= out.steps <= 42
 
