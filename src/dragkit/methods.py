@@ -16,8 +16,8 @@ import torch
 from . import engines as _engines  # noqa: F401 - the engines register their parameters on import
 from . import params as P
 from .errors import ParameterError
-from .loop import LossTerm, Schedule, Supervision, Tracker
-from .parts import SCHEDULES, SUPERVISIONS, build_tracker
+from .loop import GradientFusion, LossTerm, Schedule, Supervision, Tracker
+from .parts import SCHEDULES, SUPERVISIONS, build_fusion, build_tracker
 
 # `mask` is read by the interfaces (a path is loaded before the engine runs); registered so it is listed and set
 # the same way as every other name.
@@ -83,6 +83,7 @@ class LoopParts:
     supervision: Supervision
     schedule: Schedule
     terms: list[LossTerm]
+    fusion: GradientFusion | None = None
 
 
 def build_parts(params: Mapping[str, Any], terms: list[LossTerm] | None = None) -> LoopParts:
@@ -92,6 +93,7 @@ def build_parts(params: Mapping[str, Any], terms: list[LossTerm] | None = None) 
         supervision=SUPERVISIONS[params["supervision"]].from_params(params),
         schedule=SCHEDULES[params["schedule"]].from_params(params),
         terms=list(terms or []),
+        fusion=build_fusion(params),
     )
 
 

@@ -1,11 +1,12 @@
 """Interchangeable parts of the drag loop: trackers, motion supervisions, extra loss terms, schedules,
-the automatic mask and CLoss while sampling.
+gradient fusions, the automatic mask and CLoss while sampling.
 
 Each part is a small class with its paper cited, its parameters registered under stable names
 (:mod:`dragkit.params`), built from a resolved parameter dict by ``from_params``.
 """
 
 from .closs import closs_step, correspondence_loss
+from .fusion import FUSIONS, GlobalLocalFusion, build_fusion, glms
 from .schedules import SCHEDULES, AdaptiveSchedule, FixedSchedule
 from .supervision import SUPERVISIONS, ConfidenceGatedSupervision, PatchSupervision, SemanticRegionSupervision
 from .terms import FeatureMaskTerm, LatentMaskTerm
@@ -13,12 +14,14 @@ from .trackers import (
     TRACKERS,
     BacktrackingTracker,
     DiscriminativeTracker,
+    FastTracker,
     NearestTracker,
     SemanticRegionTracker,
     build_tracker,
 )
 
 __all__ = [
+    "FUSIONS",
     "SCHEDULES",
     "SUPERVISIONS",
     "TRACKERS",
@@ -26,14 +29,18 @@ __all__ = [
     "BacktrackingTracker",
     "ConfidenceGatedSupervision",
     "DiscriminativeTracker",
+    "FastTracker",
     "FeatureMaskTerm",
     "FixedSchedule",
+    "GlobalLocalFusion",
     "LatentMaskTerm",
     "NearestTracker",
     "PatchSupervision",
     "SemanticRegionSupervision",
     "SemanticRegionTracker",
+    "build_fusion",
     "build_tracker",
     "closs_step",
     "correspondence_loss",
+    "glms",
 ]

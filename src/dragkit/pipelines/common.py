@@ -122,6 +122,7 @@ def run_preset_loop(
         supervision=parts.supervision,
         schedule=parts.schedule,
         terms=parts.terms,
+        fusion=parts.fusion,
         optimizer=adam(params["latent_lr"]),
         mask=mask,
         callback=callback,
