@@ -102,6 +102,10 @@ def edit(
     ] = None,
     mask: Annotated[str | None, typer.Option("--mask", help="mask image (white = may change), none, or auto")] = None,
     prompt: Annotated[str, typer.Option("--prompt", help="text describing the image (diffusion)")] = "",
+    edit_prompt: Annotated[
+        str,
+        typer.Option("--edit-prompt", help="text saying what the edit should achieve (CLIPDrag's CLIP guidance)"),
+    ] = "",
     method: Annotated[str, typer.Option("--method", help="method preset")] = "draggan",
     model: Annotated[str | None, typer.Option("--model", help="model id or path (default: the method's)")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="NAME=VALUE, any parameter")] = None,
@@ -148,7 +152,15 @@ def edit(
         overrides["mask"] = mask_spec or "none"  # auto: superpixels of the model's own features, saved beside
     elif mask_spec is not None:
         mask_arr = load_mask(mask_spec, src.size)
-    req = DragRequest(src, [p[0] for p in pairs], [p[1] for p in pairs], mask=mask_arr, prompt=prompt, seed=seed)
+    req = DragRequest(
+        src,
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+        mask=mask_arr,
+        prompt=prompt,
+        seed=seed,
+        edit_prompt=edit_prompt,
+    )
     if m.engine == "gan":
         from .pipelines import DragGANPipeline
 

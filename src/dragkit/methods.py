@@ -234,3 +234,33 @@ add_method(
         defaults={**METHODS["draggan"].defaults, "mask": "auto"},
     )
 )
+
+# CLIPDrag (Jiang, Wang, Chen, ICLR 2025): DragDiffusion's LoRA and features; the drag's gradient fused with the
+# gradient of a CLIP loss on the edit prompt by their angle; fast point tracking; the authors' code's motion
+# supervision (initial template, strides up to 4 px) and numbers (ALGORITHMS.md; n_pix_step 800 is their answer to
+# "cannot reproduce").
+add_method(
+    Method(
+        name="clipdrag",
+        engine="diffusion",
+        summary="CLIPDrag: an edit prompt's CLIP gradient fused with the drag's (global-local motion supervision), "
+        "fast point tracking, on DragDiffusion's LoRA and features",
+        citation="Jiang, Wang, Chen, CLIPDrag: Combining Text-based and Drag-based Instructions for Image Editing, "
+        "ICLR 2025",
+        defaults={
+            **METHODS["dragdiffusion"].defaults,
+            "tracker": "fast",
+            "supervision": "initial",
+            "motion_step": 4.0,
+            "fusion": "glms",
+            "fusion_form": "projection",
+            "fusion_lambda": 0.7,
+            "clip_weight": 300.0,
+            "drag_steps": 800,
+            "r_m": 1,
+            "r_p": 3,
+            "inversion_strength": 0.7,
+            "latent_lr": 0.01,
+        },
+    )
+)

@@ -162,3 +162,46 @@ def build_tiny_pixel(folder: str | Path, seed: int = 0) -> Path:
     unet = UNet2DModel(**{**layout, "norm_num_groups": 4, "attention_head_dim": 8})
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(**FACES64_SCHEDULE)).save_pretrained(folder)
     return Path(folder)
+
+
+def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """Build and save a random-weight CLIP (text and vision towers, 32-px images, 16-d embeddings) with its
+    tokenizer and image processor, loadable by ``CLIPModel.from_pretrained`` like a downloaded one."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer = _offline_clip_tokenizer(folder / "_vocab")
+    text = CLIPTextConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer),
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        max_position_embeddings=77,
+        projection_dim=16,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
+    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    processor = {  # written directly: instantiating CLIPImageProcessor wants torchvision
+        "image_processor_type": "CLIPImageProcessor",
+        "size": {"shortest_edge": 32},
+        "crop_size": {"height": 32, "width": 32},
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    return folder

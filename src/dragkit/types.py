@@ -42,6 +42,8 @@ class DragRequest:
         mask: optional ``(H, W)`` array, 1 (or True, or > 0.5) where the image may change. ``None``: no mask.
         prompt: text describing the image (used by diffusion engines; ignored by GANs).
         seed: seed of every random choice the edit makes.
+        edit_prompt: text saying what the edit should achieve (CLIPDrag's CLIP guidance; diffusion engines only).
+            Empty: the drag alone.
     """
 
     image: Image.Image
@@ -50,6 +52,7 @@ class DragRequest:
     mask: np.ndarray | None = None
     prompt: str = ""
     seed: int = 42
+    edit_prompt: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, Image.Image):
@@ -79,8 +82,9 @@ class DragRequest:
         if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or self.seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
         self.seed = int(self.seed)
-        if not isinstance(self.prompt, str):
-            raise InputError(f"prompt must be a string, got {type(self.prompt).__name__}")
+        for name in ("prompt", "edit_prompt"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"{name} must be a string, got {type(getattr(self, name)).__name__}")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -143,6 +147,7 @@ class DragResult:
     mask: np.ndarray | None = None
     prompt: str = ""
     seed: int = 42
+    edit_prompt: str = ""
     frames: list[tuple[int, Image.Image]] = field(default_factory=list, repr=False)  # (step, image) previews
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +159,7 @@ class DragResult:
             "dragkit": __version__,
             "method": self.method,
             "prompt": self.prompt,
+            "edit_prompt": self.edit_prompt,
             "seed": self.seed,
             "params": self.params,
             "points": {

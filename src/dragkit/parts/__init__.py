@@ -5,10 +5,17 @@ Each part is a small class with its paper cited, its parameters registered under
 (:mod:`dragkit.params`), built from a resolved parameter dict by ``from_params``.
 """
 
+from .clip_guidance import ClipGuidanceTerm, load_clip
 from .closs import closs_step, correspondence_loss
 from .fusion import FUSIONS, GlobalLocalFusion, build_fusion, glms
 from .schedules import SCHEDULES, AdaptiveSchedule, FixedSchedule
-from .supervision import SUPERVISIONS, ConfidenceGatedSupervision, PatchSupervision, SemanticRegionSupervision
+from .supervision import (
+    SUPERVISIONS,
+    ConfidenceGatedSupervision,
+    InitialTemplateSupervision,
+    PatchSupervision,
+    SemanticRegionSupervision,
+)
 from .terms import FeatureMaskTerm, LatentMaskTerm
 from .trackers import (
     TRACKERS,
@@ -27,12 +34,14 @@ __all__ = [
     "TRACKERS",
     "AdaptiveSchedule",
     "BacktrackingTracker",
+    "ClipGuidanceTerm",
     "ConfidenceGatedSupervision",
     "DiscriminativeTracker",
     "FastTracker",
     "FeatureMaskTerm",
     "FixedSchedule",
     "GlobalLocalFusion",
+    "InitialTemplateSupervision",
     "LatentMaskTerm",
     "NearestTracker",
     "PatchSupervision",
@@ -43,4 +52,5 @@ __all__ = [
     "closs_step",
     "correspondence_loss",
     "glms",
+    "load_clip",
 ]

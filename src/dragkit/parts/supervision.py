@@ -20,7 +20,7 @@ register(
         "patch",
         "motion-supervision part",
         "loop",
-        choices=("patch", "confidence_gated", "semantic"),
+        choices=("patch", "confidence_gated", "semantic", "initial"),
     ),
     Param(
         "tau",
@@ -32,6 +32,16 @@ register(
         max=1,
     ),
     Param("r_m", int, 1, "motion-supervision patch radius (supervision-grid pixels)", "supervision", min=0),
+    Param(
+        "motion_step",
+        float,
+        4.0,
+        "initial-template supervision: how far along the drag direction the patch is pulled per step, at most "
+        "(grid pixels; never past the target). CLIPDrag: 4",
+        "supervision",
+        min=0,
+        min_exclusive=True,
+    ),
     Param(
         "patch_shape",
         str,
@@ -75,17 +85,19 @@ def patch_l1(
     ctx: DragContext,
     offsets: Tensor | list[Tensor],
     initial: Tensor | None,
+    step: float | None = None,
 ) -> Tensor:
     """``Σ_i n · mean | F(q + d_i) − T_i(q) |`` over active handles (``offsets``: one patch for all, or one per
     handle), ``T_i(q) = sg(F(q))``, or, where
     ``initial[i]`` is True, the initial features around the original handle ``F₀(q − p_i + p_i⁰)``. Patch
-    positions whose samples fall outside the grid are left out; ``n`` stays the full patch size."""
+    positions whose samples fall outside the grid are left out; ``n`` stays the full patch size. ``step``: the
+    shift is ``min(step, ‖t_i − p_i‖)`` along ``d_i`` instead of one grid pixel (CLIPDrag's)."""
     grid = tuple(features.shape[-2:])
     total = features.new_zeros(())
     for i in torch.nonzero(active).flatten().tolist():
         off = offsets[i] if isinstance(offsets, list) else offsets
         d = ctx.targets[i] - handles[i]
-        d = d / d.norm().clamp_min(1e-12)
+        d = d / d.norm().clamp_min(1e-12) * (1.0 if step is None else min(step, float(d.norm())))
         q = handles[i] + off
         use_initial = initial is not None and bool(initial[i])
         q0 = ctx.handles0[i] + off
@@ -157,8 +169,29 @@ class SemanticRegionSupervision:
         return patch_l1(features, handles, active, ctx, [g["motion"] for g in geo], initial=None)
 
 
+@dataclass(frozen=True)
+class InitialTemplateSupervision:
+    """Motion supervision toward the **initial** appearance, in longer strides (CLIPDrag, Jiang, Wang, Chen,
+    ICLR 2025; its code): ``L_i = n · mean | F(q + s_i·d_i) − F₀(q − p_i + p_i⁰) |`` over the patch around the
+    current handle, with ``s_i = min(motion_step, ‖t_i − p_i‖)``. The template never drifts with the edit, and
+    the pull reaches up to ``motion_step`` grid pixels ahead instead of one."""
+
+    r_m: int = 1
+    shape: str = "square"
+    step: float = 4.0
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> InitialTemplateSupervision:
+        return cls(r_m=p["r_m"], shape=p["patch_shape"], step=p["motion_step"])
+
+    def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor:
+        initial = torch.ones(len(handles), dtype=torch.bool)
+        return patch_l1(features, handles, active, ctx, patch_offsets(self.r_m, self.shape), initial, self.step)
+
+
 SUPERVISIONS = {
     "patch": PatchSupervision,
     "confidence_gated": ConfidenceGatedSupervision,
     "semantic": SemanticRegionSupervision,
+    "initial": InitialTemplateSupervision,
 }

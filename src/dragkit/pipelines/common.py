@@ -31,6 +31,10 @@ def resolve_params(method: str, engine: str, request: DragRequest, overrides: di
             f"mask={overrides['mask']!r}: pass a mask image in the DragRequest (mask=...); as a parameter, mask is "
             "none or auto"
         )
+    if request.edit_prompt.strip() and engine != "diffusion":
+        raise ParameterError(
+            f"edit prompt {request.edit_prompt!r}: CLIP guidance runs on diffusion methods only, not on {method!r}"
+        )
     params = m.resolve(overrides)
     if request.mask is not None:
         params["mask"] = "given"  # a user's mask wins over the automatic one
@@ -164,6 +168,7 @@ def make_result(
         info=info,
         mask=request.mask if mask is None else mask,
         prompt=request.prompt,
+        edit_prompt=request.edit_prompt,
         seed=request.seed,
         frames=frames or [],
     )

@@ -26,6 +26,7 @@ from ..errors import InputError, ModelError, ParameterError
 from ..geometry import GridMap
 from ..loop import FeatureOutput
 from ..parts import LatentMaskTerm
+from ..parts.clip_guidance import ClipGuidanceTerm, load_clip
 from ..parts.closs import closs_step, correspondence_loss
 from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult
@@ -470,13 +471,29 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
 
             need_prev = (request.mask is not None or params["mask"] == "auto") and params["lam"] > 0
             cond = self.cond(embeds)
+            terms: list[Any] = [LatentMaskTerm.from_params(params)]
+            clip_term = None
+            if request.edit_prompt.strip() and params["clip_weight"] > 0:
+                with prof.stage("clip_load"):
+                    clip = load_clip(params["clip_model"])
+                    clip.model.to(self.device)
+                    source = (x.float() / 2 + 0.5).clamp(0, 1)  # the input image, for the directional form
+                    form, weight = params["clip_loss"], params["clip_weight"]
+                    clip_term = ClipGuidanceTerm.build(clip, request.edit_prompt, weight, form, source, request.prompt)
+                terms.append(clip_term)
+                info["clip"] = {"model": params["clip_model"], "loss": params["clip_loss"]}
+            need_eps = need_prev or clip_term is not None
 
             def features(latent: Tensor) -> FeatureOutput:
-                out = D.unet_forward(self.unet, latent.to(self.unet.dtype), t, cond, [fb], need_eps=need_prev)
+                out = D.unet_forward(self.unet, latent.to(self.unet.dtype), t, cond, [fb], need_eps=need_eps)
                 f = F.interpolate(out.features[fb].float(), size=grid, mode="bilinear", align_corners=False)
                 extras = {}
-                if need_prev:
-                    extras["prev"] = self.scheduler.step(out.eps.float(), t, latent.float(), return_dict=False)[0]
+                if need_eps:  # the scheduler's own step gives the previous latent and the x0-prediction
+                    prev, x0 = self.scheduler.step(out.eps.float(), t, latent.float(), return_dict=False)[:2]
+                    if need_prev:
+                        extras["prev"] = prev
+                    if clip_term is not None:  # CLIPDrag reads the decoded x0-prediction
+                        extras["x0_image"] = self.decode(x0.to(self.unet.dtype))
                 return FeatureOutput(f, extras)
 
             handles, targets = torch.round(gm.to_grid(request.handles)), torch.round(gm.to_grid(request.targets))
@@ -496,7 +513,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     handles,
                     targets,
                     params,
-                    [LatentMaskTerm.from_params(params)],
+                    terms,
                     mask=mask,
                     callback=on_step,
                     cancel=cancel,
