@@ -205,3 +205,47 @@ def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
     return folder
+
+
+def build_clip_b16_shaped(folder: str | Path, seed: int = 0) -> Path:
+    """A random-weight CLIP with ViT-B/16's shape (vision: 12 layers × 768, 224-px input, 16-px patches; text: 12
+    layers × 512; 512-d embeddings), for cost measurements of CLIPDrag's guidance (the offline tokenizer's small
+    vocabulary is the one difference: its embedding table is smaller than the real one's 49,408 rows)."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer = _offline_clip_tokenizer(folder / "_vocab")
+    text = CLIPTextConfig(
+        hidden_size=512,
+        intermediate_size=2048,
+        num_attention_heads=8,
+        num_hidden_layers=12,
+        vocab_size=len(tokenizer),
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        max_position_embeddings=77,
+        projection_dim=512,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_attention_heads=12,
+        num_hidden_layers=12,
+        image_size=224,
+        patch_size=16,
+        projection_dim=512,
+    )
+    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=512)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    processor = {
+        "image_processor_type": "CLIPImageProcessor",
+        "size": {"shortest_edge": 224},
+        "crop_size": {"height": 224, "width": 224},
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    return folder
