@@ -1,0 +1,126 @@
+"""LucidDrag's guidance energies (Cui et al., NeurIPS 2024, §3.2), as pure functions and one small model: what the
+collaborative guidance sampler differentiates with respect to the latent at each denoising step.
+
+- :func:`editing_energy`: the edited branch's features at each target should match the source branch's at its
+  handle, and outside the editable region the edited features should stay the source's.
+- :class:`PatchDiscriminator` / :func:`fit_patch_discriminator`: the quality term's image-fidelity
+  discriminator. LucidDrag trains one on real images; none ships with weights here, so ours is **fitted on the
+  fly to the input image's own patches** (real) against degraded copies of them (blur, noise, blockiness, lost
+  contrast, shuffled tiles — the artifacts a drag produces). Its score, the mean patch logit, rises as an image
+  looks more like the input's own texture; any user-supplied ``torch.nn.Module`` mapping images to logits can
+  replace it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .closs import correspondence_loss
+
+
+def editing_energy(
+    edited: Tensor,
+    source: Tensor,
+    handles: Tensor,
+    targets: Tensor,
+    radius: int,
+    keep: Tensor | None = None,
+    keep_weight: float = 1.0,
+) -> Tensor:
+    """``Σ_i mean ‖F_e(t_i + o) − F_s(p_i + o)‖² + keep_weight · mean_{q ∉ region} ‖F_e(q) − F_s(q)‖²``.
+
+    ``edited``, ``source``: ``(1, C, h, w)`` features; ``handles``, ``targets``: ``(N, 2)`` ``(row, col)`` grid
+    positions; ``keep``: ``(h, w)``, 1 where the image must stay (outside the editable region), or ``None``.
+    Gradients flow into ``edited`` only."""
+    energy = correspondence_loss(edited, source, handles, targets, radius)
+    if keep is not None and keep_weight > 0 and bool(keep.any()):
+        w = keep.to(edited)[None, None]
+        diff = (edited - source.detach()).pow(2).mean(1, keepdim=True)
+        energy = energy + keep_weight * (diff * w).sum() / w.sum()
+    return energy
+
+
+class PatchDiscriminator(nn.Module):
+    """A small fully-convolutional patch discriminator: ``(B, 3, H, W)`` images in [0, 1] → ``(B, 1, H/2, W/2)``
+    logits, one per ~10-px patch."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 1, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x * 2 - 1)
+
+
+def score(disc: nn.Module, images: Tensor) -> Tensor:
+    """The discriminator's fidelity score of each image: its mean logit (higher = more like the real patches)."""
+    return disc(images).flatten(1).mean(1)
+
+
+def degrade(x: Tensor, g: torch.Generator) -> Tensor:
+    """One random degradation per image of ``(B, 3, H, W)`` in [0, 1]: blur, noise, blockiness, lost contrast or
+    shuffled tiles."""
+    out = []
+    for img in x:
+        kind = int(torch.randint(5, (1,), generator=g))
+        img = img[None]
+        if kind == 0:  # blur
+            k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+            k = (k[:, None] * k[None, :]) / 256
+            img = F.conv2d(F.pad(img, (2, 2, 2, 2), mode="replicate"), k.expand(3, 1, 5, 5).to(img), groups=3)
+        elif kind == 1:  # noise
+            img = img + 0.08 * torch.randn(img.shape, generator=g).to(img)
+        elif kind == 2:  # blockiness: down and up
+            h, w = img.shape[-2:]
+            img = F.interpolate(F.interpolate(img, scale_factor=0.25, mode="area"), size=(h, w), mode="nearest")
+        elif kind == 3:  # lost contrast, washed out
+            img = 0.5 + 0.4 * (img - img.mean())
+        else:  # shuffled 8-px tiles: local texture right, structure broken
+            h, w = img.shape[-2:]
+            t = 8
+            tiles = img[..., : h // t * t, : w // t * t].unfold(2, t, t).unfold(3, t, t)  # (1, 3, nh, nw, t, t)
+            nh, nw = tiles.shape[2:4]
+            flat = tiles.reshape(1, 3, nh * nw, t, t)[:, :, torch.randperm(nh * nw, generator=g)]
+            img = img.clone()
+            img[..., : nh * t, : nw * t] = (
+                flat.reshape(1, 3, nh, nw, t, t).permute(0, 1, 2, 4, 3, 5).reshape(1, 3, nh * t, nw * t)
+            )
+        out.append(img.clamp(0, 1))
+    return torch.cat(out)
+
+
+def fit_patch_discriminator(
+    image: Tensor, steps: int = 200, crop: int = 48, batch: int = 8, lr: float = 2e-3, seed: int = 0
+) -> PatchDiscriminator:
+    """Fit a :class:`PatchDiscriminator` to one image ``(1, 3, H, W)`` in [0, 1]: random crops of it (with flips)
+    are real, degraded copies of the same crops fake; logistic loss, Adam. Returns the model in eval mode with
+    its parameters frozen."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    disc = PatchDiscriminator().to(image.device)
+    opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
+    h, w = image.shape[-2:]
+    c = min(crop, h, w)
+    for _ in range(steps):
+        ys = torch.randint(h - c + 1, (batch,), generator=g)
+        xs = torch.randint(w - c + 1, (batch,), generator=g)
+        real = torch.cat([image[..., y : y + c, x : x + c] for y, x in zip(ys.tolist(), xs.tolist(), strict=True)])
+        flip = torch.rand(batch, generator=g) < 0.5
+        real = torch.where(flip[:, None, None, None], real.flip(-1), real)
+        fake = degrade(real, g)
+        lr_, lf = disc(real), disc(fake)
+        loss = F.softplus(-lr_).mean() + F.softplus(lf).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return disc.eval().requires_grad_(False)
