@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,13 +106,18 @@ def load_sam(name: str) -> tuple[Any, Any]:
     from transformers import SamImageProcessor, SamModel
     from transformers.utils import logging as tlogging
 
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
+        raise ModelError(
+            f"SAM model folder {name!r} does not exist; SAM is optional: point sam_model at a downloaded SAM "
+            "folder, or use auto_mask_features=model"
+        )
     verbosity = tlogging.get_verbosity()
     tlogging.set_verbosity_error()
     try:
         return SamModel.from_pretrained(name).eval(), SamImageProcessor.from_pretrained(name)
     except Exception as e:  # every loading failure is one line naming the model
         text = str(e).strip()
-        first = text.splitlines()[0] if text else type(e).__name__
+        first = (text.splitlines()[0] if text else type(e).__name__).rstrip(".")
         raise ModelError(
             f"cannot load SAM model {name!r} for the automatic mask: {first}. SAM is optional: download it once "
             "with a network, point sam_model at a local folder, or use auto_mask_features=model"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,6 +79,8 @@ def load_clip(name: str) -> ClipBundle:
     from transformers.image_processing_base import ImageProcessingMixin
     from transformers.utils import logging as tlogging
 
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
+        raise ModelError(f"CLIP model folder {name!r} does not exist; point clip_model at a CLIP folder or a hub id")
     verbosity, bars = tlogging.get_verbosity(), tlogging.is_progress_bar_enabled()
     tlogging.set_verbosity_error()
     tlogging.disable_progress_bar()
@@ -88,7 +91,7 @@ def load_clip(name: str) -> ClipBundle:
         proc, _ = ImageProcessingMixin.get_image_processor_dict(name)
     except Exception as e:  # every loading failure is one line naming the model
         text = str(e).strip()
-        first = text.splitlines()[0] if text else type(e).__name__
+        first = (text.splitlines()[0] if text else type(e).__name__).rstrip(".")
         raise ModelError(
             f"cannot load CLIP model {name!r} for the edit prompt: {first}. Download it once with a network or "
             "point clip_model at a local folder"
