@@ -101,3 +101,11 @@ def test_clipdrag_end_to_end_from_the_cli(tiny_sd, tiny_clip, tmp_path, face_png
     assert "clip" in rec["trajectory"][0]["losses"] and "clip_load" in rec["info"]["profile"]
     d = [s["distances"][0] for s in rec["trajectory"]]
     assert all(b <= a + 1e-9 for a, b in itertools.pairwise(d))  # fast tracking never recedes
+
+
+def test_a_missing_clip_model_is_one_clear_error(pipe, tmp_path):
+    from dragkit import ModelError
+
+    req = DragRequest(image(64, 64), [(20, 30)], [(36, 30)], edit_prompt="a red square")
+    with pytest.raises(ModelError, match="CLIP model folder .* does not exist; point clip_model"):
+        pipe(req, method="clipdrag", progress=False, clip_model=str(tmp_path / "no-clip"), **QUICK)
