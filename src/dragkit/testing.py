@@ -164,88 +164,70 @@ def build_tiny_pixel(folder: str | Path, seed: int = 0) -> Path:
     return Path(folder)
 
 
-def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
-    """Build and save a random-weight CLIP (text and vision towers, 32-px images, 16-d embeddings) with its
-    tokenizer and image processor, loadable by ``CLIPModel.from_pretrained`` like a downloaded one."""
+def build_clip(
+    folder: str | Path,
+    *,
+    text: tuple[int, int, int] = (16, 2, 2),
+    vision: tuple[int, int, int] = (16, 2, 2),
+    image_size: int = 32,
+    patch_size: int = 8,
+    projection_dim: int = 16,
+    seed: int = 0,
+) -> Path:
+    """Build and save a random-weight CLIP (``text``/``vision``: hidden size, layers, heads) with its offline
+    tokenizer and an image-processor config, loadable by ``CLIPModel.from_pretrained`` like a downloaded one."""
     from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
     folder = Path(folder)
     torch.manual_seed(seed)
     tokenizer = _offline_clip_tokenizer(folder / "_vocab")
-    text = CLIPTextConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_hidden_layers=2,
+    (th, tl, ta), (vh, vl, va) = text, vision
+    text_config = CLIPTextConfig(
+        hidden_size=th,
+        intermediate_size=4 * th,
+        num_attention_heads=ta,
+        num_hidden_layers=tl,
         vocab_size=len(tokenizer),
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=1,
         max_position_embeddings=77,
-        projection_dim=16,
+        projection_dim=projection_dim,
     )
-    vision = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_hidden_layers=2,
-        image_size=32,
-        patch_size=8,
-        projection_dim=16,
+    vision_config = CLIPVisionConfig(
+        hidden_size=vh,
+        intermediate_size=4 * vh,
+        num_attention_heads=va,
+        num_hidden_layers=vl,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=projection_dim,
     )
-    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)
+    config = CLIPConfig(
+        text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), projection_dim=projection_dim
+    )
     CLIPModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     processor = {  # written directly: instantiating CLIPImageProcessor wants torchvision
         "image_processor_type": "CLIPImageProcessor",
-        "size": {"shortest_edge": 32},
-        "crop_size": {"height": 32, "width": 32},
+        "size": {"shortest_edge": image_size},
+        "crop_size": {"height": image_size, "width": image_size},
         "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_std": [0.26862954, 0.26130258, 0.27577711],
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
     return folder
+
+
+def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny random CLIP (32-px images, 16-d embeddings) for tests."""
+    return build_clip(folder, seed=seed)
 
 
 def build_clip_b16_shaped(folder: str | Path, seed: int = 0) -> Path:
     """A random-weight CLIP with ViT-B/16's shape (vision: 12 layers × 768, 224-px input, 16-px patches; text: 12
     layers × 512; 512-d embeddings), for cost measurements of CLIPDrag's guidance (the offline tokenizer's small
     vocabulary is the one difference: its embedding table is smaller than the real one's 49,408 rows)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
-
-    folder = Path(folder)
-    torch.manual_seed(seed)
-    tokenizer = _offline_clip_tokenizer(folder / "_vocab")
-    text = CLIPTextConfig(
-        hidden_size=512,
-        intermediate_size=2048,
-        num_attention_heads=8,
-        num_hidden_layers=12,
-        vocab_size=len(tokenizer),
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-        max_position_embeddings=77,
-        projection_dim=512,
+    return build_clip(
+        folder, text=(512, 12, 8), vision=(768, 12, 12), image_size=224, patch_size=16, projection_dim=512, seed=seed
     )
-    vision = CLIPVisionConfig(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_attention_heads=12,
-        num_hidden_layers=12,
-        image_size=224,
-        patch_size=16,
-        projection_dim=512,
-    )
-    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=512)
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    processor = {
-        "image_processor_type": "CLIPImageProcessor",
-        "size": {"shortest_edge": 224},
-        "crop_size": {"height": 224, "width": 224},
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-    }
-    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
-    return folder

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ModelError
+from ..hub import first_line, looks_like_missing_folder, quiet_transformers
 from ..params import Param, register
 
 register(
@@ -104,26 +104,20 @@ def load_sam(name: str) -> tuple[Any, Any]:
     """A SAM checkpoint (transformers ``SamModel`` and its image processor), loaded once per process; a missing
     or unreadable one is a :class:`ModelError` naming it."""
     from transformers import SamImageProcessor, SamModel
-    from transformers.utils import logging as tlogging
 
-    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
+    if looks_like_missing_folder(name):
         raise ModelError(
             f"SAM model folder {name!r} does not exist; SAM is optional: point sam_model at a downloaded SAM "
             "folder, or use auto_mask_features=model"
         )
-    verbosity = tlogging.get_verbosity()
-    tlogging.set_verbosity_error()
     try:
-        return SamModel.from_pretrained(name).eval(), SamImageProcessor.from_pretrained(name)
+        with quiet_transformers():
+            return SamModel.from_pretrained(name).eval(), SamImageProcessor.from_pretrained(name)
     except Exception as e:  # every loading failure is one line naming the model
-        text = str(e).strip()
-        first = (text.splitlines()[0] if text else type(e).__name__).rstrip(".")
         raise ModelError(
-            f"cannot load SAM model {name!r} for the automatic mask: {first}. SAM is optional: download it once "
-            "with a network, point sam_model at a local folder, or use auto_mask_features=model"
+            f"cannot load SAM model {name!r} for the automatic mask: {first_line(e)}. SAM is optional: download it "
+            "once with a network, point sam_model at a local folder, or use auto_mask_features=model"
         ) from None
-    finally:
-        tlogging.set_verbosity(verbosity)
 
 
 def sam_features(image: Any, name: str, device: torch.device | str = "cpu") -> Tensor:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ModelError
+from ..hub import first_line, looks_like_missing_folder, quiet_transformers
 from ..params import Param, register
 
 register(
@@ -77,29 +77,20 @@ def load_clip(name: str) -> ClipBundle:
     unreadable one is a :class:`ModelError` naming it."""
     from transformers import AutoTokenizer, CLIPModel
     from transformers.image_processing_base import ImageProcessingMixin
-    from transformers.utils import logging as tlogging
 
-    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
+    if looks_like_missing_folder(name):
         raise ModelError(f"CLIP model folder {name!r} does not exist; point clip_model at a CLIP folder or a hub id")
-    verbosity, bars = tlogging.get_verbosity(), tlogging.is_progress_bar_enabled()
-    tlogging.set_verbosity_error()
-    tlogging.disable_progress_bar()
     try:
-        model = CLIPModel.from_pretrained(name).eval().requires_grad_(False)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        # only the numbers the torch preprocessing needs (the processor class itself wants torchvision)
-        proc, _ = ImageProcessingMixin.get_image_processor_dict(name)
+        with quiet_transformers():
+            model = CLIPModel.from_pretrained(name).eval().requires_grad_(False)
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            # only the numbers the torch preprocessing needs (the processor class itself wants torchvision)
+            proc, _ = ImageProcessingMixin.get_image_processor_dict(name)
     except Exception as e:  # every loading failure is one line naming the model
-        text = str(e).strip()
-        first = (text.splitlines()[0] if text else type(e).__name__).rstrip(".")
         raise ModelError(
-            f"cannot load CLIP model {name!r} for the edit prompt: {first}. Download it once with a network or "
-            "point clip_model at a local folder"
+            f"cannot load CLIP model {name!r} for the edit prompt: {first_line(e)}. Download it once with a network "
+            "or point clip_model at a local folder"
         ) from None
-    finally:
-        tlogging.set_verbosity(verbosity)
-        if bars:
-            tlogging.enable_progress_bar()
     crop = proc.get("crop_size")
     size = crop.get("height") if isinstance(crop, dict) else crop
     mean = proc.get("image_mean", [0.48145466, 0.4578275, 0.40821073])  # OpenAI CLIP's, the usual defaults
