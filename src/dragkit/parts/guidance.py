@@ -107,20 +107,29 @@ def fit_patch_discriminator(
     its parameters frozen."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    image = image.detach().float()
     disc = PatchDiscriminator().to(image.device)
     opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     h, w = image.shape[-2:]
     c = min(crop, h, w)
-    for _ in range(steps):
-        ys = torch.randint(h - c + 1, (batch,), generator=g)
-        xs = torch.randint(w - c + 1, (batch,), generator=g)
-        real = torch.cat([image[..., y : y + c, x : x + c] for y, x in zip(ys.tolist(), xs.tolist(), strict=True)])
-        flip = torch.rand(batch, generator=g) < 0.5
-        real = torch.where(flip[:, None, None, None], real.flip(-1), real)
-        fake = degrade(real, g)
-        lr_, lf = disc(real), disc(fake)
-        loss = F.softplus(-lr_).mean() + F.softplus(lf).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with torch.enable_grad():  # also when called under no_grad, as an edit's sampling is
+        for _ in range(steps):
+            _fit_step(disc, opt, image, c, batch, g)
     return disc.eval().requires_grad_(False)
+
+
+def _fit_step(
+    disc: PatchDiscriminator, opt: torch.optim.Optimizer, image: Tensor, c: int, batch: int, g: torch.Generator
+) -> None:
+    """One logistic-loss step: ``batch`` random ``c``-px crops of ``image`` (half flipped) against degraded copies."""
+    h, w = image.shape[-2:]
+    ys = torch.randint(h - c + 1, (batch,), generator=g)
+    xs = torch.randint(w - c + 1, (batch,), generator=g)
+    real = torch.cat([image[..., y : y + c, x : x + c] for y, x in zip(ys.tolist(), xs.tolist(), strict=True)])
+    flip = torch.rand(batch, generator=g) < 0.5
+    real = torch.where(flip[:, None, None, None], real.flip(-1), real)
+    fake = degrade(real, g)
+    loss = F.softplus(-disc(real)).mean() + F.softplus(disc(fake)).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()

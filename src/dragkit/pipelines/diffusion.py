@@ -28,6 +28,7 @@ from ..loop import FeatureOutput
 from ..parts import LatentMaskTerm
 from ..parts.clip_guidance import ClipGuidanceTerm, load_clip
 from ..parts.closs import closs_step, correspondence_loss
+from ..parts.guidance import editing_energy, score
 from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult
 from .common import editable_mask, make_result, noop_pairs, resolve_params, run_preset_loop
@@ -280,9 +281,15 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         mutual: list[str],
         progress: bool = True,
         closs: dict[str, Any] | None = None,
+        guide: dict[str, Any] | None = None,
     ) -> Tensor:
         """Denoise the batch ``[source, edited]`` from ``timesteps[start]`` with DDIM (eta 0), the self-attention of
         the ``mutual`` blocks reading the source branch's K/V (reference-latent control). Returns both latents.
+
+        ``guide`` (LucidDrag's guidance, :meth:`_guided_eps`): ``edit``, ``keep_weight``, ``quality``, ``steps``,
+        ``radius``, ``feature_block``, ``grid``, ``handles``, ``targets``, optionally ``keep`` (grid mask of what
+        must stay) and ``discriminator``; the first ``steps`` denoising steps use the guided noise prediction of
+        the edited branch. Each step's energies are appended to ``guide["history"]``.
 
         ``closs`` (AdaptiveDrag's correspondence loss, :mod:`dragkit.parts.closs`): ``weight``, ``lr``, ``steps``,
         ``radius``, ``feature_block``, ``grid``, ``handles`` and ``targets`` (grid ``(row, col)``), optionally
@@ -302,9 +309,50 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     z_edit, value = closs_step(z[1:], loss_of, closs["lr"], closs.get("where"))
                     closs.setdefault("history", []).append(round(value, 6))
                     z = torch.cat([z[:1], z_edit])
-                eps = self.unet(z, t, **cond, return_dict=False)[0]
+                if guide is not None and k < guide["steps"]:
+                    eps = self._guided_eps(z, t, cond, guide)
+                else:
+                    eps = self.unet(z, t, **cond, return_dict=False)[0]
                 z = self.scheduler.step(eps, t, z, return_dict=False)[0]
         return z
+
+    def _guided_eps(self, z: Tensor, t: Tensor, cond: dict, guide: dict[str, Any]) -> Tensor:
+        """The batch's noise prediction with energy guidance on the edited branch (classifier guidance on
+        ``p ∝ exp(−E)``): ``ε_edit + √(1 − ᾱ_t)·∇E``, with ``E = edit · editing_energy − quality · D(x̂₀)`` — the
+        editing energy of both branches' features (:func:`dragkit.parts.guidance.editing_energy`) and the
+        discriminator's score of the decoded x0-prediction. One forward of the batch gives the features, the noise
+        prediction and the gradient."""
+        fb = guide["feature_block"]
+        ze = z[1:].detach().float().requires_grad_(True)
+        history: dict[str, float] = {}
+        with torch.enable_grad():
+            batch = torch.cat([z[:1].float(), ze]).to(self.unet.dtype)
+            out = D.unet_forward(self.unet, batch, t, cond, [fb], need_eps=True)
+            energy = ze.new_zeros(())
+            if guide["edit"] > 0:
+                f = F.interpolate(out.features[fb].float(), size=guide["grid"], mode="bilinear", align_corners=False)
+                e = editing_energy(
+                    f[1:],
+                    f[:1],
+                    guide["handles"],
+                    guide["targets"],
+                    guide["radius"],
+                    guide.get("keep"),
+                    guide["keep_weight"],
+                )
+                energy = energy + guide["edit"] * e
+                history["edit"] = round(float(e.detach()), 6)
+            if guide["quality"] > 0 and guide.get("discriminator") is not None:
+                x0 = self.scheduler.step(out.eps[1:].float(), t, ze, return_dict=False)[1]
+                q = score(guide["discriminator"], self.decode(x0.to(self.unet.dtype)).float()).sum()
+                energy = energy - guide["quality"] * q
+                history["quality"] = round(float(q.detach()), 6)
+            grad = torch.autograd.grad(energy, ze)[0] if energy.requires_grad else torch.zeros_like(ze)
+        eps = out.eps.detach().clone()
+        a = self.scheduler.alphas_cumprod[int(t)].to(eps.device, torch.float32)
+        eps[1:] = (eps[1:].float() + (1 - a).sqrt() * grad).to(eps.dtype)
+        guide.setdefault("history", []).append(history)
+        return eps
 
     def _closs(self, z_src: Tensor, z_edit: Tensor, t: Tensor, cond: dict, closs: dict[str, Any]) -> Tensor:
         """``weight · CLoss`` of the edited latent at timestep ``t`` (features of both branches in one forward)."""
