@@ -264,3 +264,19 @@ add_method(
         },
     )
 )
+
+# LucidDrag (Cui et al., NeurIPS 2024): no latent optimization; DragDiffusion's LoRA, inversion and mutual
+# self-attention, then sampling guided by the editing energy, the intention's prompts and an image-fidelity
+# discriminator (dragkit/parts/guidance.py, dragkit/intentions.py). Its energies, weights and schedule are open in
+# the paper; ours are documented where they are defined.
+add_method(
+    Method(
+        name="luciddrag",
+        engine="diffusion",
+        summary="LucidDrag: intention reasoning, then collaborative guidance while sampling (editing energy, "
+        "semantic direction of the intention's prompts, image-fidelity discriminator); no latent optimization",
+        citation="Cui et al., Localize, Understand, Collaborate: Semantic-Aware Dragging via Intention Reasoner, "
+        "NeurIPS 2024",
+        defaults={**METHODS["dragdiffusion"].defaults, "sampler": "guidance", "guide_quality": 1e-3},
+    )
+)

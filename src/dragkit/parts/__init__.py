@@ -8,6 +8,7 @@ Each part is a small class with its paper cited, its parameters registered under
 from .clip_guidance import ClipGuidanceTerm, load_clip
 from .closs import closs_step, correspondence_loss
 from .fusion import FUSIONS, GlobalLocalFusion, build_fusion, glms
+from .guidance import PatchDiscriminator, editing_energy, fit_patch_discriminator
 from .schedules import SCHEDULES, AdaptiveSchedule, FixedSchedule
 from .supervision import (
     SUPERVISIONS,
@@ -44,6 +45,7 @@ __all__ = [
     "InitialTemplateSupervision",
     "LatentMaskTerm",
     "NearestTracker",
+    "PatchDiscriminator",
     "PatchSupervision",
     "SemanticRegionSupervision",
     "SemanticRegionTracker",
@@ -51,6 +53,8 @@ __all__ = [
     "build_tracker",
     "closs_step",
     "correspondence_loss",
+    "editing_energy",
+    "fit_patch_discriminator",
     "glms",
     "load_clip",
 ]

@@ -17,7 +17,77 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..params import Param, register
 from .closs import correspondence_loss
+
+register(
+    Param(
+        "sampler",
+        str,
+        "drag",
+        "diffusion: drag (optimize the latent, then sample: DragDiffusion and its kin) or guidance (no optimization; "
+        "energy guidance while sampling: LucidDrag)",
+        "engine:diffusion",
+        choices=("drag", "guidance"),
+    ),
+    Param(
+        "guide_edit",
+        float,
+        300.0,
+        "guidance: weight of the editing energy's gradient (classifier-guidance scale; 300 measured on faces64: 10 "
+        "does nothing, 1000 breaks the face — other models may need their own, e.g. in their dragkit.json)",
+        "engine:diffusion",
+        min=0,
+    ),
+    Param(
+        "guide_keep",
+        float,
+        1.0,
+        "guidance: weight, inside the editing energy, of keeping the features outside the edit region",
+        "engine:diffusion",
+        min=0,
+    ),
+    Param(
+        "guide_quality",
+        float,
+        1e-3,
+        "guidance: weight of the image-fidelity discriminator's score (LucidDrag: 1e-3; 0 = off)",
+        "engine:diffusion",
+        min=0,
+    ),
+    Param(
+        "guide_semantic",
+        float,
+        1.0,
+        "guidance: weight of the intention's source→target prompt direction (text-conditioned models only)",
+        "engine:diffusion",
+        min=0,
+    ),
+    Param(
+        "guide_steps",
+        int,
+        1000,
+        "guidance: acts on at most this many of the first sampling steps (default: all)",
+        "engine:diffusion",
+        min=1,
+    ),
+    Param(
+        "guide_radius",
+        int,
+        1,
+        "guidance: radius of the feature patches compared (grid pixels)",
+        "engine:diffusion",
+        min=0,
+    ),
+    Param(
+        "discriminator_steps",
+        int,
+        200,
+        "guidance: training steps of the patch discriminator fitted to the input image",
+        "engine:diffusion",
+        min=1,
+    ),
+)
 
 
 def editing_energy(

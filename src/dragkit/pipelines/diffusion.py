@@ -23,12 +23,13 @@ from torch import Tensor
 from .. import params as P
 from ..engines import diffusion as D
 from ..errors import InputError, ModelError, ParameterError
-from ..geometry import GridMap
-from ..loop import FeatureOutput
+from ..geometry import GridMap, drag_region
+from ..intentions import Intention, reason
+from ..loop import DragLoopOutput, FeatureOutput
 from ..parts import LatentMaskTerm
 from ..parts.clip_guidance import ClipGuidanceTerm, load_clip
 from ..parts.closs import closs_step, correspondence_loss
-from ..parts.guidance import editing_energy, score
+from ..parts.guidance import editing_energy, fit_patch_discriminator, score
 from ..profiler import StageProfiler
 from ..types import DragRequest, DragResult
 from .common import editable_mask, make_result, noop_pairs, resolve_params, run_preset_loop
@@ -351,8 +352,68 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         eps = out.eps.detach().clone()
         a = self.scheduler.alphas_cumprod[int(t)].to(eps.device, torch.float32)
         eps[1:] = (eps[1:].float() + (1 - a).sqrt() * grad).to(eps.dtype)
+        if guide.get("semantic_cond") is not None:  # the intention's direction, source prompt → target prompt
+            target_cond, source_cond = guide["semantic_cond"]
+            e_t = self.unet(z, t, **target_cond, return_dict=False)[0][1:]
+            e_s = self.unet(z, t, **source_cond, return_dict=False)[0][1:]
+            eps[1:] = eps[1:] + guide["semantic"] * (e_t - e_s)
         guide.setdefault("history", []).append(history)
         return eps
+
+    def _guidance(
+        self,
+        request: DragRequest,
+        params: dict[str, Any],
+        handles: Tensor,
+        targets: Tensor,
+        mask: Tensor | None,
+        grid: tuple[int, int],
+        fb: int,
+        source: Tensor,
+        info: dict[str, Any],
+        prof: StageProfiler,
+        intention: Intention | None,
+    ) -> dict[str, Any]:
+        """LucidDrag's guidance for :meth:`sample`: the editing energy over what must stay (outside the mask, or
+        without one outside the drag's path), the patch discriminator fitted to the input image, and the chosen
+        intention's prompts for the semantic direction (text-conditioned models only)."""
+        if mask is not None:
+            keep = 1 - mask.float()
+        else:
+            pairs = [
+                ((float(h[1]), float(h[0])), (float(t[1]), float(t[0]))) for h, t in zip(handles, targets, strict=True)
+            ]
+            keep = torch.from_numpy(~drag_region(grid, pairs, max(2.0, 0.1 * max(grid)))).float()
+        guide: dict[str, Any] = {
+            "edit": params["guide_edit"],
+            "keep_weight": params["guide_keep"],
+            "quality": params["guide_quality"],
+            "steps": params["guide_steps"],
+            "radius": params["guide_radius"],
+            "feature_block": fb,
+            "grid": grid,
+            "handles": handles,
+            "targets": targets,
+            "keep": keep.to(self.device),
+        }
+        if params["guide_quality"] > 0:
+            with prof.stage("discriminator"):
+                guide["discriminator"] = fit_patch_discriminator(
+                    source, steps=params["discriminator_steps"], seed=request.seed
+                ).to(self.device)
+        chosen = intention or reason(request.handles, request.targets, request.prompt, mask=request.mask, n=1)[0]
+        info["intention"] = chosen.to_dict()
+        if params["guide_semantic"] > 0:
+            if not self.conditional:
+                info["semantic_guidance"] = "not applied: this model has no text conditioning"
+                logger.warning("semantic guidance does not apply: %s has no text conditioning", self.model_name)
+            else:
+                guide["semantic"] = params["guide_semantic"]
+                guide["semantic_cond"] = (
+                    self.cond(self.encode_prompt(chosen.target_prompt), 2),
+                    self.cond(self.encode_prompt(chosen.source_prompt), 2),
+                )
+        return guide
 
     def _closs(self, z_src: Tensor, z_edit: Tensor, t: Tensor, cond: dict, closs: dict[str, Any]) -> Tensor:
         """``weight · CLoss`` of the edited latent at timestep ``t`` (features of both branches in one forward)."""
@@ -439,9 +500,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         callback: Callable[[dict[str, Any]], None] | None = None,
         cancel: Callable[[], bool] | None = None,
         progress: bool = True,
+        intention: Intention | None = None,
         **overrides: Any,
     ) -> DragResult:
-        """Run one drag edit: identity LoRA → inversion → drag loop → sampling with reference-latent control.
+        """Run one drag edit: identity LoRA → inversion → drag loop → sampling with reference-latent control
+        (``sampler=guidance``, LucidDrag: no drag loop; energy guidance while sampling instead).
 
         Args:
             request: image, points, optional mask, prompt, seed.
@@ -450,6 +513,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             cancel: polled once per drag step; True stops the drag early (the result is sampled from the latent
                 reached so far).
             progress: show progress bars.
+            intention: with ``sampler=guidance``, the intention whose prompts steer the semantic guidance
+                (:mod:`dragkit.intentions`); by default the built-in reasoner's most likely one.
             **overrides: any parameter by its stable name (``drag_steps=40``, ``lora="none"``, ...).
         """
         params = resolve_params(method, "diffusion", request, {**self.model_defaults, **overrides})
@@ -554,19 +619,28 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 if callback is not None:
                     callback(ev)
 
-            with prof.stage("drag"):
-                out = run_preset_loop(
-                    zt.float(),
-                    features,
-                    handles,
-                    targets,
-                    params,
-                    terms,
-                    mask=mask,
-                    callback=on_step,
-                    cancel=cancel,
-                    progress=progress,
+            guide = None
+            if params["sampler"] == "guidance":  # LucidDrag: nothing is optimized; the sampling is guided instead
+                out = DragLoopOutput(zt.float(), targets.clone(), 0, "guidance", [], 0.0)
+                info["handles_tracked"] = False  # the reported handles are the targets: no tracker runs
+                source = (x.float() / 2 + 0.5).clamp(0, 1)
+                guide = self._guidance(
+                    request, params, handles, targets, mask, grid, fb, source, info, prof, intention
                 )
+            else:
+                with prof.stage("drag"):
+                    out = run_preset_loop(
+                        zt.float(),
+                        features,
+                        handles,
+                        targets,
+                        params,
+                        terms,
+                        mask=mask,
+                        callback=on_step,
+                        cancel=cancel,
+                        progress=progress,
+                    )
             with prof.stage("sampling"):
                 closs = None
                 if params["closs_weight"] > 0:
@@ -583,9 +657,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     }
                     if mask is not None:  # confined to the editable region (dragkit.parts.closs)
                         closs["where"] = F.interpolate(mask[None, None].float(), size=zt.shape[-2:], mode="nearest")
-                z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress, closs=closs)
+                z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress, closs=closs, guide=guide)
                 if closs is not None:
                     info["closs"] = closs["history"]
+                if guide is not None:
+                    info["guidance"] = guide["history"]
             with prof.stage("decode"):
                 img = self.decode(z[1:])
                 img = F.interpolate(img.float(), size=(H, W), mode="bilinear", align_corners=False)
