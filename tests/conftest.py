@@ -18,6 +18,16 @@ def tiny_sd(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def pipe(tiny_sd):
+    """The tiny SD loaded once per test session through the real loading path."""
+    from dragkit import DragDiffusionPipeline
+
+    p = DragDiffusionPipeline.from_pretrained(tiny_sd)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(scope="session")
 def face_png(tmp_path_factory, gan_pipe):
     d = tmp_path_factory.mktemp("face")
     gan_pipe.generate(27).image.save(d / "face.png")

@@ -25,15 +25,6 @@ def tiny_clip(tmp_path_factory):
     return str(build_tiny_clip(tmp_path_factory.mktemp("tiny-clip")))
 
 
-@pytest.fixture(scope="module")
-def pipe(tiny_sd):
-    from dragkit import DragDiffusionPipeline
-
-    p = DragDiffusionPipeline.from_pretrained(tiny_sd)
-    p.set_progress_bar_config(disable=True)
-    return p
-
-
 @pytest.mark.parametrize("form", ["plain", "directional"])
 def test_the_clip_loss_reaches_the_latent_through_the_decoded_x0_prediction(pipe, tiny_clip, form):
     clip = load_clip(tiny_clip)

@@ -13,15 +13,6 @@ from dragkit.engines import diffusion as D
 pytest.importorskip("diffusers")
 
 
-@pytest.fixture(scope="session")
-def pipe(tiny_sd):
-    from dragkit import DragDiffusionPipeline
-
-    p = DragDiffusionPipeline.from_pretrained(tiny_sd)
-    p.set_progress_bar_config(disable=True)
-    return p
-
-
 @pytest.fixture(autouse=True)
 def lora_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DRAGKIT_CACHE", str(tmp_path / "cache"))
@@ -353,24 +344,35 @@ def test_shipped_faces64_reconstructs_a_real_face_after_inversion(gan_pipe):
     assert 0.6 < float(zt.std()) < 1.4
 
 
-def test_closs_pulls_the_edited_features_at_the_target_toward_the_source_at_the_handle(pipe):
-    """AdaptiveDrag's CLoss acts on the latent that is sampled: with it, the edited branch's features at the target
-    end closer to the source branch's at the handle than without it (same start, same schedule)."""
-    from dragkit.parts.closs import correspondence_loss
-
+def sampling_pair(pipe):
+    """A source latent and a perturbed edited one at step 3 of a 10-step schedule, with one drag on the (20, 24)
+    feature grid of block 2: ``z_src, z_edit, embeds, mutual, handles, targets``."""
     g = torch.Generator().manual_seed(0)
     z_src = torch.randn(1, 4, 10, 12, generator=g)
     z_edit = z_src + 0.3 * torch.randn(1, 4, 10, 12, generator=g)
     embeds = pipe.encode_prompt("a photo")
     pipe.scheduler.set_timesteps(10)
-    mutual = D.self_attentions(pipe.unet)
     h = torch.tensor([[8.0, 6.0]], dtype=torch.float64)
     t = torch.tensor([[8.0, 14.0]], dtype=torch.float64)
+    return z_src, z_edit, embeds, D.self_attentions(pipe.unet), h, t
+
+
+def final_features(pipe, z, embeds):
+    """Both branches' block-2 features of a sampled pair at the last timestep, on the (20, 24) grid."""
+    out = D.unet_forward(pipe.unet, z, pipe.scheduler.timesteps[-1], pipe.cond(embeds, 2), [2], need_eps=False)
+    return torch.nn.functional.interpolate(out.features[2].float(), size=(20, 24), mode="bilinear")
+
+
+def test_closs_pulls_the_edited_features_at_the_target_toward_the_source_at_the_handle(pipe):
+    """AdaptiveDrag's CLoss acts on the latent that is sampled: with it, the edited branch's features at the target
+    end closer to the source branch's at the handle than without it (same start, same schedule)."""
+    from dragkit.parts.closs import correspondence_loss
+
+    z_src, z_edit, embeds, mutual, h, t = sampling_pair(pipe)
     closs = dict(weight=100.0, lr=0.05, steps=1000, radius=2, feature_block=2, grid=(20, 24), handles=h, targets=t)
 
     def distance(z):  # the correspondence distance of a sampled pair, read at the last timestep
-        out = D.unet_forward(pipe.unet, z, pipe.scheduler.timesteps[-1], pipe.cond(embeds, 2), [2], need_eps=False)
-        f = torch.nn.functional.interpolate(out.features[2].float(), size=(20, 24), mode="bilinear")
+        f = final_features(pipe, z, embeds)
         return float(correspondence_loss(f[1:], f[:1], h, t, 2))
 
     with torch.no_grad():

@@ -1,10 +1,11 @@
 """LucidDrag's guidance energies: the editing energy and the on-the-fly patch discriminator."""
 
 import numpy as np
-import pytest
 import torch
 
 from dragkit.parts.guidance import degrade, editing_energy, fit_patch_discriminator, score
+
+from .test_diffusion import final_features, sampling_pair
 
 
 def test_editing_energy_pulls_the_target_toward_the_handle_and_the_rest_toward_the_source():
@@ -39,29 +40,16 @@ def test_the_fitted_discriminator_prefers_the_image_and_its_gradient_raises_the_
 
 
 def _setup(pipe):
-    from dragkit.engines import diffusion as D
-
-    g = torch.Generator().manual_seed(0)
-    z_src = torch.randn(1, 4, 10, 12, generator=g)
-    z_edit = z_src + 0.3 * torch.randn(1, 4, 10, 12, generator=g)
-    embeds = pipe.encode_prompt("a photo")
-    pipe.scheduler.set_timesteps(10)
-    mutual = D.self_attentions(pipe.unet)
-    h = torch.tensor([[8.0, 6.0]], dtype=torch.float64)
-    t = torch.tensor([[8.0, 14.0]], dtype=torch.float64)
+    z_src, z_edit, embeds, mutual, h, t = sampling_pair(pipe)
     guide = dict(edit=0.0, keep_weight=1.0, quality=0.0, steps=1000, radius=2, feature_block=2, grid=(20, 24))
     return z_src, z_edit, embeds, mutual, {**guide, "handles": h, "targets": t}
 
 
-def test_editing_guidance_alone_lowers_the_editing_energy_of_the_sample(diffusion_pipe):
-    from dragkit.engines import diffusion as D
-
-    pipe = diffusion_pipe
+def test_editing_guidance_alone_lowers_the_editing_energy_of_the_sample(pipe):
     z_src, z_edit, embeds, mutual, guide = _setup(pipe)
 
     def energy(z):  # the editing energy of a sampled pair, read at the last timestep
-        out = D.unet_forward(pipe.unet, z, pipe.scheduler.timesteps[-1], pipe.cond(embeds, 2), [2], need_eps=False)
-        f = torch.nn.functional.interpolate(out.features[2].float(), size=(20, 24), mode="bilinear")
+        f = final_features(pipe, z, embeds)
         return float(editing_energy(f[1:], f[:1], guide["handles"], guide["targets"], 2))
 
     with torch.no_grad():
@@ -73,8 +61,7 @@ def test_editing_guidance_alone_lowers_the_editing_energy_of_the_sample(diffusio
     assert len(guided["history"]) == 7 and "edit" in guided["history"][0] and "quality" not in guided["history"][0]
 
 
-def test_quality_guidance_alone_raises_the_discriminator_score_of_the_sample(diffusion_pipe):
-    pipe = diffusion_pipe
+def test_quality_guidance_alone_raises_the_discriminator_score_of_the_sample(pipe):
     z_src, z_edit, embeds, mutual, guide = _setup(pipe)
     with torch.no_grad():
         source_image = pipe.decode(z_src).float()
@@ -86,12 +73,3 @@ def test_quality_guidance_alone_raises_the_discriminator_score_of_the_sample(dif
         )
         s_off, s_on = (float(score(disc, pipe.decode(z[1:]).float())) for z in (off, on))
     assert s_on > s_off
-
-
-@pytest.fixture(scope="module")
-def diffusion_pipe(tiny_sd):
-    from dragkit import DragDiffusionPipeline
-
-    p = DragDiffusionPipeline.from_pretrained(tiny_sd)
-    p.set_progress_bar_config(disable=True)
-    return p

@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from dragkit import DragRequest
 from dragkit.intentions import Intention
 
@@ -11,15 +9,6 @@ from .test_cli import dragkit
 from .test_diffusion import image
 
 QUICK = dict(resize_width=0, lora="none", mutual_attn_start_layer=4, discriminator_steps=20, inference_steps=10)
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_sd):
-    from dragkit import DragDiffusionPipeline
-
-    p = DragDiffusionPipeline.from_pretrained(tiny_sd)
-    p.set_progress_bar_config(disable=True)
-    return p
 
 
 def test_luciddrag_guides_the_sampling_and_records_its_intention(pipe):

@@ -34,6 +34,24 @@ def _offline_clip_tokenizer(folder: Path):
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
 
 
+def _text_config(tokenizer, hidden: int, layers: int, heads: int, intermediate: int, **extra):
+    """A CLIP text-tower config over the offline tokenizer (its special tokens, 77 positions)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_attention_heads=heads,
+        num_hidden_layers=layers,
+        vocab_size=len(tokenizer),
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        max_position_embeddings=77,
+        **extra,
+    )
+
+
 def build_sd_pipeline(
     folder: str | Path,
     *,
@@ -52,7 +70,7 @@ def build_sd_pipeline(
     2^(len(vae_channels) − 1) (8 with four blocks, like SD). The scheduler is SD 1.5's DDIM configuration.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     folder = Path(folder)
     torch.manual_seed(seed)
@@ -81,19 +99,7 @@ def build_sd_pipeline(
     )
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = _offline_clip_tokenizer(Path(tmp))
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=text_hidden,
-            intermediate_size=2 * text_hidden,
-            num_attention_heads=2,
-            num_hidden_layers=text_layers,
-            vocab_size=len(tokenizer),
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-            max_position_embeddings=77,
-        )
-    )
+    text_encoder = CLIPTextModel(_text_config(tokenizer, text_hidden, text_layers, 2, 2 * text_hidden))
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -176,24 +182,13 @@ def build_clip(
 ) -> Path:
     """Build and save a random-weight CLIP (``text``/``vision``: hidden size, layers, heads) with its offline
     tokenizer and an image-processor config, loadable by ``CLIPModel.from_pretrained`` like a downloaded one."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
     folder = Path(folder)
     torch.manual_seed(seed)
     tokenizer = _offline_clip_tokenizer(folder / "_vocab")
     (th, tl, ta), (vh, vl, va) = text, vision
-    text_config = CLIPTextConfig(
-        hidden_size=th,
-        intermediate_size=4 * th,
-        num_attention_heads=ta,
-        num_hidden_layers=tl,
-        vocab_size=len(tokenizer),
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-        max_position_embeddings=77,
-        projection_dim=projection_dim,
-    )
+    text_config = _text_config(tokenizer, th, tl, ta, 4 * th, projection_dim=projection_dim)
     vision_config = CLIPVisionConfig(
         hidden_size=vh,
         intermediate_size=4 * vh,
