@@ -7,7 +7,10 @@ LPIPS-AlexNet features (never the method's own tracker):
 
 - MD before (source vs source: ≈ the drag length) and after (source vs edited), DragBench's definition;
 - LPIPS-alex between source and edited outside the mask (``--mask-radius``) or outside discs around the points;
-- the tracking error: how far the method's final tracked handle is from where the matcher finds the content.
+- the tracking error: how far the method's final tracked handle is from where the matcher finds the content;
+- "handle kept": the cosine similarity of the same features at the handle's own pixel, source vs edited. A move
+  changes the handle's place (what lay behind comes in), so it drops; a copy — the content appears at the target
+  and also stays at the handle — keeps it near 1, and MD alone cannot tell the two apart.
 
 A method is ``NAME`` or ``NAME:k=v,k=v`` (its own overrides, on top of ``--set`` which applies to all)::
 
@@ -97,6 +100,12 @@ def slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", spec)
 
 
+def handle_kept(source: torch.Tensor, edited: torch.Tensor, handle: tuple[float, float]) -> float:
+    """Cosine similarity of the source's and the edited image's features at the handle's pixel."""
+    x, y = round(handle[0]), round(handle[1])
+    return float(torch.nn.functional.cosine_similarity(source[:, y, x], edited[:, y, x], dim=0))
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     med = lambda k: round(float(np.median([r[k] for r in rows])), 2)  # noqa: E731
     mean = lambda k: round(float(np.mean([r[k] for r in rows])), 4)  # noqa: E731
@@ -110,6 +119,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "lost": sum(r["md_after"] > r["md_before"] + LOST_PX for r in rows),
         "lpips_outside": mean("lpips_outside"),
         "median_track_error": med("track_error"),
+        "median_handle_kept": med("handle_kept"),
         "steps": round(mean("steps"), 1),
         "seconds": round(mean("seconds"), 2),
         "gated_fraction": (
@@ -153,14 +163,15 @@ def write_method(out: Path, spec: str, params: dict, rows: list[dict], tiles: li
 def compare_table(summaries: dict[str, dict]) -> str:
     lines = [
         "| method | MD before (median) | MD after (median) | MD after (mean) | improved | lost | LPIPS outside | "
-        "track error (median) | confidence < τ (steps) | s / edit |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "handle kept (median) | track error (median) | confidence < τ (steps) | s / edit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for spec, s in summaries.items():
         gated = "–" if s["gated_fraction"] is None else f"{100 * s['gated_fraction']:.0f}%"
         lines.append(
             f"| `{spec}` | {s['median_md_before']:.2f} | {s['median_md_after']:.2f} | {s['mean_md_after']:.2f} | "
-            f"{s['improved']}/{s['n']} | {s['lost']} | {s['lpips_outside']:.4f} | {s['median_track_error']:.1f} | "
+            f"{s['improved']}/{s['n']} | {s['lost']} | {s['lpips_outside']:.4f} | {s['median_handle_kept']:.2f} | "
+            f"{s['median_track_error']:.1f} | "
             f"{gated} | {s['seconds']:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -230,7 +241,8 @@ def main() -> None:
     afters: dict[str, list[Image.Image]] = {s: [] for s in specs}
     for i in range(args.first_seed, args.first_seed + args.n):
         face = pipe.generate(i)
-        h, t = random_drag(i, ex(face.image), length=tuple(args.length))
+        f_src = ex(face.image)
+        h, t = random_drag(i, f_src, length=tuple(args.length))
         mask = drag_region((64, 64), [(h, t)], args.mask_radius) if args.mask_radius else None
         keep = (~mask).astype(np.float32) if mask is not None else outside_discs(64, [h, t], args.radius)
         for spec, (name, overrides, params) in runs.items():
@@ -255,6 +267,7 @@ def main() -> None:
                 tracked_final=res.handles[0],
                 matched=md.matches[0],
                 track_error=round(math.dist(res.handles[0], md.matches[0]), 2),
+                handle_kept=round(handle_kept(f_src, ex(res.image), h), 3),
                 steps=res.info["steps"],
                 stop=res.info["stop_reason"],
                 seconds=round(sec, 2),

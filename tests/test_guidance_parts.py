@@ -73,3 +73,48 @@ def test_quality_guidance_alone_raises_the_discriminator_score_of_the_sample(pip
         )
         s_off, s_on = (float(score(disc, pipe.decode(z[1:]).float())) for z in (off, on))
     assert s_on > s_off
+
+
+def test_the_vacate_term_tells_a_move_from_a_copy():
+    """With ``vacate_weight``, the handle's place must take what lay behind it along the drag: a rigid shift of the
+    features has zero energy, a copy (the target takes the handle's content, the handle keeps it) does not."""
+    g = torch.Generator().manual_seed(0)
+    src = torch.randn(1, 4, 16, 16, generator=g)
+    h = torch.tensor([[8.0, 6.0]], dtype=torch.float64)
+    t = torch.tensor([[8.0, 9.0]], dtype=torch.float64)  # 3 px to the right
+    moved = src.clone()
+    moved[..., 3:14] = src[..., 0:11]  # everything shifted 3 columns right
+    copied = src.clone()
+    copied[..., 7:10, 8:11] = src[..., 7:10, 5:8]
+    for e in (moved, copied):  # the target term alone cannot tell them apart
+        assert float(editing_energy(e, src, h, t, 1)) < 1e-9
+    assert float(editing_energy(moved, src, h, t, 1, vacate_weight=1.0)) < 1e-9
+    assert float(editing_energy(copied, src, h, t, 1, vacate_weight=1.0)) > 0.5
+    off_grid = torch.tensor([[8.0, 1.0]], dtype=torch.float64)  # "behind" lies off the grid: left out, no error
+    assert float(editing_energy(src, src, off_grid, off_grid + torch.tensor([0.0, 5.0]), 1, vacate_weight=1.0)) > 0
+
+
+def test_regional_noise_makes_seed_variants_and_leaves_the_source_branch_alone(pipe):
+    z_src, z_edit, embeds, mutual, guide = _setup(pipe)
+    region = torch.zeros(1, 1, 10, 12)
+    region[..., 2:8, 2:10] = 1
+    with torch.no_grad():
+        base = pipe.sample(z_src, z_edit, embeds, 3, mutual, progress=False, guide=guide)
+        outs = [
+            pipe.sample(
+                z_src,
+                z_edit,
+                embeds,
+                3,
+                mutual,
+                progress=False,
+                guide={**guide, "eta": 0.5, "region": region, "generator": torch.Generator().manual_seed(s)},
+            )
+            for s in (1, 1, 2)
+        ]
+    assert all(torch.equal(o[0], base[0]) for o in outs)  # the source branch stays deterministic
+    assert torch.equal(outs[0], outs[1])  # the same seed, the same variant
+    assert not torch.allclose(outs[0][1:], base[1:], atol=1e-3) and not torch.allclose(outs[0], outs[2], atol=1e-3)
+    inside = (outs[0][1:] - base[1:]).abs()[..., 2:8, 2:10].mean()
+    outside = (outs[0][1:] - base[1:]).abs().sum() - (outs[0][1:] - base[1:]).abs()[..., 2:8, 2:10].sum()
+    assert inside > outside / (120 - 48)  # the fresh noise lands in the region; the rest changes only through it

@@ -115,6 +115,25 @@ def edit(
         str, typer.Option("--dtype", help="auto (float16 on cuda/mps, float32 on cpu), float32, float16, bfloat16")
     ] = "auto",
     lora: Annotated[str | None, typer.Option("--lora", help="diffusion: none, train, or a saved LoRA's path")] = None,
+    num_results: Annotated[
+        int | None,
+        typer.Option(
+            "--num-results",
+            min=1,
+            help="luciddrag: this many results, best first: OUT.png, OUT.1.png, ... (one per intention, then seed "
+            "variants)",
+        ),
+    ] = None,
+    llm_url: Annotated[
+        str | None,
+        typer.Option(
+            "--llm-url",
+            help="luciddrag: an OpenAI-compatible endpoint that proposes the intentions, e.g. "
+            "http://127.0.0.1:8000/v1 (key from DRAGKIT_LLM_KEY or OPENAI_API_KEY; default: the built-in geometry "
+            "reasoner)",
+        ),
+    ] = None,
+    llm_model: Annotated[str | None, typer.Option("--llm-model", help="luciddrag: the endpoint's model name")] = None,
     profile: Annotated[bool, typer.Option("--profile", help="print time and peak memory per stage")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
     help_params: Annotated[
@@ -139,7 +158,13 @@ def edit(
     # None: the method's own default (``auto`` for AdaptiveDrag's presets); none/auto given explicitly override it
     mask_spec = overrides.pop("mask", None) if mask is None else mask
     m.resolve(overrides)  # every name and value checked before any work
-    from .io import check_output_path, load_image, load_mask, save_result
+    guided = m.engine == "diffusion" and m.resolve(overrides)["sampler"] == "guidance"
+    for flag, value in (("--num-results", num_results), ("--llm-url", llm_url), ("--llm-model", llm_model)):
+        if value is not None and not guided:
+            raise ParameterError(f"{flag}: only for methods that guide the sampling (luciddrag), not {method}")
+    if (llm_url is None) != (llm_model is None):
+        raise ParameterError("--llm-url and --llm-model go together: the endpoint and the model name to ask")
+    from .io import check_output_path, load_image, load_mask, save_results
     from .types import DragRequest
 
     out_png = check_output_path(output)
@@ -176,20 +201,41 @@ def edit(
             diffusers_logging.disable_progress_bar()  # its "Loading pipeline components" bar
         pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, dtype=torch_dtype).to(dev)
         pipe.set_progress_bar_config(disable=True if quiet else None, leave=False)
-    result = pipe(req, method=method, progress=not quiet, **overrides)
-    if mask_arr is not None:
-        result.params["mask"] = str(mask_spec)
-    png, js = save_result(result, out_png)
+    if num_results is not None:
+        overrides["num_results"] = num_results
+    if llm_url is not None:
+        from .intentions import LLMReasoner
+
+        overrides["llm"] = LLMReasoner(llm_url, str(llm_model))
+    results = pipe(req, method=method, progress=not quiet, **overrides)
+    results = results if isinstance(results, list) else [results]
+    for result in results:
+        if mask_arr is not None:
+            result.params["mask"] = str(mask_spec)
+    written = save_results(results, out_png)
     if profile:
         from .profiler import format_profile
 
-        typer.echo(format_profile(result.info["profile"]))
-    final = ", ".join(f"({x:g}, {y:g})" for x, y in result.handles)
-    fit = f", inversion PSNR {result.info['inversion_psnr']:.1f} dB" if "inversion_psnr" in result.info else ""
-    typer.echo(
-        f"wrote {png} and {js}: {result.info['steps']} steps ({result.info['stop_reason']}), "
-        f"final handles {final}{fit}, {result.timings['total']:.1f} s"
-    )
+        typer.echo(format_profile(results[0].info["profile"]))
+    for result, (png, js) in zip(results, written, strict=True):
+        info = result.info
+        if "intention" in info:  # guided sampling: no steps, no tracking; say what the result means instead
+            it = info["intention"]
+            what = f"intention {it['kind']} ({it['confidence']:.2f}): {it['target_prompt']!r}"
+            if info.get("result", {}).get("variant"):
+                what += f", seed variant {info['result']['variant']}"
+            if "semantic_guidance" in info:
+                what += f" [semantic guidance {info['semantic_guidance']}]"
+            typer.echo(f"wrote {png} and {js}: {what}")
+        else:
+            final = ", ".join(f"({x:g}, {y:g})" for x, y in result.handles)
+            fit = f", inversion PSNR {info['inversion_psnr']:.1f} dB" if "inversion_psnr" in info else ""
+            typer.echo(
+                f"wrote {png} and {js}: {info['steps']} steps ({info['stop_reason']}), "
+                f"final handles {final}{fit}, {result.timings['total']:.1f} s"
+            )
+    if len(results) > 1 or "intention" in results[0].info:
+        typer.echo(f"{len(results)} result(s) in {results[0].timings['total']:.1f} s")
 
 
 @app.command()

@@ -8,7 +8,7 @@ import json
 import os
 import pickle
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,19 @@ def save_result(result: Any, png_path: str | os.PathLike) -> tuple[Path, Path]:
         write_png(png.with_suffix(".mask.png"), Image.fromarray(result.mask.astype(np.uint8) * 255))
     write_png(png, result.image, {"dragkit": text})
     return png, js
+
+
+def numbered_path(png_path: str | os.PathLike, k: int) -> Path:
+    """Where the ``k``-th of several results goes: ``OUT.png`` for the first (k = 0), then ``OUT.1.png``,
+    ``OUT.2.png``, ..."""
+    png = Path(png_path)
+    return png if k == 0 else png.with_name(f"{png.stem}.{k}{png.suffix}")
+
+
+def save_results(results: Sequence[Any], png_path: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Write several results, best first, as ``OUT.png``, ``OUT.1.png``, ... each with its JSON
+    (:func:`save_result`)."""
+    return [save_result(r, numbered_path(png_path, k)) for k, r in enumerate(results)]
 
 
 def library_versions() -> dict[str, str]:

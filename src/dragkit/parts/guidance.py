@@ -48,6 +48,15 @@ register(
         min=0,
     ),
     Param(
+        "guide_vacate",
+        float,
+        1.0,
+        "guidance: weight, inside the editing energy, of the handle's own place taking what lies behind it along the "
+        "drag (features at h − d), so the content moves instead of being copied (0 = off)",
+        "engine:diffusion",
+        min=0,
+    ),
+    Param(
         "guide_quality",
         float,
         1e-3,
@@ -80,6 +89,17 @@ register(
         min=0,
     ),
     Param(
+        "variant_eta",
+        float,
+        0.5,
+        "guidance: with more results asked for than there are intentions, the extra ones are seed variants, sampled "
+        "with this DDIM η inside the edit region (fresh seeded noise where the image may change; DiffEditor's "
+        "regional SDE)",
+        "engine:diffusion",
+        min=0,
+        max=1,
+    ),
+    Param(
         "discriminator_steps",
         int,
         200,
@@ -98,13 +118,20 @@ def editing_energy(
     radius: int,
     keep: Tensor | None = None,
     keep_weight: float = 1.0,
+    vacate_weight: float = 0.0,
 ) -> Tensor:
-    """``Σ_i mean ‖F_e(t_i + o) − F_s(p_i + o)‖² + keep_weight · mean_{q ∉ region} ‖F_e(q) − F_s(q)‖²``.
+    """``Σ_i mean ‖F_e(t_i + o) − F_s(p_i + o)‖²`` (the target takes the handle's content)
+    ``+ vacate_weight · Σ_i mean ‖F_e(p_i + o) − F_s(2p_i − t_i + o)‖²`` (the handle's place takes what lies behind
+    it along the drag: with the first term, the patch moves as a rigid shift, ``F_e(q) = F_s(q − d)``, instead of
+    being copied)
+    ``+ keep_weight · mean_{q ∉ region} ‖F_e(q) − F_s(q)‖²`` (the rest stays).
 
     ``edited``, ``source``: ``(1, C, h, w)`` features; ``handles``, ``targets``: ``(N, 2)`` ``(row, col)`` grid
     positions; ``keep``: ``(h, w)``, 1 where the image must stay (outside the editable region), or ``None``.
     Gradients flow into ``edited`` only."""
     energy = correspondence_loss(edited, source, handles, targets, radius)
+    if vacate_weight > 0:  # offsets whose "behind" position falls off the grid are left out, as in the first term
+        energy = energy + vacate_weight * correspondence_loss(edited, source, 2 * handles - targets, handles, radius)
     if keep is not None and keep_weight > 0 and bool(keep.any()):
         w = keep.to(edited)[None, None]
         diff = (edited - source.detach()).pow(2).mean(1, keepdim=True)

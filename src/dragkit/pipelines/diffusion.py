@@ -24,7 +24,7 @@ from .. import params as P
 from ..engines import diffusion as D
 from ..errors import InputError, ModelError, ParameterError
 from ..geometry import GridMap, drag_region
-from ..intentions import Intention, reason
+from ..intentions import Intention, LLMReasoner, reason
 from ..loop import DragLoopOutput, FeatureOutput
 from ..parts import LatentMaskTerm
 from ..parts.clip_guidance import ClipGuidanceTerm, load_clip
@@ -289,8 +289,10 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
 
         ``guide`` (LucidDrag's guidance, :meth:`_guided_eps`): ``edit``, ``keep_weight``, ``quality``, ``steps``,
         ``radius``, ``feature_block``, ``grid``, ``handles``, ``targets``, optionally ``keep`` (grid mask of what
-        must stay) and ``discriminator``; the first ``steps`` denoising steps use the guided noise prediction of
-        the edited branch. Each step's energies are appended to ``guide["history"]``.
+        must stay), ``vacate``, ``discriminator`` and ``semantic``/``semantic_cond``; the first ``steps`` denoising
+        steps use the guided noise prediction of the edited branch. Each step's energies are appended to
+        ``guide["history"]``. With ``eta`` > 0 (and a ``generator`` and a latent-resolution ``region``) every step
+        of the edited branch is a DDIM step with that η inside ``region`` (:meth:`_regional_step`).
 
         ``closs`` (AdaptiveDrag's correspondence loss, :mod:`dragkit.parts.closs`): ``weight``, ``lr``, ``steps``,
         ``radius``, ``feature_block``, ``grid``, ``handles`` and ``targets`` (grid ``(row, col)``), optionally
@@ -314,8 +316,21 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     eps = self._guided_eps(z, t, cond, guide)
                 else:
                     eps = self.unet(z, t, **cond, return_dict=False)[0]
-                z = self.scheduler.step(eps, t, z, return_dict=False)[0]
+                if guide is not None and guide.get("eta", 0) > 0:
+                    z = self._regional_step(eps, t, z, guide)
+                else:
+                    z = self.scheduler.step(eps, t, z, return_dict=False)[0]
         return z
+
+    def _regional_step(self, eps: Tensor, t: Tensor, z: Tensor, guide: dict[str, Any]) -> Tensor:
+        """DiffEditor's regional SDE: the edited branch takes a DDIM step with η ``guide["eta"]`` (fresh noise from
+        ``guide["generator"]``) inside ``guide["region"]`` and the deterministic step elsewhere; the source branch
+        stays deterministic. Both steps are the scheduler's own."""
+        det = self.scheduler.step(eps, t, z, return_dict=False)[0]
+        noise = torch.randn(z[1:].shape, generator=guide["generator"]).to(z)
+        sto = self.scheduler.step(eps[1:], t, z[1:], eta=guide["eta"], variance_noise=noise, return_dict=False)[0]
+        r = guide["region"].to(z)
+        return torch.cat([det[:1], r * sto + (1 - r) * det[1:]])
 
     def _guided_eps(self, z: Tensor, t: Tensor, cond: dict, guide: dict[str, Any]) -> Tensor:
         """The batch's noise prediction with energy guidance on the edited branch (classifier guidance on
@@ -340,6 +355,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     guide["radius"],
                     guide.get("keep"),
                     guide["keep_weight"],
+                    guide.get("vacate", 0.0),
                 )
                 energy = energy + guide["edit"] * e
                 history["edit"] = round(float(e.detach()), 6)
@@ -372,11 +388,13 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         source: Tensor,
         info: dict[str, Any],
         prof: StageProfiler,
-        intention: Intention | None,
+        discriminator: torch.nn.Module | None,
+        latent_size: tuple[int, int],
     ) -> dict[str, Any]:
-        """LucidDrag's guidance for :meth:`sample`: the editing energy over what must stay (outside the mask, or
-        without one outside the drag's path), the patch discriminator fitted to the input image, and the chosen
-        intention's prompts for the semantic direction (text-conditioned models only)."""
+        """LucidDrag's guidance for :meth:`sample`, shared by every result: the editing energy over what must stay
+        (outside the mask, or without one outside the drag's path), the region the seed variants may re-noise (its
+        complement), and the quality term's discriminator (the user's module, or a patch discriminator fitted to
+        the input image). The intention's prompts are added per result (:meth:`_semantic`)."""
         if mask is not None:
             keep = 1 - mask.float()
         else:
@@ -395,24 +413,63 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             "handles": handles,
             "targets": targets,
             "keep": keep.to(self.device),
+            "vacate": params["guide_vacate"],
+            "region": F.interpolate((1 - keep)[None, None], size=latent_size, mode="nearest").to(self.device),
         }
-        if params["guide_quality"] > 0:
+        if discriminator is not None:
+            guide["discriminator"] = discriminator.to(self.device).eval().requires_grad_(False)
+            info["discriminator"] = type(discriminator).__name__
+        elif params["guide_quality"] > 0:
             with prof.stage("discriminator"):
                 guide["discriminator"] = fit_patch_discriminator(
                     source, steps=params["discriminator_steps"], seed=request.seed
                 ).to(self.device)
-        chosen = intention or reason(request.handles, request.targets, request.prompt, mask=request.mask, n=1)[0]
-        info["intention"] = chosen.to_dict()
-        if params["guide_semantic"] > 0:
-            if not self.conditional:
-                info["semantic_guidance"] = "not applied: this model has no text conditioning"
-                logger.warning("semantic guidance does not apply: %s has no text conditioning", self.model_name)
-            else:
-                guide["semantic"] = params["guide_semantic"]
-                guide["semantic_cond"] = (
-                    self.cond(self.encode_prompt(chosen.target_prompt), 2),
-                    self.cond(self.encode_prompt(chosen.source_prompt), 2),
+            info["discriminator"] = "PatchDiscriminator fitted to the input image"
+        if params["guide_semantic"] > 0 and not self.conditional:
+            info["semantic_guidance"] = "not applied: this model has no text conditioning"
+            logger.warning("semantic guidance does not apply: %s has no text conditioning", self.model_name)
+        return guide
+
+    def _result_plan(
+        self,
+        request: DragRequest,
+        params: dict[str, Any],
+        num_results: int,
+        intention: Intention | None,
+        llm: LLMReasoner | None,
+        prof: StageProfiler,
+    ) -> list[tuple[Intention, int]]:
+        """``(intention, variant)`` for each result, best first: the intentions in order of confidence, then seed
+        variants of them (variant ``v`` re-noises the edit region with seed ``seed + v``). When the intentions
+        cannot steer (an unconditional model, or ``guide_semantic=0``) only the most likely one is used and the
+        other results are all seed variants."""
+        if intention is not None:
+            intentions = [intention]
+        else:
+            with prof.stage("intentions"):
+                intentions = reason(
+                    request.handles,
+                    request.targets,
+                    request.prompt,
+                    image=request.image,
+                    mask=request.mask,
+                    n=num_results,
+                    llm=llm,
                 )
+        if not (self.conditional and params["guide_semantic"] > 0):
+            intentions = intentions[:1]
+        n = len(intentions)
+        return [(intentions[k % n], k // n) for k in range(num_results)]
+
+    def _semantic(self, guide: dict[str, Any], params: dict[str, Any], chosen: Intention) -> dict[str, Any]:
+        """A copy of ``guide`` steered by ``chosen``'s source → target prompts (text-conditioned models only)."""
+        guide = {**guide, "history": []}
+        if params["guide_semantic"] > 0 and self.conditional:
+            guide["semantic"] = params["guide_semantic"]
+            guide["semantic_cond"] = (
+                self.cond(self.encode_prompt(chosen.target_prompt), 2),
+                self.cond(self.encode_prompt(chosen.source_prompt), 2),
+            )
         return guide
 
     def _closs(self, z_src: Tensor, z_edit: Tensor, t: Tensor, cond: dict, closs: dict[str, Any]) -> Tensor:
@@ -501,8 +558,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         cancel: Callable[[], bool] | None = None,
         progress: bool = True,
         intention: Intention | None = None,
+        num_results: int | None = None,
+        llm: LLMReasoner | None = None,
+        discriminator: torch.nn.Module | None = None,
         **overrides: Any,
-    ) -> DragResult:
+    ) -> DragResult | list[DragResult]:
         """Run one drag edit: identity LoRA → inversion → drag loop → sampling with reference-latent control
         (``sampler=guidance``, LucidDrag: no drag loop; energy guidance while sampling instead).
 
@@ -514,10 +574,28 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 reached so far).
             progress: show progress bars.
             intention: with ``sampler=guidance``, the intention whose prompts steer the semantic guidance
-                (:mod:`dragkit.intentions`); by default the built-in reasoner's most likely one.
+                (:mod:`dragkit.intentions`); by default the reasoner's most likely one.
+            num_results: with ``sampler=guidance``, return a list of this many results, best first: one per
+                intention (most confident first), then seed variants (``variant_eta``). Each result's
+                ``info["intention"]`` and ``info["result"]`` say which. ``None``: one result, not in a list.
+            llm: with ``sampler=guidance``, the endpoint that proposes the intentions
+                (:class:`dragkit.intentions.LLMReasoner`); ``None``: the built-in geometry reasoner.
+            discriminator: with ``sampler=guidance``, the quality term's image-fidelity model, any module mapping
+                ``(B, 3, H, W)`` images in [0, 1] to logits (higher = better); ``None``: a patch discriminator
+                fitted to the input image.
             **overrides: any parameter by its stable name (``drag_steps=40``, ``lora="none"``, ...).
         """
         params = resolve_params(method, "diffusion", request, {**self.model_defaults, **overrides})
+        given = {"intention": intention, "num_results": num_results, "llm": llm, "discriminator": discriminator}
+        if params["sampler"] != "guidance" and any(v is not None for v in given.values()):
+            names = ", ".join(k for k, v in given.items() if v is not None)
+            raise ParameterError(f"{names}: only for sampler=guidance (method luciddrag); {method} uses sampler=drag")
+        if num_results is not None and (isinstance(num_results, bool) or not isinstance(num_results, int)):
+            raise ParameterError(f"num_results={num_results!r}: expected a whole number of results, 1 or more")
+        if num_results is not None and num_results < 1:
+            raise ParameterError(f"num_results={num_results}: ask for at least 1 result")
+        if discriminator is not None and not isinstance(discriminator, torch.nn.Module):
+            raise ParameterError(f"discriminator: expected a torch.nn.Module, got {type(discriminator).__name__}")
         prof = StageProfiler(self.device)
         if self.load_profile is not None:  # loading happens once per pipeline; every edit reports it
             prof.stages["load"] = dict(self.load_profile)
@@ -620,13 +698,15 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     callback(ev)
 
             guide = None
+            plan: list[tuple[Intention, int]] = []
             if params["sampler"] == "guidance":  # LucidDrag: nothing is optimized; the sampling is guided instead
                 out = DragLoopOutput(zt.float(), targets.clone(), 0, "guidance", [], 0.0)
                 info["handles_tracked"] = False  # the reported handles are the targets: no tracker runs
                 source = (x.float() / 2 + 0.5).clamp(0, 1)
                 guide = self._guidance(
-                    request, params, handles, targets, mask, grid, fb, source, info, prof, intention
+                    request, params, handles, targets, mask, grid, fb, source, info, prof, discriminator, zt.shape[-2:]
                 )
+                plan = self._result_plan(request, params, num_results or 1, intention, llm, prof)
             else:
                 with prof.stage("drag"):
                     out = run_preset_loop(
@@ -641,33 +721,57 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                         cancel=cancel,
                         progress=progress,
                     )
-            with prof.stage("sampling"):
-                closs = None
-                if params["closs_weight"] > 0:
-                    closs = {
-                        "weight": params["closs_weight"],
-                        "lr": params["closs_lr"],
-                        "steps": params["closs_steps"],
-                        # AdaptiveDrag's radius is in latent pixels; the features are compared on the grid
-                        "radius": round(params["closs_radius"] * grid[0] / zt.shape[-2]),
-                        "feature_block": fb,
-                        "grid": grid,
-                        "handles": handles,
-                        "targets": targets,
-                    }
-                    if mask is not None:  # confined to the editable region (dragkit.parts.closs)
-                        closs["where"] = F.interpolate(mask[None, None].float(), size=zt.shape[-2:], mode="nearest")
-                z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress, closs=closs, guide=guide)
+            closs = None
+            if params["closs_weight"] > 0:
+                closs = {
+                    "weight": params["closs_weight"],
+                    "lr": params["closs_lr"],
+                    "steps": params["closs_steps"],
+                    # AdaptiveDrag's radius is in latent pixels; the features are compared on the grid
+                    "radius": round(params["closs_radius"] * grid[0] / zt.shape[-2]),
+                    "feature_block": fb,
+                    "grid": grid,
+                    "handles": handles,
+                    "targets": targets,
+                }
+                if mask is not None:  # confined to the editable region (dragkit.parts.closs)
+                    closs["where"] = F.interpolate(mask[None, None].float(), size=zt.shape[-2:], mode="nearest")
+            if guide is None:
+                with prof.stage("sampling"):
+                    z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress, closs=closs)
                 if closs is not None:
                     info["closs"] = closs["history"]
-                if guide is not None:
-                    info["guidance"] = guide["history"]
-            with prof.stage("decode"):
-                img = self.decode(z[1:])
-                img = F.interpolate(img.float(), size=(H, W), mode="bilinear", align_corners=False)
-                arr = (img[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)  # truncation, as DragDiffusion
+                runs = [(self._decode_to(z[1:], (H, W), prof), info)]
+            else:
+                runs = []
+                for k, (chosen, variant) in enumerate(plan):
+                    g = self._semantic(guide, params, chosen)
+                    if variant > 0:  # a seed variant: fresh noise in the edit region
+                        g["eta"] = params["variant_eta"]
+                        g["generator"] = torch.Generator().manual_seed(request.seed + variant)
+                    c = None if closs is None else {**closs, "history": []}
+                    with prof.stage("sampling"):
+                        z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress, closs=c, guide=g)
+                    run_info = {
+                        **info,
+                        **({} if c is None else {"closs": c["history"]}),
+                        "intention": chosen.to_dict(),
+                        "guidance": g["history"],
+                        "result": {"index": k, "of": len(plan), "variant": variant, "eta": g.get("eta", 0.0)},
+                    }
+                    runs.append((self._decode_to(z[1:], (H, W), prof), run_info))
         finally:
             D.remove_identity_lora(self.unet)
-        return make_result(
-            request, Image.fromarray(arr), out, gm, method=method, params=params, info=info, prof=prof, mask=image_mask
-        )
+        results = [
+            make_result(request, img, out, gm, method=method, params=params, info=i, prof=prof, mask=image_mask)
+            for img, i in runs
+        ]
+        return results if num_results is not None else results[0]
+
+    def _decode_to(self, latent: Tensor, size: tuple[int, int], prof: StageProfiler) -> Image.Image:
+        """Decode one latent and resize it to the source's ``(H, W)``."""
+        with prof.stage("decode"):
+            img = self.decode(latent)
+            img = F.interpolate(img.float(), size=size, mode="bilinear", align_corners=False)
+            arr = (img[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)  # truncation, as DragDiffusion
+        return Image.fromarray(arr)
