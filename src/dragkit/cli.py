@@ -1,4 +1,4 @@
-"""The ``dragkit`` command line: ``edit`` and ``demo`` (``bench``, ``eval`` and ``app`` come with later releases).
+"""The ``dragkit`` command line: ``edit``, ``demo``, ``bench`` and ``eval`` (``app`` comes with a later release).
 
 User mistakes end with one line on stderr, ``dragkit: error: ...``, exit status 2, and no output file.
 """
@@ -186,21 +186,11 @@ def edit(
         seed=seed,
         edit_prompt=edit_prompt,
     )
-    if m.engine == "gan":
-        from .pipelines import DragGANPipeline
+    if m.engine == "gan" and dtype not in ("auto", "float32"):
+        raise ParameterError(f"--dtype {dtype}: the GAN engine runs in float32")
+    from .pipelines import load_pipeline
 
-        if dtype not in ("auto", "float32"):
-            raise ParameterError(f"--dtype {dtype}: the GAN engine runs in float32")
-        pipe: Any = DragGANPipeline.from_pretrained(model or "dcgan-faces").to(dev)
-    else:
-        from .pipelines.diffusion import DEFAULT_MODEL, DragDiffusionPipeline
-
-        if quiet:
-            from diffusers.utils import logging as diffusers_logging
-
-            diffusers_logging.disable_progress_bar()  # its "Loading pipeline components" bar
-        pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, dtype=torch_dtype).to(dev)
-        pipe.set_progress_bar_config(disable=True if quiet else None, leave=False)
+    pipe: Any = load_pipeline(m.engine, model, dev, torch_dtype, quiet)
     if num_results is not None:
         overrides["num_results"] = num_results
     if llm_url is not None:
@@ -236,6 +226,107 @@ def edit(
             )
     if len(results) > 1 or "intention" in results[0].info:
         typer.echo(f"{len(results)} result(s) in {results[0].timings['total']:.1f} s")
+
+
+@app.command()
+def bench(
+    dataset: Annotated[Path, typer.Argument(help="DragBench, Drag100 or a dragkit run folder", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="RUNDIR: where the run's results go")],
+    method: Annotated[str, typer.Option("--method", help="method preset")] = "identity",
+    model: Annotated[str | None, typer.Option("--model", help="model id or path (default: the method's)")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="NAME=VALUE, any parameter")] = None,
+    categories: Annotated[
+        list[str] | None, typer.Option("--categories", help="only these categories (repeat, or comma-separated)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="only the first N samples (id order)")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 42,
+    device: Annotated[
+        str,
+        typer.Option("--device", help="auto (cuda when there is one), cpu, cuda or mps; launched: one per process"),
+    ] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, float16, bfloat16")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run a method on every sample of a dataset into RUNDIR; rerun the same command to resume.
+
+    Spread over processes: accelerate launch --multi_gpu --num_processes N -m dragkit.cli bench ... (GPUs), or
+    torchrun --standalone --nproc-per-node N -m dragkit.cli bench ... (CPU processes)."""
+    from .bench import run_bench
+    from .params import parse_assignment
+
+    overrides: dict[str, Any] = dict(parse_assignment(s) for s in sets or [])
+    cats = [c.strip() for item in categories or [] for c in item.split(",") if c.strip()]
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = _select_device(device)
+    s = run_bench(
+        dataset,
+        method,
+        output,
+        overrides=overrides,
+        model=model,
+        device=dev,
+        dtype=_select_dtype(dtype, dev),
+        categories=cats or None,
+        limit=limit,
+        seed=seed,
+        progress=not quiet,
+        echo=lambda m: typer.echo(m, err=True),
+    )
+    who = f"process {s.rank + 1} of {s.world}: " if s.world > 1 else ""
+    typer.echo(
+        f"{who}{s.ran} samples run, {s.failed} failed, {s.done_before} done before; {s.total} in this share; "
+        f"{s.seconds:.1f} s; results in {output}"
+    )
+    if s.failed:
+        typer.echo(f"dragkit: {s.failed} samples failed (error.json in their folders); rerun to retry them", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_(
+    runs: Annotated[list[Path], typer.Argument(help="RUNDIR (with --compare: two or more)", show_default=False)],
+    compare: Annotated[bool, typer.Option("--compare", help="a side-by-side table of evaluated runs")] = False,
+    md: Annotated[str, typer.Option("--md", help="MD features: dift (official), alex (offline), or both")] = (
+        "dift,alex"
+    ),
+    dift_model: Annotated[
+        str, typer.Option("--dift-model", help="DIFT's SD checkpoint (hub id or folder)")
+    ] = "stabilityai/stable-diffusion-2-1",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or mps")] = "cpu",
+    gscore_url: Annotated[
+        str | None, typer.Option("--gscore-url", help="an OpenAI-compatible endpoint for the GScore judge (off)")
+    ] = None,
+    gscore_model: Annotated[str | None, typer.Option("--gscore-model", help="the judge's model name")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Measure a run (MD, IF, DAI, time, memory; per category): writes RUNDIR/metrics.json and metrics.md."""
+    from .evaluate import GScoreJudge, compare_markdown, evaluate_run, metrics_markdown
+
+    if compare:
+        if len(runs) < 2:
+            raise InputError("--compare needs two run folders or more")
+        typer.echo(compare_markdown(runs), nl=False)
+        return
+    if len(runs) != 1:
+        raise InputError(f"eval measures one run at a time ({len(runs)} given); use --compare for a table of several")
+    if (gscore_url is None) != (gscore_model is None):
+        raise ParameterError("--gscore-url and --gscore-model go together")
+    judge = GScoreJudge(gscore_url, gscore_model) if gscore_url and gscore_model else None
+    features = [m.strip() for m in md.split(",") if m.strip()]
+    metrics = evaluate_run(
+        runs[0],
+        md=features,
+        dift_model=dift_model,
+        device=_select_device(device),
+        judge=judge,
+        progress=not quiet,
+        echo=lambda m: typer.echo(m, err=True),
+    )
+    typer.echo(metrics_markdown(metrics), nl=False)
+    typer.echo(f"wrote {runs[0] / 'metrics.json'} and {runs[0] / 'metrics.md'}")
 
 
 @app.command()

@@ -37,7 +37,7 @@ class Method:
     """A named preset: which engine, which parts, every default; ``citation`` goes into docs and results."""
 
     name: str
-    engine: Literal["gan", "diffusion"]
+    engine: Literal["gan", "diffusion", "identity"]
     summary: str
     citation: str
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -278,5 +278,15 @@ add_method(
         citation="Cui et al., Localize, Understand, Collaborate: Semantic-Aware Dragging via Intention Reasoner, "
         "NeurIPS 2024",
         defaults={**METHODS["dragdiffusion"].defaults, "sampler": "guidance", "guide_quality": 1e-3},
+    )
+)
+
+
+add_method(
+    Method(
+        name="identity",
+        engine="identity",
+        summary="returns the input unchanged: the benchmark harness's control (MD ≈ the drag length, IF = 1)",
+        citation="dragkit",
     )
 )
