@@ -193,6 +193,7 @@ def test_bench_runs_identity_records_failures_and_eval_measures_it(tmp_path):
     assert o["if"] == 1.0 and o["lpips"] == 0.0  # identity: nothing changed
     assert o["md_alex"] == pytest.approx(o["mean_drag_length"], abs=2.0)  # nothing moved: MD ≈ the drag length
     assert set(m["categories"]) == {"cats", "dogs"} and "| **all** | 3 | 6 |" in (run / "metrics.md").read_text()
+    assert Image.open(run / "metrics.png").width > 0 and Image.open(run / "contact_sheet.png").width > 300
     r2 = dragkit("eval", run, "--md", "alex", "-q")
     assert "3 samples measured before" in r2.stderr
     r3 = dragkit("eval", "--compare", run, run)
@@ -240,3 +241,20 @@ def test_two_processes_share_the_samples(tmp_path):
     ranks = sorted(json.loads(p.read_text())["bench"]["rank"] for p in run.glob("samples/*/*/result.json"))
     assert ranks == [0, 0, 0, 1, 1, 1]
     assert "process 1 of 2" in r.stdout and "process 2 of 2" in r.stdout
+
+
+def test_the_gscore_judge_through_a_loopback_endpoint(tmp_path):
+    from .test_intentions import Endpoint
+
+    data = make_drag100(tmp_path / "d", n=2)
+    run = tmp_path / "run"
+    assert dragkit("bench", data, "-o", run, "-q").returncode == 0
+    with Endpoint(['{"score": 7}', "Score: 9 out of 10"]) as ep:
+        r = dragkit("eval", run, "--md", "alex", "-q", "--gscore-url", ep.url, "--gscore-model", "judge")
+    assert r.returncode == 2 and "GScore judge answered 'Score: 9 out of 10'" in r.stderr
+    with Endpoint(['{"score": 7}', '{"score": 8}']) as ep:
+        r = dragkit("eval", run, "--md", "alex", "-q", "--gscore-url", ep.url, "--gscore-model", "judge")
+    assert r.returncode == 0, r.stderr
+    assert "1 samples measured before" in r.stderr and len(ep.requests) == 1  # the judged sample was kept
+    assert json.loads((run / "metrics.json").read_text())["overall"]["gscore"] == 7.0
+    assert ep.requests[0]["body"]["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png")

@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .datasets import Sample, read_bundles
 from .errors import InputError, ModelError
-from .io import load_image, write_bytes_atomic, write_json
+from .io import load_image, write_bytes_atomic, write_json, write_png
 
 DAI_RADII = (1, 5, 10, 20)
 MD_FEATURES = ("dift", "alex")
@@ -228,7 +229,50 @@ def evaluate_run(
     }
     write_json(run / "metrics.json", metrics)
     write_bytes_atomic(run / "metrics.md", metrics_markdown(metrics).encode())
+    if rows:
+        write_png(run / "metrics.png", metrics_chart(metrics))
+        write_png(run / "contact_sheet.png", contact_sheet(run, [s for s in done if s.id in cached]))
     return metrics
+
+
+def metrics_chart(metrics: dict[str, Any]) -> Image.Image:
+    """Per-category bars of each MD measured and of IF (``metrics.png``)."""
+    from .viz import bar_chart, stack
+
+    names = [*metrics["categories"], "all"]
+    aggs = [*metrics["categories"].values(), metrics["overall"]]
+    charts = []
+    for key in ("md_dift", "md_alex"):
+        if any(a.get(key) is not None for a in aggs):
+            title = metrics["md_labels"][key.split("_")[1]] + ", pixels, lower is better"
+            charts.append(bar_chart(names, [a.get(key) for a in aggs], title))
+    charts.append(bar_chart(names, [a.get("if") for a in aggs], "IF = 1 - LPIPS-alex at 224x224, higher is better"))
+    return stack(charts)
+
+
+def contact_sheet(run: Path, samples: Sequence[Sample], limit: int = 60, thumb: int = 160) -> Image.Image:
+    """Source | result pairs with the points drawn, four pairs a row, the first ``limit`` samples
+    (``contact_sheet.png``)."""
+    from PIL import ImageDraw
+
+    from .viz import draw_points, side_by_side, stack
+
+    tiles = []
+    for s in samples[:limit]:
+        pair = []
+        for path in (run / "samples" / s.id / "source.png", run / "samples" / s.id / "result.png"):
+            im = load_image(path)
+            k = thumb / max(im.size)
+            small = im.resize((max(1, round(im.width * k)), max(1, round(im.height * k))), Image.BILINEAR)
+            pts = [[(x * k, y * k) for x, y in p] for p in (s.handles, s.targets)]
+            pair.append(draw_points(small, pts[0], pts[1]))
+        tile = side_by_side(pair)
+        canvas = Image.new("RGB", (2 * thumb + 4, thumb + 14), "white")
+        canvas.paste(tile, (0, 14))
+        ImageDraw.Draw(canvas).text((2, 1), s.id[:48], fill="black")
+        tiles.append(canvas)
+    rows = [side_by_side(tiles[i : i + 4], gap=12) for i in range(0, len(tiles), 4)]
+    return stack(rows)
 
 
 def _fmt(v: Any, digits: int = 2) -> str:

@@ -58,3 +58,37 @@ def gif_bytes(frames: Sequence[Image.Image], ms: int = 80, hold_last: int = 10) 
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0, optimize=True)
     return buf.getvalue()
+
+
+def bar_chart(
+    groups: Sequence[str], values: Sequence[float | None], title: str, width: int = 720, bar_h: int = 18
+) -> Image.Image:
+    """A horizontal bar chart: one labelled bar per group (``None``: no bar, shown as "–"), values printed."""
+    label_w, pad = 190, 8
+    h = 28 + len(groups) * (bar_h + 6) + pad
+    im = Image.new("RGB", (width, h), "white")
+    d = ImageDraw.Draw(im)
+    d.text((pad, 6), title, fill="black")
+    top = max((v for v in values if v is not None), default=0.0) or 1.0
+    span = width - label_w - 70
+    for i, (g, v) in enumerate(zip(groups, values, strict=True)):
+        y = 28 + i * (bar_h + 6)
+        d.text((pad, y + 3), g[:28], fill="black")
+        if v is None:
+            d.text((label_w, y + 3), "–", fill="gray")
+            continue
+        d.rectangle([label_w, y, label_w + max(1, round(span * v / top)), y + bar_h], fill=(70, 110, 200))
+        d.text((label_w + round(span * v / top) + 4, y + 3), f"{v:.3g}", fill="black")
+    return im
+
+
+def stack(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
+    """Images one above the other, left-aligned, on white."""
+    out = Image.new(
+        "RGB", (max(im.width for im in images), sum(im.height for im in images) + gap * (len(images) - 1)), "white"
+    )
+    y = 0
+    for im in images:
+        out.paste(im, (0, y))
+        y += im.height + gap
+    return out
