@@ -417,7 +417,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             "region": F.interpolate((1 - keep)[None, None], size=latent_size, mode="nearest").to(self.device),
         }
         if discriminator is not None:
-            guide["discriminator"] = discriminator.to(self.device).eval().requires_grad_(False)
+            guide["discriminator"] = discriminator.to(self.device).eval()  # only the input's gradient is taken
             info["discriminator"] = type(discriminator).__name__
         elif params["guide_quality"] > 0:
             with prof.stage("discriminator"):
@@ -581,8 +581,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             llm: with ``sampler=guidance``, the endpoint that proposes the intentions
                 (:class:`dragkit.intentions.LLMReasoner`); ``None``: the built-in geometry reasoner.
             discriminator: with ``sampler=guidance``, the quality term's image-fidelity model, any module mapping
-                ``(B, 3, H, W)`` images in [0, 1] to logits (higher = better); ``None``: a patch discriminator
-                fitted to the input image.
+                ``(B, 3, H, W)`` images in [0, 1] to logits (higher = better); it is moved to the pipeline's
+                device and put in eval mode. ``None``: a patch discriminator fitted to the input image.
             **overrides: any parameter by its stable name (``drag_steps=40``, ``lora="none"``, ...).
         """
         params = resolve_params(method, "diffusion", request, {**self.model_defaults, **overrides})
