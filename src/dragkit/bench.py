@@ -37,7 +37,7 @@ from PIL import Image
 
 from .datasets import Sample, open_dataset
 from .errors import DragkitError, InputError, ParameterError
-from .io import write_json, write_png
+from .io import _UMASK, write_json, write_png
 from .methods import get_method
 from .profiler import StageProfiler
 
@@ -97,6 +97,7 @@ def _write_bundle(run: Path, sample: Sample, image: Image.Image | None, extra: d
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; the folder it becomes should not be
         write_json(tmp / "sample.json", sample.meta())
         if image is not None:
             write_png(tmp / "source.png", image)
