@@ -121,7 +121,8 @@ class DragGANPipeline:
             request: image, points, mask, seed (the prompt is ignored by GANs).
             method: a method preset running on the GAN engine (``draggan``).
             code: the generator code of ``request.image`` if it was generated (skips inversion).
-            callback: receives the loop's dict per step, plus ``handles_xy`` (image pixels).
+            callback: receives the loop's dict per step, plus ``handles_xy`` (image pixels) and, on the steps
+                where a frame is recorded, ``preview`` (the image so far).
             cancel: polled once per step; True stops the edit early (the result is the latent so far).
             progress: show tqdm bars.
             record_frames: keep ``(step, image)`` every this many steps (and the last) in ``result.frames``.
@@ -158,6 +159,7 @@ class DragGANPipeline:
             ev["handles_xy"] = gm.to_image(ev["handles"]).tolist()
             if record_frames and (ev["step"] % record_frames == 0 or ev["final"]):
                 frames.append((ev["step"], to_pil(self.engine.synthesize(GANCode(ev["latent"], lb)), request.size)))
+                ev["preview"] = frames[-1][1]  # for live previews (the web app)
             if callback is not None:
                 callback(ev)
 

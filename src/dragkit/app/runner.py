@@ -1,0 +1,111 @@
+"""Runs edits for the app: loaded pipelines are kept between runs (shared by every session, one edit per
+pipeline at a time), each edit runs in a worker thread, and its progress comes back as a stream of plain dicts
+that the page turns into a progress bar and a live preview. A ``threading.Event`` stops an edit cleanly: the loop
+polls it each step and the result is the edit so far."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import DragkitError, ParameterError
+from ..methods import get_method
+from ..types import DragRequest, DragResult
+from ..viz import draw_points, gif_bytes
+
+PREVIEW_EVERY = 5  # GAN engine: a preview image every this many steps
+
+
+class Runner:
+    def __init__(self, device: str = "cpu", dtype: Any = None) -> None:
+        self.device, self.dtype = device, dtype
+        self._pipes: dict[tuple[str, str | None], Any] = {}
+        self._locks: dict[tuple[str, str | None], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def pipeline(self, engine: str, model: str | None) -> tuple[Any, threading.Lock]:
+        """The loaded pipeline for ``(engine, model)`` (loaded on first use, then kept) and its lock."""
+        from ..pipelines import load_pipeline
+
+        key = (engine, model or None)
+        with self._guard:
+            if key not in self._pipes:
+                self._pipes[key] = load_pipeline(engine, model or None, self.device, self.dtype, quiet=True)
+                self._locks[key] = threading.Lock()
+            return self._pipes[key], self._locks[key]
+
+    def run(
+        self,
+        request: DragRequest,
+        method: str,
+        model: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        cancel: threading.Event | None = None,
+        num_results: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yields ``{"kind": "progress", "step", "total", "preview"}`` while the edit runs, then
+        ``{"kind": "done", "results": [DragResult, ...], "gif": bytes | None}``; a mistake or a failure ends with
+        ``{"kind": "error", "message"}`` (the app keeps working)."""
+        overrides = dict(overrides or {})
+        try:
+            m = get_method(method)
+            params = m.resolve(overrides)
+            if num_results not in (None, 1) and params.get("sampler") != "guidance":
+                raise ParameterError(
+                    f"several results come from methods that guide the sampling (luciddrag), not {method}"
+                )
+            pipe, lock = self.pipeline(m.engine, model)
+        except (DragkitError, OSError, ValueError) as e:
+            yield {"kind": "error", "message": str(e)}
+            return
+        total = int(params.get("drag_steps", 0)) or None
+        events: queue.Queue = queue.Queue()
+        stop = cancel or threading.Event()
+
+        def callback(ev: dict[str, Any]) -> None:
+            preview = ev.get("preview")
+            if preview is None and ev.get("handles_xy") is not None and ev["step"] % PREVIEW_EVERY == 0:
+                preview = draw_points(request.image, ev["handles_xy"], request.targets)  # where the handles are
+            elif preview is not None:
+                preview = draw_points(preview, ev["handles_xy"], request.targets)
+            events.put({"kind": "progress", "step": int(ev["step"]) + 1, "total": total, "preview": preview})
+
+        def work() -> None:
+            kwargs: dict[str, Any] = {"method": method, "callback": callback, "cancel": stop.is_set, "progress": False}
+            if m.engine == "gan":
+                kwargs["record_frames"] = PREVIEW_EVERY
+            if num_results is not None and params.get("sampler") == "guidance":
+                kwargs["num_results"] = num_results
+            try:
+                with lock:
+                    out = pipe(request, **kwargs, **overrides)
+                results: list[DragResult] = out if isinstance(out, list) else [out]
+                frames = [f for _, f in results[0].frames]
+                gif = (
+                    gif_bytes([draw_points(f, results[0].handles, request.targets) for f in frames])
+                    if frames
+                    else None
+                )
+                events.put({"kind": "done", "results": results, "gif": gif})
+            except DragkitError as e:
+                events.put({"kind": "error", "message": str(e)})
+            except Exception as e:  # reported in the page; the app keeps serving
+                events.put({"kind": "error", "message": f"the edit failed: {type(e).__name__}: {e}"})
+
+        thread = threading.Thread(target=work, name="dragkit-edit", daemon=True)
+        thread.start()
+        while True:  # when the page falls behind, only the newest progress (and preview) is shown
+            batch = [events.get()]
+            while not events.empty():
+                batch.append(events.get_nowait())
+            progress = [e for e in batch if e["kind"] == "progress"]
+            if progress:
+                preview = next((e["preview"] for e in reversed(progress) if e["preview"] is not None), None)
+                yield {**progress[-1], "preview": preview}
+            final = [e for e in batch if e["kind"] != "progress"]
+            if final:
+                thread.join()
+                yield final[0]
+                return

@@ -1,0 +1,161 @@
+"""One browser session's drag: the image, the clicked points and the painted mask, as plain values and pure
+functions (Gradio keeps one :class:`Session` per browser session in a ``gr.State``; nothing here is shared).
+
+Clicks alternate: handle, target, handle, target... ``undo`` removes the last click, ``clear`` all of them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InputError
+from ..params import parse_assignment
+from ..types import DragRequest, DragResult, Point
+from ..viz import HANDLE, draw_points
+
+MAX_SIDE = 2048  # larger uploads are refused: the edit would take minutes and gigabytes
+
+
+@dataclass(frozen=True)
+class Session:
+    image: Image.Image | None = None
+    points: tuple[Point, ...] = ()
+    mask: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def handles(self) -> list[Point]:
+        return list(self.points[0::2])
+
+    @property
+    def targets(self) -> list[Point]:
+        return list(self.points[1::2])
+
+
+def set_image(image: Image.Image | None) -> Session:
+    """A new image: the points and mask of the previous one are dropped. Oversized images are refused."""
+    if image is None:
+        return Session()
+    w, h = image.size
+    if max(w, h) > MAX_SIDE:
+        raise InputError(f"the image is {w}x{h}; the app takes images up to {MAX_SIDE} pixels on a side")
+    return Session(image.convert("RGB"))
+
+
+def add_click(s: Session, x: float, y: float) -> Session:
+    """The next point: a handle if the count is even, else the target of the last handle."""
+    if s.image is None:
+        raise InputError("upload or generate an image first, then click a handle and its target")
+    w, h = s.image.size
+    if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
+        raise InputError(f"the click at ({x:g}, {y:g}) is outside the {w}x{h} image")
+    return replace(s, points=(*s.points, (float(x), float(y))))
+
+
+def undo(s: Session) -> Session:
+    return replace(s, points=s.points[:-1])
+
+
+def clear(s: Session) -> Session:
+    return replace(s, points=())
+
+
+def with_mask(s: Session, mask: np.ndarray | None) -> Session:
+    return replace(s, mask=mask)
+
+
+def annotate(s: Session) -> Image.Image | None:
+    """The image with the points: red handles, blue targets, arrows, numbers; a handle waiting for its target
+    is drawn alone. The painted mask is shown lighter outside."""
+    if s.image is None:
+        return None
+    im = s.image
+    if s.mask is not None:
+        arr = np.asarray(im, dtype=np.float32)
+        arr = np.where(s.mask[..., None], arr, 0.55 * arr + 0.45 * 255)
+        im = Image.fromarray(arr.astype(np.uint8))
+    pairs = len(s.points) // 2
+    out = draw_points(im, s.handles[:pairs], s.targets[:pairs])
+    if len(s.points) % 2:
+        from PIL import ImageDraw
+
+        x, y = s.points[-1]
+        r = max(2.0, min(out.size) / 90)
+        ImageDraw.Draw(out).ellipse([x - r, y - r, x + r, y + r], fill=HANDLE, outline=(255, 255, 255))
+    return out
+
+
+def mask_from_editor(value: Any, size: tuple[int, int]) -> np.ndarray | None:
+    """The editable mask from a Gradio ``ImageEditor`` value (``{"background", "layers", "composite"}``): every
+    painted pixel (any layer, alpha > 0) may change. ``None`` when nothing is painted."""
+    if not value:
+        return None
+    layers = value.get("layers") if isinstance(value, dict) else None
+    if not layers:
+        return None
+    painted = None
+    for layer in layers:
+        if layer is None:
+            continue
+        im = layer if isinstance(layer, Image.Image) else Image.fromarray(np.asarray(layer))
+        alpha = np.asarray(im.convert("RGBA"))[..., 3] > 0
+        painted = alpha if painted is None else painted | alpha
+    if painted is None or not painted.any():
+        return None
+    if painted.shape != (size[1], size[0]):
+        painted = np.asarray(Image.fromarray(painted).resize(size, Image.NEAREST))
+    return painted
+
+
+def parse_advanced(text: str) -> dict[str, Any]:
+    """The "Advanced" box: one ``NAME=VALUE`` per line (blank lines and ``#`` comments ignored), each checked."""
+    out: dict[str, Any] = {}
+    for line in (text or "").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, value = parse_assignment(line)
+            out[name] = value
+    return out
+
+
+def build_request(s: Session, prompt: str = "", edit_prompt: str = "", seed: int = 42) -> DragRequest:
+    """The edit this session asks for; a clear error when it is incomplete."""
+    if s.image is None:
+        raise InputError("upload or generate an image first")
+    if not s.points:
+        raise InputError("no points: click a handle on the image, then its target")
+    if len(s.points) % 2:
+        raise InputError(f"handle {len(s.points) // 2 + 1} has no target yet: click where it should go")
+    return DragRequest(
+        s.image, s.handles, s.targets, mask=s.mask, prompt=prompt, seed=int(seed), edit_prompt=edit_prompt
+    )
+
+
+def bundle_bytes(results: list[DragResult]) -> bytes:
+    """A zip of the results: ``result.png`` (``result.1.png``, ...), its JSON, the mask and the points."""
+    from ..io import numbered_path
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for k, r in enumerate(results):
+            name = numbered_path("result.png", k).name
+            png = io.BytesIO()
+            r.image.save(png, format="PNG")
+            z.writestr(name, png.getvalue())
+            z.writestr(name.replace(".png", ".json"), json.dumps(r.to_dict(), indent=2))
+        first = results[0]
+        z.writestr("points.json", json.dumps({"handles": first.handles_initial, "targets": first.targets}))
+        if first.mask is not None:
+            m = io.BytesIO()
+            Image.fromarray(first.mask.astype(np.uint8) * 255).save(m, format="PNG")
+            z.writestr("mask.png", m.getvalue())
+        src = io.BytesIO()
+        first.source.save(src, format="PNG")
+        z.writestr("source.png", src.getvalue())
+    return buf.getvalue()

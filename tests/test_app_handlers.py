@@ -1,0 +1,104 @@
+"""The web app's handlers as plain functions: a session's clicks, mask and request; the runner's progress stream,
+live previews, Stop, errors and the result bundle (the GAN engine with its real weights)."""
+
+import io
+import json
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dragkit.app import session as S
+from dragkit.app.runner import Runner
+from dragkit.errors import InputError, ParameterError
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return Runner()
+
+
+def test_clicks_alternate_handle_and_target_and_undo_clear_work():
+    s = S.set_image(Image.new("RGB", (64, 48), "gray"))
+    s = S.add_click(S.add_click(S.add_click(s, 10, 20), 30, 20), 5, 5)
+    assert s.handles == [(10.0, 20.0), (5.0, 5.0)] and s.targets == [(30.0, 20.0)]
+    with pytest.raises(InputError, match="handle 2 has no target yet"):
+        S.build_request(s)
+    s = S.undo(s)
+    req = S.build_request(s, prompt="a face", seed=3)
+    assert req.handles == [(10.0, 20.0)] and req.targets == [(30.0, 20.0)] and req.seed == 3
+    assert S.clear(s).points == () and S.clear(s).image is s.image
+    with pytest.raises(InputError, match="outside the 64x48 image"):
+        S.add_click(s, 70, 10)
+    with pytest.raises(InputError, match="no points"):
+        S.build_request(S.clear(s))
+    with pytest.raises(InputError, match="upload or generate an image first"):
+        S.add_click(S.Session(), 1, 1)
+    with pytest.raises(InputError, match="up to 2048 pixels"):
+        S.set_image(Image.new("RGB", (4000, 10)))
+    assert S.set_image(Image.new("RGB", (8, 8))).points == ()  # a new image drops the old points
+
+
+def test_the_annotated_image_shows_handles_targets_and_a_waiting_handle():
+    s = S.add_click(S.set_image(Image.new("RGB", (64, 64), "black")), 10, 10)
+    a = np.asarray(S.annotate(s))
+    assert tuple(a[10, 10]) == (230, 40, 40)  # the waiting handle, red
+    s = S.add_click(s, 40, 40)
+    a = np.asarray(S.annotate(s))
+    assert tuple(a[10, 10]) == (230, 40, 40) and tuple(a[40, 40]) == (40, 90, 230)  # handle red, target blue
+    mask = np.zeros((64, 64), bool)
+    mask[:, 32:] = True
+    a = np.asarray(S.annotate(S.with_mask(S.set_image(Image.new("RGB", (64, 64), "black")), mask)))
+    assert a[5, 5, 0] > 100 and a[5, 40, 0] == 0  # outside the mask shown lighter
+
+
+def test_the_painted_layers_become_the_mask_and_advanced_settings_are_checked():
+    layer = np.zeros((48, 64, 4), np.uint8)
+    layer[10:20, 30:40] = (255, 255, 255, 255)
+    m = S.mask_from_editor({"background": None, "layers": [layer], "composite": None}, (64, 48))
+    assert m.shape == (48, 64) and m.sum() == 100 and m[15, 35]
+    small = Image.fromarray(layer).resize((32, 24), Image.NEAREST)  # the editor may send a scaled layer
+    assert S.mask_from_editor({"layers": [small]}, (64, 48)).sum() == 100
+    assert S.mask_from_editor({"layers": [np.zeros((48, 64, 4), np.uint8)]}, (64, 48)) is None
+    assert S.mask_from_editor(None, (64, 48)) is None
+    assert S.parse_advanced("r_p = 6\n# comment\n\ndrag_steps=12  # fewer") == {"r_p": 6, "drag_steps": 12}
+    with pytest.raises(ParameterError, match="no_such_param"):
+        S.parse_advanced("no_such_param=1")
+
+
+def test_the_runner_streams_progress_and_previews_then_the_result_and_a_bundle(runner, gan_pipe):
+    face = gan_pipe.generate(5).image
+    s = S.add_click(S.add_click(S.set_image(face), 32, 44), 32, 38)
+    req = S.build_request(s)
+    events = list(runner.run(req, "draggan", overrides={"drag_steps": 12, "invert_steps": 30}))
+    progress, done = events[:-1], events[-1]
+    assert done["kind"] == "done" and progress and all(e["kind"] == "progress" for e in progress)
+    assert progress[-1]["total"] == 12 and any(e["preview"] is not None for e in progress)
+    (res,) = done["results"]
+    assert res.image.tobytes() != face.tobytes() and done["gif"][:6] == b"GIF89a"
+    assert runner.pipeline("gan", None)[0] is runner.pipeline("gan", None)[0]  # loaded once, kept
+    z = zipfile.ZipFile(io.BytesIO(S.bundle_bytes(done["results"])))
+    assert {"result.png", "result.json", "points.json", "source.png"} <= set(z.namelist())
+    assert json.loads(z.read("points.json"))["targets"] == [[32.0, 38.0]]
+    assert json.loads(z.read("result.json"))["method"] == "draggan"
+
+
+def test_stop_cancels_cleanly_and_mistakes_come_back_as_messages(runner, gan_pipe):
+    face = gan_pipe.generate(6).image
+    req = S.build_request(S.add_click(S.add_click(S.set_image(face), 20, 30), 40, 30))
+    stop = threading.Event()
+    events = []
+    for ev in runner.run(req, "draggan", overrides={"drag_steps": 200, "invert_steps": 30}, cancel=stop):
+        events.append(ev)
+        if ev["kind"] == "progress" and ev["step"] >= 3:
+            stop.set()
+    (res,) = events[-1]["results"]
+    assert res.info["stop_reason"] == "cancelled" and res.info["steps"] < 50
+    (err,) = runner.run(req, "no-such-method")
+    assert err["kind"] == "error" and "unknown method 'no-such-method'" in err["message"]
+    (err,) = runner.run(req, "draggan", overrides={"r_p": -1})
+    assert err["kind"] == "error" and "r_p" in err["message"]
+    (err,) = runner.run(req, "draggan", num_results=2)
+    assert err["kind"] == "error" and "several results come from methods that guide the sampling" in err["message"]
