@@ -1,4 +1,4 @@
-"""The ``dragkit`` command line: ``edit``, ``demo``, ``bench`` and ``eval`` (``app`` comes with a later release).
+"""The ``dragkit`` command line: ``edit``, ``demo``, ``bench``, ``eval`` and ``app``.
 
 User mistakes end with one line on stderr, ``dragkit: error: ...``, exit status 2, and no output file.
 """
@@ -327,6 +327,26 @@ def eval_(
     )
     typer.echo(metrics_markdown(metrics), nl=False)
     typer.echo(f"wrote {runs[0] / 'metrics.json'} and {runs[0] / 'metrics.md'}")
+
+
+@app.command("app")
+def app_(
+    host: Annotated[str, typer.Option("--host", help="address to serve on (127.0.0.1: this machine only)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int | None, typer.Option("--port", help="port (default: the first free one from 7860)")] = None,
+    share: Annotated[
+        bool, typer.Option("--share", help="also open a public gradio.live link (off by default)")
+    ] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="edits run at once; others queue")] = 1,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or mps")] = "cpu",
+) -> None:
+    """The web app: upload or generate an image, click handles and targets, paint a mask, run, download."""
+    try:
+        from .app.ui import launch
+    except ImportError as e:
+        raise ParameterError(f"the app needs gradio ({e.name} is missing): pip install 'dragkit[app]'") from None
+    launch(host, port, share, concurrency, _select_device(device))
 
 
 @app.command()

@@ -1,0 +1,200 @@
+"""The Gradio page of ``dragkit app``: every event handler is a thin wrapper over :mod:`.session` and
+:mod:`.runner`; per-user state lives in ``gr.State`` (one :class:`~dragkit.app.session.Session` per browser
+session), loaded models in one shared :class:`~dragkit.app.runner.Runner`."""
+
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import DragkitError
+from ..methods import METHODS
+from . import session as S
+from .runner import Runner
+
+MAX_UPLOAD = "20mb"
+
+
+def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
+    """The app's ``gr.Blocks`` (queued: ``concurrency`` edits at once, the rest wait their turn)."""
+    import gradio as gr
+
+    runner = runner or Runner()
+    out_dir = Path(tempfile.mkdtemp(prefix="dragkit-app-"))
+
+    def fail(e: Exception) -> Any:
+        return gr.Error(str(e), print_exception=False)
+
+    def on_upload(image):
+        try:
+            s = S.set_image(image)
+        except DragkitError as e:
+            raise fail(e) from None
+        return s, S.annotate(s), image, "click a handle, then its target"
+
+    def on_generate(seed):
+        pipe, _ = runner.pipeline("gan", None)
+        image = pipe.generate(int(seed)).image
+        s = S.set_image(image)
+        return s, S.annotate(s), image, f"face {int(seed)} from the DCGAN: click a handle, then its target"
+
+    def on_click(s, evt: gr.SelectData):
+        try:
+            s = S.add_click(s, *evt.index)
+        except DragkitError as e:
+            raise fail(e) from None
+        n = len(s.points)
+        hint = (
+            f"handle {n // 2 + 1}: now click its target" if n % 2 else f"{n // 2} pair(s); click another handle or Run"
+        )
+        return s, S.annotate(s), hint
+
+    def on_undo(s):
+        s = S.undo(s)
+        return s, S.annotate(s)
+
+    def on_clear(s):
+        s = S.clear(s)
+        return s, S.annotate(s)
+
+    def on_mask(s, editor):
+        if s.image is None:
+            return s, None
+        s = S.with_mask(s, S.mask_from_editor(editor, s.image.size))
+        return s, S.annotate(s)
+
+    def on_run(
+        s,
+        stop,
+        method,
+        model,
+        prompt,
+        edit_prompt,
+        seed,
+        advanced,
+        auto_mask,
+        lora,
+        n_results,
+        progress=gr.Progress(),  # noqa: B008 - gradio injects it
+    ):
+        stop.clear()
+        try:
+            overrides = S.parse_advanced(advanced)
+            if auto_mask:
+                overrides["mask"] = "auto"
+            if lora and lora != "default" and METHODS[method].engine == "diffusion":
+                overrides["lora"] = lora
+            req = S.build_request(s, prompt, edit_prompt, int(seed))
+        except DragkitError as e:
+            raise fail(e) from None
+        n = int(n_results) if n_results and int(n_results) > 1 else None
+        for ev in runner.run(req, method, model.strip() or None, overrides, stop, n):
+            if ev["kind"] == "progress":
+                if ev["total"]:
+                    progress((min(ev["step"], ev["total"]), ev["total"]), desc="dragging")
+                yield (
+                    ev["preview"] if ev["preview"] is not None else gr.skip(),
+                    gr.skip(),
+                    gr.skip(),
+                    gr.skip(),
+                    gr.skip(),
+                )
+            elif ev["kind"] == "error":
+                raise gr.Error(ev["message"], print_exception=False)
+            else:
+                results = ev["results"]
+                stem = out_dir / f"dragkit-{threading.get_ident()}-{len(list(out_dir.iterdir()))}"
+                bundle = stem.with_suffix(".zip")
+                bundle.write_bytes(S.bundle_bytes(results))
+                gif = None
+                if ev["gif"]:
+                    gif = stem.with_suffix(".gif")
+                    gif.write_bytes(ev["gif"])
+                r = results[0]
+                info = (
+                    f"{r.info.get('steps', 0)} steps ({r.info.get('stop_reason')}), {r.timings.get('total', 0):.1f} s"
+                )
+                gallery = (
+                    [(x.image, x.info.get("intention", {}).get("target_prompt", "")) for x in results]
+                    if len(results) > 1
+                    else None
+                )
+                yield r.image, str(gif) if gif else None, str(bundle), gallery, info
+
+    def on_stop(stop):
+        stop.set()
+        return "stopping: the result is the edit so far"
+
+    with gr.Blocks(title="dragkit") as demo:
+        state = gr.State(S.Session())
+        stop = gr.State(threading.Event)
+        gr.Markdown("# dragkit\nUpload an image (or generate a face), click a **handle** then its **target**, Run.")
+        with gr.Row():
+            with gr.Column():
+                canvas = gr.Image(
+                    label="points: click handle, then target",
+                    type="pil",
+                    interactive=False,
+                    elem_id="canvas",
+                )
+                upload = gr.Image(
+                    label="upload an image", type="pil", sources=["upload", "clipboard"], elem_id="upload"
+                )
+                with gr.Row():
+                    face_seed = gr.Number(value=0, precision=0, label="face seed", minimum=0)
+                    generate = gr.Button("generate a face (GAN)")
+                with gr.Row():
+                    undo = gr.Button("undo last point")
+                    clear = gr.Button("clear points")
+                hint = gr.Markdown("", elem_id="hint")
+                with gr.Accordion("editable region (optional): paint where the image may change", open=False):
+                    editor = gr.ImageEditor(type="numpy", label="paint the mask", brush=gr.Brush(colors=["#ffffff"]))
+                    auto_mask = gr.Checkbox(label="automatic mask (AdaptiveDrag's superpixels)", value=False)
+            with gr.Column():
+                result = gr.Image(
+                    label="result (live preview while it runs)", type="pil", interactive=False, elem_id="result"
+                )
+                info = gr.Markdown("", elem_id="info")
+                gallery = gr.Gallery(label="several results (LucidDrag)", visible=True, columns=3)
+                gif = gr.Image(label="trajectory", type="filepath", interactive=False)
+                bundle = gr.File(label="result bundle (PNG + JSON + mask + points)", elem_id="bundle")
+        with gr.Row():
+            method = gr.Dropdown(sorted(METHODS), value="draggan", label="method", elem_id="method")
+            model = gr.Textbox(label="model id or local path (empty: the method's default)")
+            seed = gr.Number(value=42, precision=0, label="seed", minimum=0)
+        with gr.Row():
+            prompt = gr.Textbox(label="prompt (diffusion)")
+            edit_prompt = gr.Textbox(label="edit prompt (CLIPDrag)")
+        with gr.Accordion("Advanced", open=False):
+            advanced = gr.Textbox(
+                lines=4, label="parameters, one NAME=VALUE per line (see dragkit edit --help-params)"
+            )
+            lora = gr.Radio(["default", "train", "none"], value="default", label="identity LoRA (diffusion)")
+            n_results = gr.Number(value=1, precision=0, minimum=1, maximum=8, label="results (LucidDrag)")
+        with gr.Row():
+            run = gr.Button("Run", variant="primary", elem_id="run")
+            stop_btn = gr.Button("Stop", elem_id="stop")
+
+        upload.upload(on_upload, [upload], [state, canvas, editor, hint])
+        generate.click(on_generate, [face_seed], [state, canvas, editor, hint])
+        canvas.select(on_click, [state], [state, canvas, hint])
+        undo.click(on_undo, [state], [state, canvas])
+        clear.click(on_clear, [state], [state, canvas])
+        editor.change(on_mask, [state, editor], [state, canvas])
+        run.click(
+            on_run,
+            [state, stop, method, model, prompt, edit_prompt, seed, advanced, auto_mask, lora, n_results],
+            [result, gif, bundle, gallery, info],
+            concurrency_id="edit",
+        )
+        stop_btn.click(on_stop, [stop], [info], queue=False)
+    demo.queue(default_concurrency_limit=concurrency)
+    return demo
+
+
+def launch(
+    host: str = "127.0.0.1", port: int | None = None, share: bool = False, concurrency: int = 1, device: str = "cpu"
+) -> None:
+    """Serve the app (blocks)."""
+    demo = build(Runner(device), concurrency)
+    demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True)

@@ -1,0 +1,130 @@
+"""The web app in a real browser: headless Debian Chromium driven by Playwright (never a downloaded browser),
+against `dragkit app` started on a free local port with the GAN engine."""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .test_cli import ENV
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "app"
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**ENV, "GRADIO_ANALYTICS_ENABLED": "False"}
+    with log.open("w") as out:  # the child keeps its own copy of the descriptor
+        cmd = [sys.executable, "-m", "dragkit.cli", "app", "--port", str(port)]
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None, "the app exited"
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}/"
+    proc.terminate()
+    proc.wait(10)
+
+
+# the image is shown and laid out, and the page's hint says what to click
+READY = (
+    "() => { const i = document.querySelector('#canvas img'); const h = document.querySelector('#hint');"
+    " return !!(i && i.complete && i.naturalWidth > 0 && h && h.innerText.includes('click a handle')); }"
+)
+
+
+def hint_has(page, text, timeout=30000):
+    page.wait_for_function(
+        "t => (document.querySelector('#hint')?.innerText || '').includes(t)", arg=text, timeout=timeout
+    )
+
+
+def click_image(page, selector, x, y, size):
+    box = page.locator(f"{selector} img").bounding_box()
+    # the image is shown scaled to fit (aspect kept, centred): map image pixels to page pixels
+    k = min(box["width"] / size[0], box["height"] / size[1])
+    ox = box["x"] + (box["width"] - size[0] * k) / 2
+    oy = box["y"] + (box["height"] - size[1] * k) / 2
+    page.mouse.click(ox + (x + 0.5) * k, oy + (y + 0.5) * k)
+
+
+def test_click_run_download_with_a_second_user_alongside(app_url, face_png, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    src = Image.open(face_png).convert("RGB")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        alice = browser.new_context(viewport={"width": 1400, "height": 1300}, accept_downloads=True)
+        bob = browser.new_context(viewport={"width": 1400, "height": 1300})
+        a, b = alice.new_page(), bob.new_page()
+        for page in (a, b):
+            page.goto(app_url)
+            page.locator("#run").wait_for(timeout=30000)  # the page is rendered and connected
+        b.locator("#upload input[type=file]").set_input_files(str(face_png))  # Bob uploads an image...
+        b.wait_for_function(READY, timeout=30000)
+        a.get_by_label("face seed").fill("27")  # ... Alice generates the same face with the GAN
+        a.get_by_role("button", name="generate a face (GAN)").click()
+        a.wait_for_function(READY, timeout=60000)
+        b.get_by_role("button", name="generate a face (GAN)").click()  # Bob moves on to another face
+        b.wait_for_function(
+            "() => (document.querySelector('#hint')?.innerText || '').includes('face 0 from the DCGAN')", timeout=60000
+        )
+        click_image(a, "#canvas", 32, 44, src.size)
+        hint_has(a, "now click its target")
+        click_image(b, "#canvas", 20, 20, (64, 64))
+        hint_has(b, "now click its target")
+        click_image(a, "#canvas", 32, 38, src.size)
+        hint_has(a, "1 pair(s)")
+        assert "handle 1: now click its target" in b.locator("#hint").inner_text()  # Bob's click is still his own
+        DOCS.mkdir(parents=True, exist_ok=True)
+        a.screenshot(path=str(DOCS / "before.png"), full_page=True)
+        a.locator("#run").click()
+        link = a.locator("#bundle a")
+        link.wait_for(timeout=180000)
+        a.screenshot(path=str(DOCS / "after.png"), full_page=True)
+        assert "steps" in a.locator("#info").inner_text()
+        with a.expect_download() as dl:
+            link.click()
+        bundle = tmp_path / "bundle.zip"
+        dl.value.save_as(bundle)
+        z = zipfile.ZipFile(bundle)
+        assert {"result.png", "result.json", "points.json", "source.png"} <= set(z.namelist())
+        result = Image.open(io.BytesIO(z.read("result.png"))).convert("RGB")
+        assert result.size == src.size
+        assert np.abs(np.asarray(result, float) - np.asarray(src, float)).mean() > 0.5  # the edit changed it
+        assert '"targets": [[32.0, 38.0]]' in z.read("points.json").decode()
+        b.locator("#run").click()  # Bob's handle has no target: the page says so and the app keeps working
+        b.wait_for_selector("text=has no target yet", timeout=30000)
+        browser.close()
