@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ from PIL import Image
 
 from .datasets import Sample, open_dataset
 from .errors import DragkitError, InputError, ParameterError
-from .io import _UMASK, write_json, write_png
+from .io import make_tempdir, write_json, write_png
 from .methods import get_method
 from .profiler import StageProfiler
 
@@ -95,9 +94,8 @@ def _write_bundle(run: Path, sample: Sample, image: Image.Image | None, extra: d
     JSON-ready object) — into a temporary folder, then rename it into place."""
     final = sample_dir(run, sample)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    tmp = make_tempdir(final.parent, final.name)
     try:
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; the folder it becomes should not be
         write_json(tmp / "sample.json", sample.meta())
         if image is not None:
             write_png(tmp / "source.png", image)

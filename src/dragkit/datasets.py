@@ -162,8 +162,8 @@ def read_bundles(root: str | os.PathLike) -> list[Sample]:
         where = str(folder / "sample.json")
         try:
             meta = json.loads((folder / "sample.json").read_text())
-            handles = [tuple(map(float, p)) for p in meta["handles"]]
-            targets = [tuple(map(float, p)) for p in meta["targets"]]
+            handles = [(float(p[0]), float(p[1])) for p in meta["handles"]]
+            targets = [(float(p[0]), float(p[1])) for p in meta["targets"]]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(f"{where}: not a dragkit sample record ({e})") from None
         image = folder / "source.png"
@@ -174,7 +174,7 @@ def read_bundles(root: str | os.PathLike) -> list[Sample]:
             with Image.open(image) as im:
                 mask = load_mask(folder / "mask.png", im.size)
         category, sid = meta.get("category", "default"), meta.get("id") or _category_and_id(base, folder)[1]
-        out.append(Sample(sid, category, image, handles, targets, meta.get("prompt", ""), mask))  # type: ignore[arg-type]
+        out.append(Sample(sid, category, image, handles, targets, str(meta.get("prompt", "")), mask))
     return out
 
 

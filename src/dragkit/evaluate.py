@@ -78,12 +78,12 @@ class GScoreJudge:
     )
 
     def __call__(self, image: Any) -> float:
-        from .intentions import LLMReasoner, ReasonerError, _data_url
+        from .intentions import LLMReasoner, ReasonerError, image_data_url
 
         client = LLMReasoner(self.base_url, self.model, self.api_key, self.timeout)
         content = [
             {"type": "text", "text": self.PROMPT},
-            {"type": "image_url", "image_url": {"url": _data_url(image)}},
+            {"type": "image_url", "image_url": {"url": image_data_url(image)}},
         ]
         answer = client.request([{"role": "user", "content": content}])
         m = re.search(r'"score"\s*:\s*([0-9]+(?:\.[0-9]+)?)', answer) or re.fullmatch(

@@ -184,7 +184,8 @@ SYSTEM = (
 )
 
 
-def _data_url(image: Any) -> str:
+def image_data_url(image: Any) -> str:
+    """A PIL image as a PNG ``data:`` URL, as OpenAI-compatible vision endpoints take images."""
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -270,7 +271,8 @@ class LLMReasoner:
         text = f"Image description: {prompt or '(none)'}.{size} Drags: {pairs}. Give {n} intentions."
         content: Any = text
         if image is not None and self.send_image:
-            content = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": _data_url(image)}}]
+            url = image_data_url(image)
+            content = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}]
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]
         problem = ""
         for attempt in range(2):  # one retry, telling the model what was wrong

@@ -123,6 +123,14 @@ def write_png(path: str | os.PathLike, image: Image.Image, text: dict[str, str] 
     write_bytes_atomic(path, buf.getvalue())
 
 
+def make_tempdir(parent: str | os.PathLike, name: str) -> Path:
+    """A hidden temporary folder in ``parent`` for writing ``name`` whole before renaming it into place, with the
+    permissions a normal folder would get (``mkdtemp`` makes it private)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 

@@ -103,7 +103,7 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
                 raise gr.Error(ev["message"], print_exception=False)
             else:
                 results = ev["results"]
-                stem = out_dir / f"dragkit-{threading.get_ident()}-{len(list(out_dir.iterdir()))}"
+                stem = Path(tempfile.mkdtemp(dir=out_dir)) / "dragkit-result"  # one folder per run: no clashes
                 bundle = stem.with_suffix(".zip")
                 bundle.write_bytes(S.bundle_bytes(results))
                 gif = None
