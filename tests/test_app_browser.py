@@ -81,10 +81,12 @@ def click_image(page, selector, x, y, size):
     page.mouse.click(ox + (x + 0.5) * k, oy + (y + 0.5) * k)
 
 
-def test_click_run_download_with_a_second_user_alongside(app_url, face_png, tmp_path):
+def test_upload_click_run_download_with_a_second_user_alongside(app_url, face_png, tmp_path):
     from playwright.sync_api import sync_playwright
 
     src = Image.open(face_png).convert("RGB")
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (2100, 40), (90, 120, 150)).save(huge)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         alice = browser.new_context(viewport={"width": 1400, "height": 1300}, accept_downloads=True)
@@ -93,15 +95,14 @@ def test_click_run_download_with_a_second_user_alongside(app_url, face_png, tmp_
         for page in (a, b):
             page.goto(app_url)
             page.locator("#run").wait_for(timeout=30000)  # the page is rendered and connected
-        b.locator("#upload input[type=file]").set_input_files(str(face_png))  # Bob uploads an image...
-        b.wait_for_function(READY, timeout=30000)
-        a.get_by_label("face seed").fill("27")  # ... Alice generates the same face with the GAN
-        a.get_by_role("button", name="generate a face (GAN)").click()
+        a.locator("#upload input[type=file]").set_input_files(str(face_png))  # Alice uploads a face...
+        b.get_by_label("face seed").fill("27")  # ... while Bob generates the very same face with the GAN
+        b.get_by_role("button", name="generate a face (GAN)").click()
         a.wait_for_function(READY, timeout=60000)
-        b.get_by_role("button", name="generate a face (GAN)").click()  # Bob moves on to another face
-        b.wait_for_function(
-            "() => (document.querySelector('#hint')?.innerText || '').includes('face 0 from the DCGAN')", timeout=60000
-        )
+        b.wait_for_function(READY, timeout=60000)
+        b.get_by_label("face seed").fill("0")  # Bob moves on to another face
+        b.get_by_role("button", name="generate a face (GAN)").click()
+        hint_has(b, "face 0 from the DCGAN", timeout=60000)
         click_image(a, "#canvas", 32, 44, src.size)
         hint_has(a, "now click its target")
         click_image(b, "#canvas", 20, 20, (64, 64))
@@ -126,7 +127,24 @@ def test_click_run_download_with_a_second_user_alongside(app_url, face_png, tmp_
         result = Image.open(io.BytesIO(z.read("result.png"))).convert("RGB")
         assert result.size == src.size
         assert np.abs(np.asarray(result, float) - np.asarray(src, float)).mean() > 0.5  # the edit changed it
-        assert '"targets": [[32.0, 38.0]]' in z.read("points.json").decode()
-        b.locator("#run").click()  # Bob's handle has no target: the page says so and the app keeps working
+        assert '"handles": [[32.0, 44.0]], "targets": [[32.0, 38.0]]' in z.read("points.json").decode()
+
+        # Bob's mistakes are shown in his page, and the app keeps working
+        b.locator("#run").click()  # a handle without a target
         b.wait_for_selector("text=has no target yet", timeout=30000)
+        click_image(b, "#canvas", 20, 26, (64, 64))
+        hint_has(b, "1 pair(s)")
+        b.get_by_label("model id or local path").fill("/no/such/model")  # a model that cannot be loaded
+        b.locator("#method input").fill("dragdiffusion")
+        b.locator("#method input").press("Enter")
+        b.locator("#run").click()
+        b.wait_for_selector("text=cannot load model '/no/such/model'", timeout=30000)
+        b.locator("#upload input[type=file]").set_input_files(str(huge))  # an oversized upload
+        b.wait_for_selector("text=the app takes images up to 2048 pixels", timeout=30000)
+        assert "1 pair(s)" in b.locator("#hint").inner_text()  # the refused upload left his drag as it was
+        b.get_by_label("model id or local path").fill("")
+        b.locator("#method input").fill("draggan")
+        b.locator("#method input").press("Enter")
+        b.locator("#run").click()  # and his drag still runs
+        b.locator("#bundle a").wait_for(timeout=180000)
         browser.close()

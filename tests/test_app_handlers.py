@@ -41,17 +41,28 @@ def test_clicks_alternate_handle_and_target_and_undo_clear_work():
     assert S.set_image(Image.new("RGB", (8, 8))).points == ()  # a new image drops the old points
 
 
-def test_the_annotated_image_shows_handles_targets_and_a_waiting_handle():
+def test_the_annotated_image_shows_handles_targets_and_a_waiting_handle_enlarged_for_the_page():
     s = S.add_click(S.set_image(Image.new("RGB", (64, 64), "black")), 10, 10)
     a = np.asarray(S.annotate(s))
-    assert tuple(a[10, 10]) == (230, 40, 40)  # the waiting handle, red
+    assert a.shape == (512, 512, 3)  # a 64x64 face is shown 8x: every image pixel an 8x8 square
+
+    def at(x, y):  # the centre of image pixel (x, y) on the enlarged picture
+        return tuple(a[y * 8 + 4, x * 8 + 4])
+
+    assert at(10, 10) == (230, 40, 40)  # the waiting handle, red
     s = S.add_click(s, 40, 40)
     a = np.asarray(S.annotate(s))
-    assert tuple(a[10, 10]) == (230, 40, 40) and tuple(a[40, 40]) == (40, 90, 230)  # handle red, target blue
+    assert at(10, 10) == (230, 40, 40) and at(40, 40) == (40, 90, 230)  # handle red, target blue
     mask = np.zeros((64, 64), bool)
     mask[:, 32:] = True
     a = np.asarray(S.annotate(S.with_mask(S.set_image(Image.new("RGB", (64, 64), "black")), mask)))
-    assert a[5, 5, 0] > 100 and a[5, 40, 0] == 0  # outside the mask shown lighter
+    assert at(5, 5)[0] > 100 and at(40, 5)[0] == 0  # outside the mask shown lighter
+    # a click anywhere inside an enlarged pixel is that pixel; large images are shown as they are
+    assert S.from_display(s, 10 * 8, 10 * 8 + 7) == (10.0, 10.0) and S.from_display(s, 511, 0) == (63.0, 0.0)
+    big = S.set_image(Image.new("RGB", (600, 300)))
+    assert S.display_scale(big.image.size) == 1 and S.annotate(big).size == (600, 300)
+    assert S.from_display(big, 123, 45) == (123.0, 45.0)
+    assert S.display_scale((200, 100)) == 2 and S.for_display(Image.new("RGB", (200, 100))).size == (400, 200)
 
 
 def test_the_painted_layers_become_the_mask_and_advanced_settings_are_checked():

@@ -14,6 +14,7 @@ from ..errors import DragkitError, ParameterError
 from ..methods import get_method
 from ..types import DragRequest, DragResult
 from ..viz import draw_points, gif_bytes
+from .session import display_scale
 
 PREVIEW_EVERY = 5  # GAN engine: a preview image every this many steps
 
@@ -64,12 +65,14 @@ class Runner:
         events: queue.Queue = queue.Queue()
         stop = cancel or threading.Event()
 
-        def callback(ev: dict[str, Any]) -> None:
+        k = display_scale(request.image.size)
+
+        def callback(ev: dict[str, Any]) -> None:  # previews are enlarged for the page like the clicked picture
             preview = ev.get("preview")
             if preview is None and ev.get("handles_xy") is not None and ev["step"] % PREVIEW_EVERY == 0:
-                preview = draw_points(request.image, ev["handles_xy"], request.targets)  # where the handles are
+                preview = draw_points(request.image, ev["handles_xy"], request.targets, scale=k)  # the handles now
             elif preview is not None:
-                preview = draw_points(preview, ev["handles_xy"], request.targets)
+                preview = draw_points(preview, ev["handles_xy"], request.targets, scale=k)
             events.put({"kind": "progress", "step": int(ev["step"]) + 1, "total": total, "preview": preview})
 
         def work() -> None:
@@ -84,7 +87,7 @@ class Runner:
                 results: list[DragResult] = out if isinstance(out, list) else [out]
                 frames = [f for _, f in results[0].frames]
                 gif = (
-                    gif_bytes([draw_points(f, results[0].handles, request.targets) for f in frames])
+                    gif_bytes([draw_points(f, results[0].handles, request.targets, scale=k) for f in frames])
                     if frames
                     else None
                 )

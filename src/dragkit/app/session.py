@@ -21,6 +21,7 @@ from ..types import DragRequest, DragResult, Point
 from ..viz import HANDLE, draw_points
 
 MAX_SIDE = 2048  # larger uploads are refused: the edit would take minutes and gigabytes
+DISPLAY = 512  # small images are shown enlarged (whole-pixel steps) to about this many pixels on a side
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,26 @@ def add_click(s: Session, x: float, y: float) -> Session:
     return replace(s, points=(*s.points, (float(x), float(y))))
 
 
+def display_scale(size: tuple[int, int]) -> int:
+    """How many screen pixels an image pixel takes in the page: small images are enlarged by a whole factor so
+    that a 64x64 face is clickable; images of ``DISPLAY`` pixels or more are shown as they are."""
+    return max(1, DISPLAY // max(size))
+
+
+def for_display(image: Image.Image) -> Image.Image:
+    """``image`` enlarged by :func:`display_scale` (nearest neighbour: each pixel a crisp square)."""
+    k = display_scale(image.size)
+    return image if k == 1 else image.resize((image.width * k, image.height * k), Image.NEAREST)
+
+
+def from_display(s: Session, x: float, y: float) -> tuple[float, float]:
+    """The image pixel under a click at ``(x, y)`` on the enlarged picture."""
+    if s.image is None:
+        return float(x), float(y)
+    k = display_scale(s.image.size)
+    return float(int(x // k)), float(int(y // k))
+
+
 def undo(s: Session) -> Session:
     return replace(s, points=s.points[:-1])
 
@@ -71,8 +92,8 @@ def with_mask(s: Session, mask: np.ndarray | None) -> Session:
 
 
 def annotate(s: Session) -> Image.Image | None:
-    """The image with the points: red handles, blue targets, arrows, numbers; a handle waiting for its target
-    is drawn alone. The painted mask is shown lighter outside."""
+    """The image with the points, enlarged for the page (:func:`for_display`): red handles, blue targets, arrows,
+    numbers; a handle waiting for its target is drawn alone. The painted mask is shown lighter outside."""
     if s.image is None:
         return None
     im = s.image
@@ -81,11 +102,12 @@ def annotate(s: Session) -> Image.Image | None:
         arr = np.where(s.mask[..., None], arr, 0.55 * arr + 0.45 * 255)
         im = Image.fromarray(arr.astype(np.uint8))
     pairs = len(s.points) // 2
-    out = draw_points(im, s.handles[:pairs], s.targets[:pairs])
+    k = display_scale(im.size)
+    out = draw_points(im, s.handles[:pairs], s.targets[:pairs], scale=k)
     if len(s.points) % 2:
         from PIL import ImageDraw
 
-        x, y = s.points[-1]
+        x, y = ((c + 0.5) * k - 0.5 for c in s.points[-1])
         r = max(2.0, min(out.size) / 90)
         ImageDraw.Draw(out).ellipse([x - r, y - r, x + r, y + r], fill=HANDLE, outline=(255, 255, 255))
     return out

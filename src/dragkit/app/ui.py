@@ -2,12 +2,15 @@
 :mod:`.runner`; per-user state lives in ``gr.State`` (one :class:`~dragkit.app.session.Session` per browser
 session), loaded models in one shared :class:`~dragkit.app.runner.Runner`."""
 
+import hashlib
+import io
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from ..errors import DragkitError
+from ..io import write_bytes_atomic
 from ..methods import METHODS
 from . import session as S
 from .runner import Runner
@@ -22,46 +25,67 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
     runner = runner or Runner()
     out_dir = Path(tempfile.mkdtemp(prefix="dragkit-app-"))
 
+    shown_dir = out_dir / "shown"
+    shown_dir.mkdir()
+
     def fail(e: Exception) -> Any:
         return gr.Error(str(e), print_exception=False)
+
+    def shown(image):
+        """A picture for the page as a PNG file named by its content, written once and atomically. (Gradio
+        rewrites its cached copy of an image *value* in place each time it is sent, so two sessions showing the
+        same picture could truncate the file under a browser that is reading it; copies of files are atomic.)"""
+        if image is None:
+            return None
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        data = buf.getvalue()
+        path = shown_dir / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+        if not path.exists():
+            write_bytes_atomic(path, data)
+        return str(path)
 
     def on_upload(image):
         try:
             s = S.set_image(image)
         except DragkitError as e:
             raise fail(e) from None
-        return s, S.annotate(s), image, "click a handle, then its target"
+        return s, shown(S.annotate(s)), shown(s.image), "click a handle, then its target"
 
     def on_generate(seed):
         pipe, _ = runner.pipeline("gan", None)
         image = pipe.generate(int(seed)).image
         s = S.set_image(image)
-        return s, S.annotate(s), image, f"face {int(seed)} from the DCGAN: click a handle, then its target"
+        hint = f"face {int(seed)} from the DCGAN: click a handle, then its target"
+        return s, shown(S.annotate(s)), shown(image), hint
 
     def on_click(s, evt: gr.SelectData):
         try:
-            s = S.add_click(s, *evt.index)
+            s = S.add_click(s, *S.from_display(s, *evt.index))
         except DragkitError as e:
             raise fail(e) from None
         n = len(s.points)
         hint = (
             f"handle {n // 2 + 1}: now click its target" if n % 2 else f"{n // 2} pair(s); click another handle or Run"
         )
-        return s, S.annotate(s), hint
+        return s, shown(S.annotate(s)), hint
 
     def on_undo(s):
         s = S.undo(s)
-        return s, S.annotate(s)
+        return s, shown(S.annotate(s))
 
     def on_clear(s):
         s = S.clear(s)
-        return s, S.annotate(s)
+        return s, shown(S.annotate(s))
 
     def on_mask(s, editor):
         if s.image is None:
-            return s, None
-        s = S.with_mask(s, S.mask_from_editor(editor, s.image.size))
-        return s, S.annotate(s)
+            return s, gr.skip()
+        mask = S.mask_from_editor(editor, s.image.size)
+        if mask is None and s.mask is None:  # a new background, nothing painted: the picture is already right
+            return s, gr.skip()
+        s = S.with_mask(s, mask)
+        return s, shown(S.annotate(s))
 
     def on_run(
         s,
@@ -93,7 +117,7 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
                 if ev["total"]:
                     progress((min(ev["step"], ev["total"]), ev["total"]), desc="dragging")
                 yield (
-                    ev["preview"] if ev["preview"] is not None else gr.skip(),
+                    shown(ev["preview"]) if ev["preview"] is not None else gr.skip(),
                     gr.skip(),
                     gr.skip(),
                     gr.skip(),
@@ -115,11 +139,11 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
                     f"{r.info.get('steps', 0)} steps ({r.info.get('stop_reason')}), {r.timings.get('total', 0):.1f} s"
                 )
                 gallery = (
-                    [(x.image, x.info.get("intention", {}).get("target_prompt", "")) for x in results]
+                    [(shown(x.image), x.info.get("intention", {}).get("target_prompt", "")) for x in results]
                     if len(results) > 1
                     else None
                 )
-                yield r.image, str(gif) if gif else None, str(bundle), gallery, info
+                yield shown(S.for_display(r.image)), str(gif) if gif else None, str(bundle), gallery, info
 
     def on_stop(stop):
         stop.set()
