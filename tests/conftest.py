@@ -39,3 +39,13 @@ def gan_pipe():
     from dragkit import DragGANPipeline
 
     return DragGANPipeline.from_pretrained()
+
+
+@pytest.fixture(scope="session")
+def pixel_pipe(tmp_path_factory):
+    from dragkit import DragDiffusionPipeline
+    from dragkit.testing import build_tiny_pixel
+
+    p = DragDiffusionPipeline.from_pretrained(build_tiny_pixel(tmp_path_factory.mktemp("pixel")))
+    p.set_progress_bar_config(disable=True)
+    return p

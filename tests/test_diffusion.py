@@ -239,16 +239,6 @@ def test_bfloat16_on_cpu(tiny_sd):
     assert out.info["dtype"] == "bfloat16" and out.image.size == (96, 80)
 
 
-@pytest.fixture(scope="session")
-def pixel_pipe(tmp_path_factory):
-    from dragkit import DragDiffusionPipeline
-    from dragkit.testing import build_tiny_pixel
-
-    p = DragDiffusionPipeline.from_pretrained(build_tiny_pixel(tmp_path_factory.mktemp("pixel")))
-    p.set_progress_bar_config(disable=True)
-    return p
-
-
 def test_pixel_space_unconditional_models_run_the_same_preset(pixel_pipe, caplog):
     p = pixel_pipe
     assert p.vae is None and p.text_encoder is None and not p.conditional

@@ -65,6 +65,41 @@ register(
         min=0,
     ),
     Param(
+        "source_kv",
+        str,
+        "recompute",
+        "sampling: where the edited branch's mutual self-attention reads the source's keys/values. recompute: "
+        "denoise the source branch alongside (DragDiffusion, exact); inversion: reuse the layer inputs recorded "
+        "while inverting at the same timestep and denoise the edited branch alone (about half the sampling time; "
+        "an approximation, measured in docs/speed.md)",
+        "engine:diffusion",
+        choices=("recompute", "inversion"),
+    ),
+    Param(
+        "autocast",
+        str,
+        "none",
+        "diffusion: mixed precision for the UNet calls of inversion, drag and sampling (none, bf16, fp16); changes "
+        "the numbers, see docs/speed.md",
+        "engine:diffusion",
+        choices=("none", "bf16", "fp16"),
+    ),
+    Param(
+        "grad_checkpointing",
+        bool,
+        False,
+        "drag: recompute the UNet's activations in the backward pass instead of keeping them (less memory, more "
+        "time; same numbers)",
+        "engine:diffusion",
+    ),
+    Param(
+        "channels_last",
+        bool,
+        False,
+        "diffusion: run the UNet's convolutions in channels-last memory layout (a speed option on some GPUs)",
+        "engine:diffusion",
+    ),
+    Param(
         "resize_width",
         int,
         512,
@@ -183,7 +218,23 @@ class MutualSelfAttentionProcessor:
     values computed from the **source** half. The source half therefore computes exactly its ordinary
     self-attention, and the edited half borrows the source's appearance. LoRA layers live inside
     ``to_q/to_k/to_v/to_out`` and apply as usual.
+
+    With ``feed`` and ``name`` the source is not in the batch: ``feed[name]`` holds the source's input to this
+    layer (one sample, as :class:`RecordingProcessor` kept it) and every sample of the batch reads its K/V.
     """
+
+    def __init__(self, feed: dict[str, Tensor] | None = None, name: str | None = None) -> None:
+        self.feed, self.name = feed, name
+
+    @staticmethod
+    def _tokens(attn: Any, x: Tensor) -> Tensor:
+        """The layer's input as ``(B, tokens, C)``, group-normed when the layer has a group norm."""
+        if x.ndim == 4:
+            b, c, h, w = x.shape
+            x = x.view(b, c, h * w).transpose(1, 2)
+        if attn.group_norm is not None:
+            x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+        return x
 
     def __call__(
         self,
@@ -195,20 +246,18 @@ class MutualSelfAttentionProcessor:
         **kwargs: Any,
     ) -> Tensor:
         residual = hidden_states
-        if hidden_states.ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        else:
-            h = w = None
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        h, w = hidden_states.shape[-2:] if hidden_states.ndim == 4 else (None, None)
+        hidden_states = self._tokens(attn, hidden_states)
         batch = hidden_states.shape[0]
-        if batch % 2:
-            raise ValueError(f"mutual self-attention needs a [source, edited] batch; got batch size {batch}")
         q = attn.to_q(hidden_states)
-        src = hidden_states[: batch // 2]
-        k = attn.to_k(src).repeat(2, 1, 1)
-        v = attn.to_v(src).repeat(2, 1, 1)
+        if self.feed is None:
+            if batch % 2:
+                raise ValueError(f"mutual self-attention needs a [source, edited] batch; got batch size {batch}")
+            src, copies = hidden_states[: batch // 2], 2
+        else:
+            src, copies = self._tokens(attn, self.feed[self.name].to(hidden_states)), batch
+        k = attn.to_k(src).repeat(copies, 1, 1)
+        v = attn.to_v(src).repeat(copies, 1, 1)
         heads = attn.heads
         d = q.shape[-1] // heads
 
@@ -223,6 +272,52 @@ class MutualSelfAttentionProcessor:
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
+
+
+class RecordingProcessor:
+    """Runs a layer's own processor unchanged and keeps its input (``store[name]``, detached): the source's
+    self-attention inputs, recorded while inverting, for ``source_kv=inversion`` sampling."""
+
+    def __init__(self, inner: Any, store: dict[str, Tensor], name: str) -> None:
+        self.inner, self.store, self.name = inner, store, name
+
+    def __call__(self, attn: Any, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        self.store[self.name] = hidden_states.detach()
+        return self.inner(attn, hidden_states, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def weights_require_grad(module: torch.nn.Module, on: bool) -> Iterator[None]:
+    """Every parameter's ``requires_grad`` set to ``on`` for the block, each flag restored after (even on error).
+    ``on=False``: a backward pass computes only the gradients it is asked for (the latent's), not the weights'."""
+    saved = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(on)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(unet: torch.nn.Module, on: bool) -> Iterator[None]:
+    """diffusers' gradient checkpointing for the block (activations recomputed in the backward pass)."""
+    was = bool(getattr(unet, "is_gradient_checkpointing", False))
+    if on and not was:
+        unet.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        if on and not was:
+            unet.disable_gradient_checkpointing()
+
+
+def autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for the ``autocast`` parameter (``none`` is a no-op)."""
+    if mode == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[mode])
 
 
 @contextlib.contextmanager
@@ -261,13 +356,17 @@ def lora_cache_key(model: str, image_png: bytes, prompt: str, settings: dict[str
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-def add_identity_lora(unet: torch.nn.Module, rank: int) -> None:
+def add_identity_lora(unet: torch.nn.Module, rank: int, seed: int = 0) -> None:
     """Inject the ``dragkit_identity`` adapter (rank = alpha, DragDiffusion's Gaussian-A / zero-B start) into every
-    attention projection through peft; works for ``UNet2DConditionModel`` and ``UNet2DModel`` alike."""
+    attention projection through peft; works for ``UNet2DConditionModel`` and ``UNet2DModel`` alike. The Gaussian
+    start is drawn from ``seed`` (peft draws from the global generator, which would make the LoRA, and so the edit,
+    depend on whatever ran before); the global generator is left as it was."""
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
-    inject_adapter_in_model(config, unet, adapter_name=LORA_ADAPTER)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        inject_adapter_in_model(config, unet, adapter_name=LORA_ADAPTER)
 
 
 def identity_lora_state_dict(unet: torch.nn.Module) -> dict[str, Tensor]:
@@ -342,7 +441,7 @@ def train_identity_lora(
     timesteps on ``batch`` draws of the image's posterior (the image itself for pixel models), conditioned on the
     prompt through ``cond`` (Shi et al. 2024, §3.2). Only the adapter trains.
     """
-    add_identity_lora(unet, rank)
+    add_identity_lora(unet, rank, seed)
     params = [p for n, p in unet.named_parameters() if LORA_ADAPTER in n]
     for p in params:
         p.requires_grad_(True)
@@ -354,6 +453,9 @@ def train_identity_lora(
     T = scheduler.config.num_train_timesteps
     was_training = unet.training
     unet.train()
+    base = [p for n, p in unet.named_parameters() if LORA_ADAPTER not in n and p.requires_grad]
+    for p in base:  # as DragDiffusion's trainer: the base weights are frozen, only their gradients skipped
+        p.requires_grad_(False)
     try:
         with torch.enable_grad():
             for _ in tqdm(range(steps), desc="identity LoRA", disable=None if progress else True, leave=False):
@@ -373,6 +475,8 @@ def train_identity_lora(
                 opt.step()
     finally:
         unet.train(was_training)
+        for p in base:
+            p.requires_grad_(True)
         for p in params:
             p.requires_grad_(False)
             p.data = p.data.to(dtype)

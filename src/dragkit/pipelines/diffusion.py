@@ -9,7 +9,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -262,15 +262,37 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         )
         return (x / 2 + 0.5).clamp(0, 1)
 
-    def invert(self, z0: Tensor, embeds: Tensor | None, steps: int, n_invert: int, progress: bool = True) -> Tensor:
+    def invert(
+        self,
+        z0: Tensor,
+        embeds: Tensor | None,
+        steps: int,
+        n_invert: int,
+        progress: bool = True,
+        *,
+        record: Sequence[str] = (),
+        records: dict[int, dict[str, Tensor]] | None = None,
+        autocast: str = "none",
+    ) -> Tensor:
         """DDIM-invert ``z0`` for ``n_invert`` of ``steps`` steps with ``DDIMInverseScheduler`` (no CFG); the result
-        sits at the forward timestep ``timesteps[steps - n_invert]``."""
+        sits at the forward timestep ``timesteps[steps - n_invert]``. With ``record`` (self-attention module
+        paths) each step also keeps those layers' inputs in ``records``, by timestep: ``source_kv=inversion``
+        sampling reads them instead of denoising the source branch."""
+        if record and records is None:
+            raise ValueError("record needs a records dict to fill")
         inv = self.inverse_scheduler
         D.check_alignment(self.scheduler, inv, steps)
         z = z0
-        for t in self.progress_bar(inv.timesteps[:n_invert]) if progress else inv.timesteps[:n_invert]:
-            eps = self.unet(z, t, **self.cond(embeds), return_dict=False)[0]
-            z = inv.step(eps, t, z, return_dict=False)[0]
+        store: dict[str, Tensor] = {}
+        modules = D.attention_modules(self.unet)
+        procs = {name: D.RecordingProcessor(modules[name].processor, store, name) for name in record}
+        with D.attention_processors(self.unet, procs):
+            for t in self.progress_bar(inv.timesteps[:n_invert]) if progress else inv.timesteps[:n_invert]:
+                with D.autocast(self.device, autocast):
+                    eps = self.unet(z, t, **self.cond(embeds), return_dict=False)[0]
+                z = inv.step(eps.to(z.dtype), t, z, return_dict=False)[0]
+                if record:
+                    records[int(t)] = dict(store)
         return z
 
     def sample(
@@ -283,9 +305,14 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         progress: bool = True,
         closs: dict[str, Any] | None = None,
         guide: dict[str, Any] | None = None,
+        source: dict[int, dict[str, Tensor]] | None = None,
+        autocast: str = "none",
     ) -> Tensor:
         """Denoise the batch ``[source, edited]`` from ``timesteps[start]`` with DDIM (eta 0), the self-attention of
         the ``mutual`` blocks reading the source branch's K/V (reference-latent control). Returns both latents.
+
+        ``source`` (``source_kv=inversion``): the mutual layers' source inputs by timestep, recorded by
+        :meth:`invert`; then only the edited branch is denoised (batch 1) and ``z_src`` is returned unchanged.
 
         ``guide`` (LucidDrag's guidance, :meth:`_guided_eps`): ``edit``, ``keep_weight``, ``quality``, ``steps``,
         ``radius``, ``feature_block``, ``grid``, ``handles``, ``targets``, optionally ``keep`` (grid mask of what
@@ -301,9 +328,28 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         features (one forward of the batch, mutual attention on), and that latent is the one denoised. The loss
         before each step is appended to ``closs["history"]``.
         """
+        timesteps = self.scheduler.timesteps[start:]
+        if source is not None:
+            if closs is not None or guide is not None:
+                raise ParameterError(
+                    "source_kv=inversion: the correspondence loss and LucidDrag's guidance read the source branch's "
+                    "features; use source_kv=recompute with them"
+                )
+            missing = [int(t) for t in timesteps if int(t) not in source]
+            if missing:
+                raise RuntimeError(f"no recorded source inputs for timesteps {missing[:3]}...")
+            feed: dict[str, Tensor] = {}
+            procs = {name: D.MutualSelfAttentionProcessor(feed, name) for name in mutual}
+            cond, z = self.cond(embeds, 1), z_edit
+            with D.attention_processors(self.unet, procs):
+                for t in self.progress_bar(timesteps) if progress else timesteps:
+                    feed.update(source[int(t)])
+                    with D.autocast(self.device, autocast):
+                        eps = self.unet(z, t, **cond, return_dict=False)[0]
+                    z = self.scheduler.step(eps.to(z.dtype), t, z, return_dict=False)[0]
+            return torch.cat([z_src, z])
         z = torch.cat([z_src, z_edit])
         cond = self.cond(embeds, 2)
-        timesteps = self.scheduler.timesteps[start:]
         procs = {name: D.MutualSelfAttentionProcessor() for name in mutual}
         with D.attention_processors(self.unet, procs):
             for k, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
@@ -315,7 +361,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 if guide is not None and k < guide["steps"]:
                     eps = self._guided_eps(z, t, cond, guide)
                 else:
-                    eps = self.unet(z, t, **cond, return_dict=False)[0]
+                    with D.autocast(self.device, autocast):
+                        eps = self.unet(z, t, **cond, return_dict=False)[0].to(z.dtype)
                 if guide is not None and guide.get("eta", 0) > 0:
                     z = self._regional_step(eps, t, z, guide)
                 else:
@@ -489,8 +536,10 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         sample_x0: Callable[[torch.Generator], Tensor],
         embeds: Tensor | None,
         progress: bool,
+        cache: bool = True,
     ) -> dict[str, Any]:
-        """Put the identity LoRA in place (train, reuse from cache, or load a path); returns facts for the JSON."""
+        """Put the identity LoRA in place (train, reuse from cache, or load a path); returns facts for the JSON.
+        ``cache=False`` trains every time and writes nothing (the reference recipe)."""
         if mode == "none":
             return {"lora": "none"}
         if mode != "train":
@@ -512,7 +561,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         key = D.lora_cache_key(self.model_name, buf.getvalue(), request.prompt, settings)
         folder = D.lora_cache_dir() / key
         weights = folder / "pytorch_lora_weights.safetensors"
-        if weights.is_file():
+        if cache and weights.is_file():
             self._load_unet_lora(folder)
             return {"lora": "cached", "lora_cache": str(folder)}
 
@@ -528,6 +577,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             seed=seed,
             progress=progress,
         )
+        if not cache:
+            return {"lora": "trained", "lora_cache": None}
         sd = D.identity_lora_state_dict(self.unet)
         # Written under a temporary name and renamed: a crash never leaves a half-written LoRA in the cache.
         tmp = folder.with_name(folder.name + f".part{time.monotonic_ns()}")
@@ -561,6 +612,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         num_results: int | None = None,
         llm: LLMReasoner | None = None,
         discriminator: torch.nn.Module | None = None,
+        recipe: str = "dragkit",
         **overrides: Any,
     ) -> DragResult | list[DragResult]:
         """Run one drag edit: identity LoRA → inversion → drag loop → sampling with reference-latent control
@@ -583,6 +635,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             discriminator: with ``sampler=guidance``, the quality term's image-fidelity model, any module mapping
                 ``(B, 3, H, W)`` images in [0, 1] to logits (higher = better); it is moved to the pipeline's
                 device and put in eval mode. ``None``: a patch discriminator fitted to the input image.
+            recipe: ``dragkit`` (default) or ``reference``: DragDiffusion's steps done the way its code does them,
+                for ``dragkit bench-speed`` and the exactness tests: the UNet's weights keep requiring gradients in
+                the drag (their gradients are computed and kept), every drag step runs the whole UNet, the initial
+                features come from one more forward, both branches are denoised, the LoRA is trained every time
+                (the cache is neither read nor written). Same numbers as ``dragkit`` up to float noise.
             **overrides: any parameter by its stable name (``drag_steps=40``, ``lora="none"``, ...).
         """
         params = resolve_params(method, "diffusion", request, {**self.model_defaults, **overrides})
@@ -596,6 +653,17 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             raise ParameterError(f"num_results={num_results}: ask for at least 1 result")
         if discriminator is not None and not isinstance(discriminator, torch.nn.Module):
             raise ParameterError(f"discriminator: expected a torch.nn.Module, got {type(discriminator).__name__}")
+        if recipe not in ("dragkit", "reference"):
+            raise ParameterError(f"recipe={recipe!r}: choose dragkit or reference")
+        reference = recipe == "reference"
+        if reference and params["source_kv"] != "recompute":
+            raise ParameterError("recipe=reference recomputes the source branch: source_kv must be recompute")
+        source_kv = params["source_kv"] == "inversion"
+        if source_kv and (params["sampler"] == "guidance" or params["closs_weight"] > 0):
+            raise ParameterError(
+                "source_kv=inversion: the correspondence loss and LucidDrag's guidance read the source branch's "
+                f"features while sampling ({method}); use source_kv=recompute"
+            )
         prof = StageProfiler(self.device)
         if self.load_profile is not None:  # loading happens once per pipeline; every edit reports it
             prof.stages["load"] = dict(self.load_profile)
@@ -615,12 +683,15 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             "grid_size": list(grid),
             "device": str(self.device),
             "dtype": str(self.unet.dtype).replace("torch.", ""),
+            "recipe": recipe,
         }
         if self.model_defaults:
             info["model_defaults"] = {k: v for k, v in self.model_defaults.items() if k not in overrides}
         if (w8, h8) != (W, H):
             logger.info("image %dx%d is edited at %dx%d (multiples of 8); points are mapped", W, H, w8, h8)
         info.update(noop_pairs(request))
+        # peft marks every other weight as frozen when it injects the LoRA: the caller's flags come back after
+        flags = [(q, q.requires_grad) for q in self.unet.parameters()]
         steps, fb = params["inference_steps"], params["feature_block"]
         n_inv = D.inversion_step_count(params["inversion_strength"], steps)
         start = steps - n_inv
@@ -653,9 +724,18 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                         return (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(dist.mean)) * sf
 
             with prof.stage("lora"):
-                info.update(self._lora(params["lora"], params, request, (w8, h8), sample_x0, embeds, progress))
+                info.update(
+                    self._lora(
+                        params["lora"], params, request, (w8, h8), sample_x0, embeds, progress, cache=not reference
+                    )
+                )
+            amp = params["autocast"]
+            if params["channels_last"]:
+                self.unet.to(memory_format=torch.channels_last)
             with prof.stage("inversion"):
-                zt = self.invert(z0, embeds, steps, n_inv, progress)
+                source: dict[int, dict[str, Tensor]] = {}  # the mutual layers' inputs, for source_kv=inversion
+                record = mutual if source_kv else ()
+                zt = self.invert(z0, embeds, steps, n_inv, progress, record=record, records=source, autocast=amp)
             self.scheduler.set_timesteps(steps)
             t = self.scheduler.timesteps[start]
             info["drag_timestep"] = int(t)
@@ -673,10 +753,12 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     clip_term = ClipGuidanceTerm.build(clip, request.edit_prompt, weight, form, source, request.prompt)
                 terms.append(clip_term)
                 info["clip"] = {"model": params["clip_model"], "loss": params["clip_loss"]}
-            need_eps = need_prev or clip_term is not None
+            # the UNet stops at the feature block unless ε is needed (the reference recipe always runs all of it)
+            need_eps = need_prev or clip_term is not None or reference
 
             def features(latent: Tensor) -> FeatureOutput:
-                out = D.unet_forward(self.unet, latent.to(self.unet.dtype), t, cond, [fb], need_eps=need_eps)
+                with D.autocast(self.device, amp):
+                    out = D.unet_forward(self.unet, latent.to(self.unet.dtype), t, cond, [fb], need_eps=need_eps)
                 f = F.interpolate(out.features[fb].float(), size=grid, mode="bilinear", align_corners=False)
                 extras = {}
                 if need_eps:  # the scheduler's own step gives the previous latent and the x0-prediction
@@ -708,7 +790,14 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 )
                 plan = self._result_plan(request, params, num_results or 1, intention, llm, prof)
             else:
-                with prof.stage("drag"):
+                # dragkit: the weights are frozen (backward computes the latent's gradient only); the reference
+                # recipe keeps them trainable as DragDiffusion's code does, and computes the initial features
+                # with one more forward
+                train = D.weights_require_grad(self.unet, reference)
+                ckpt = D.gradient_checkpointing(self.unet, params["grad_checkpointing"])
+                with prof.stage("drag"), train, ckpt:
+                    if reference:
+                        features(zt.float())
                     out = run_preset_loop(
                         zt.float(),
                         features,
@@ -738,7 +827,17 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     closs["where"] = F.interpolate(mask[None, None].float(), size=zt.shape[-2:], mode="nearest")
             if guide is None:
                 with prof.stage("sampling"):
-                    z = self.sample(zt, out.latent.to(zt.dtype), embeds, start, mutual, progress, closs=closs)
+                    z = self.sample(
+                        zt,
+                        out.latent.to(zt.dtype),
+                        embeds,
+                        start,
+                        mutual,
+                        progress,
+                        closs=closs,
+                        source=source if source_kv else None,
+                        autocast=amp,
+                    )
                 if closs is not None:
                     info["closs"] = closs["history"]
                 runs = [(self._decode_to(z[1:], (H, W), prof), info)]
@@ -762,6 +861,12 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     runs.append((self._decode_to(z[1:], (H, W), prof), run_info))
         finally:
             D.remove_identity_lora(self.unet)
+            if params["channels_last"]:
+                self.unet.to(memory_format=torch.contiguous_format)
+            for q, flag in flags:
+                q.requires_grad_(flag)
+                if reference:  # the weight gradients the reference recipe accumulated
+                    q.grad = None
         results = [
             make_result(request, img, out, gm, method=method, params=params, info=i, prof=prof, mask=image_mask)
             for img, i in runs

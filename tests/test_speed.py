@@ -1,0 +1,109 @@
+"""Issue 11's optimizations: the exact ones give the reference recipe's numbers (up to float noise), the named
+approximations run, are reported and refuse the methods they cannot serve."""
+
+import numpy as np
+import pytest
+import torch
+
+from dragkit import DragRequest, ParameterError
+from dragkit.engines import diffusion as D
+
+from .test_diffusion import image, state_of
+
+
+@pytest.fixture(autouse=True)
+def lora_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DRAGKIT_CACHE", str(tmp_path / "cache"))
+
+
+FAST = dict(resize_width=0, drag_steps=6, mutual_attn_start_layer=4, lora="train", lora_steps=2)
+
+
+def masked_request():
+    m = np.zeros((80, 96), bool)
+    m[16:64, 24:88] = True
+    return DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo", mask=m, seed=3)
+
+
+def pixels(result):
+    return np.asarray(result.image, dtype=np.int16)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_dragkit_gives_the_reference_recipes_numbers(pipe, masked):
+    req = masked_request()
+    if not masked:
+        req = DragRequest(req.image, req.handles, req.targets, prompt=req.prompt, seed=req.seed)
+    before = state_of(pipe.unet)
+    ref = pipe(req, progress=False, recipe="reference", **FAST)
+    ours = pipe(req, progress=False, **FAST)
+    again = pipe(req, progress=False, **FAST)  # the LoRA from the cache
+    assert state_of(pipe.unet) == before
+    assert all(p.requires_grad and p.grad is None for p in pipe.unet.parameters())  # restored, nothing kept
+    assert ref.info["recipe"] == "reference" and ref.info["lora_cache"] is None  # trained, never cached
+    assert ours.info["lora"] == "trained" and again.info["lora"] == "cached"
+    for other in (ours, again):
+        assert other.info["steps"] == ref.info["steps"]
+        assert [r["handles"] for r in other.trajectory] == [r["handles"] for r in ref.trajectory]
+        for a, b in zip(other.trajectory, ref.trajectory, strict=True):
+            for k in b["losses"]:
+                assert a["losses"][k] == pytest.approx(b["losses"][k], rel=1e-4, abs=1e-6)
+        assert np.abs(pixels(other) - pixels(ref)).max() <= 1  # uint8 rounding of float noise at most
+
+
+def test_gradient_checkpointing_gives_the_same_numbers(pipe):
+    req = masked_request()
+    plain = pipe(req, progress=False, **{**FAST, "lora": "none"})
+    ckpt = pipe(req, progress=False, grad_checkpointing=True, **{**FAST, "lora": "none"})
+    assert not pipe.unet.is_gradient_checkpointing
+    for a, b in zip(ckpt.trajectory, plain.trajectory, strict=True):
+        assert a["handles"] == b["handles"] and a["losses"] == pytest.approx(b["losses"], rel=1e-5, abs=1e-7)
+    assert np.abs(pixels(ckpt) - pixels(plain)).max() <= 1
+
+
+def test_mutual_attention_reading_a_recorded_source_equals_the_source_in_the_batch(pipe, pixel_pipe):
+    emb = pipe.encode_prompt("a photo")
+    g = torch.Generator().manual_seed(1)
+    for p, shape, cond in (
+        (pipe, (1, 4, 8, 8), lambda b: {"encoder_hidden_states": emb.expand(b, -1, -1)}),
+        (pixel_pipe, (1, 3, 32, 32), lambda b: {}),
+    ):
+        unet, names = p.unet, D.self_attentions(p.unet)
+        src, edit = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+        with D.attention_processors(unet, {n: D.MutualSelfAttentionProcessor() for n in names}):
+            pair = unet(torch.cat([src, edit]), 500, **cond(2)).sample
+        store = {}
+        modules = D.attention_modules(unet)
+        with D.attention_processors(unet, {n: D.RecordingProcessor(modules[n].processor, store, n) for n in names}):
+            plain = unet(src, 500, **cond(1)).sample
+        assert torch.allclose(plain[0], pair[0], atol=1e-5) and set(store) == set(names)
+        with D.attention_processors(unet, {n: D.MutualSelfAttentionProcessor(store, n) for n in names}):
+            alone = unet(edit, 500, **cond(1)).sample
+        assert torch.allclose(alone[0], pair[1], atol=1e-5)
+
+
+def test_source_kv_from_the_inversion_is_a_named_approximation(pipe):
+    req = masked_request()
+    exact = pipe(req, progress=False, **{**FAST, "lora": "none"})
+    approx = pipe(req, progress=False, source_kv="inversion", **{**FAST, "lora": "none"})
+    assert approx.params["source_kv"] == "inversion" and exact.params["source_kv"] == "recompute"
+    assert approx.info["steps"] == exact.info["steps"]  # the drag is the same; only the sampling differs
+    diff = np.abs(pixels(approx) - pixels(exact))
+    assert 0 < diff.mean() < 20  # close to, but not exactly, the recomputed source branch
+    with pytest.raises(ParameterError, match="source_kv=inversion"):
+        pipe(req, progress=False, method="adaptivedrag", source_kv="inversion", **{**FAST, "lora": "none"})
+    with pytest.raises(ParameterError, match="source_kv must be recompute"):
+        pipe(req, progress=False, recipe="reference", source_kv="inversion", **FAST)
+    with pytest.raises(ParameterError, match="recipe='fast'"):
+        pipe(req, progress=False, recipe="fast", **FAST)
+
+
+def test_autocast_and_channels_last_run_and_are_recorded(pipe):
+    req = masked_request()
+    exact = pipe(req, progress=False, **{**FAST, "lora": "none"})
+    bf16 = pipe(req, progress=False, autocast="bf16", channels_last=True, **{**FAST, "lora": "none"})
+    assert bf16.params["autocast"] == "bf16" and bf16.params["channels_last"]
+    assert all(p.is_contiguous() for p in pipe.unet.parameters())  # the layout is restored
+    assert np.abs(pixels(bf16) - pixels(exact)).mean() < 20
+    with pytest.raises(ParameterError, match="autocast"):
+        pipe(req, progress=False, autocast="fp8", **FAST)
