@@ -349,6 +349,57 @@ def app_(
     launch(host, port, share, concurrency, _select_device(device))
 
 
+@app.command("bench-speed")
+def bench_speed(
+    model: Annotated[
+        str | None, typer.Option("--model", help="model id or path (default: SD 1.5-shaped random weights)")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (cuda when there is one), cpu, cuda")] = "auto",
+    width: Annotated[
+        int | None, typer.Option("--width", min=8, help="random model's first UNet width (default 64 CPU, 320 GPU)")
+    ] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="your image (default: a DCGAN face at 512)")] = None,
+    drag: Annotated[list[str] | None, typer.Option("--drag", help="HX,HY->TX,TY (with --image)")] = None,
+    mask_spec: Annotated[str | None, typer.Option("--mask", help="mask image (with --image)")] = None,
+    prompt: Annotated[str, typer.Option("--prompt")] = "",
+    sets: Annotated[list[str] | None, typer.Option("--set", help="NAME=VALUE for every edit, e.g. lora_steps=20")] = None,
+    ablations: Annotated[bool, typer.Option("--ablations", help="also each optimization on its own")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """One DragDiffusion edit twice in one process: DragDiffusion's reference recipe, then dragkit's default path
+    (LoRA trained, then cached); per-stage time and peak memory, and their ratios."""
+    from .io import check_output_path, load_image, load_mask, write_json
+    from .params import parse_assignment
+    from .speed import format_report, run_speed_bench
+    from .types import DragRequest
+
+    overrides: dict[str, Any] = dict(parse_assignment(x) for x in sets or [])
+    if json_out is not None:
+        check_output_path(json_out, suffix=".json")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = _select_device(device)
+    req = None
+    if image is not None:
+        if not drag:
+            raise InputError("--image needs at least one --drag HX,HY->TX,TY")
+        src = load_image(image)
+        pairs = [parse_drag(d) for d in drag]
+        m = load_mask(mask_spec, src.size) if mask_spec else None
+        req = DragRequest(src, [p[0] for p in pairs], [p[1] for p in pairs], mask=m, prompt=prompt)
+    elif drag or mask_spec:
+        raise InputError("--drag and --mask go with --image (the default edit has its own)")
+    report = run_speed_bench(
+        model, dev, width, req, overrides, ablations, log=lambda msg: typer.echo(f"dragkit: {msg}", err=True)
+    )
+    typer.echo(format_report(report))
+    if json_out is not None:
+        write_json(json_out, report)
+        typer.echo(f"figures in {json_out}")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="folder for the demo's files")] = Path("demo_out"),

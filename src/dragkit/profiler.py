@@ -29,6 +29,28 @@ def _read_hwm() -> int | None:
     return None
 
 
+def _read_rss() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _trim() -> None:
+    """Hand freed heap memory back to the system (glibc), so a stage's resident peak counts what it holds, not
+    what earlier stages freed."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_hwm() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -40,7 +62,8 @@ def _reset_hwm() -> bool:
 
 @dataclass
 class StageProfiler:
-    """Collects ``{stage: {"seconds": s, "peak_bytes": b, "memory": "cuda"|"rss"|"rss-since-start"}}``."""
+    """Collects ``{stage: {"seconds": s, "peak_bytes": b, "base_bytes": b0, "memory": "cuda"|"rss"|...}}``:
+    ``base_bytes`` is what was in use when the stage began, so ``peak_bytes - base_bytes`` is the stage's own."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     stages: dict[str, dict[str, float | int | str | None]] = field(default_factory=dict)
@@ -52,8 +75,11 @@ class StageProfiler:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             kind = "cuda"
+            base = int(torch.cuda.memory_allocated(self.device))
         else:
+            _trim()
             kind = "rss" if _reset_hwm() else "rss-since-start"
+            base = _read_rss()
         t0 = time.perf_counter()
         try:
             yield
@@ -70,7 +96,8 @@ class StageProfiler:
             secs = time.perf_counter() - t0 + (float(prev["seconds"]) if prev else 0.0)  # type: ignore[arg-type]
             if prev and prev["peak_bytes"] is not None and peak is not None:
                 peak = max(peak, int(prev["peak_bytes"]))  # type: ignore[arg-type]
-            self.stages[name] = {"seconds": round(secs, 4), "peak_bytes": peak, "memory": kind}
+                base = prev.get("base_bytes")  # type: ignore[assignment]
+            self.stages[name] = {"seconds": round(secs, 4), "peak_bytes": peak, "base_bytes": base, "memory": kind}
 
     def timings(self) -> dict[str, float]:
         return {k: float(v["seconds"]) for k, v in self.stages.items()}  # type: ignore[arg-type]

@@ -1,0 +1,264 @@
+"""``dragkit bench-speed``: one DragDiffusion edit done twice in one process, on the same model, image, points and
+seed: (a) the **reference recipe**, DragDiffusion's steps the way its code does them (``recipe="reference"``: the
+UNet's weights requiring gradients in the drag, the whole UNet every drag step, one more forward for the initial
+features, both branches denoised, the LoRA trained every time) and (b) dragkit's default path, first with its LoRA
+trained (and cached), then again with the LoRA from the cache. Per-stage seconds and peak memory for each, and
+their ratios.
+
+``ablations`` adds one edit per optimization, each alone against the reference (LoRA off, so that only the drag and
+sampling stages differ): what each one buys, measured side by side.
+
+No Stable Diffusion weights are needed: by default the model is SD 1.5's UNet, VAE and text-encoder layout with
+random weights (reduced width on the CPU, full width in fp16 on a GPU). Random weights make the timings and memory
+real and the pictures meaningless.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .types import DragRequest
+
+# the one edit: a DCGAN face (real weights, offline) at 512x512, one drag, a mask around it
+FACE_SEED = 27
+DRAG = ((256.0, 352.0), (256.0, 296.0))
+MASK_BOX = (136, 176, 376, 432)  # x0, y0, x1, y1
+PROMPT = "a photo of a face"
+# the optimizations one at a time, LoRA off: (name, overrides, request without its mask?, measured against, what
+# we predicted before measuring). The exact ones are dragkit's default path, so they are measured against the
+# reference recipe; each named option is measured against dragkit's default path.
+ABLATIONS: list[tuple[str, dict[str, Any], bool, str, str]] = [
+    ("frozen weights, shared initial forward", {}, False, "reference", "drag 1.3-1.5x (no weight gradients)"),
+    ("the same, no mask: + stop at the feature block", {}, True, "reference", "drag 2-2.5x (top block, ε skipped)"),
+    ("source_kv=inversion", {"source_kv": "inversion"}, False, "dragkit", "sampling ~2x (batch 1, not 2)"),
+    ("autocast=bf16", {"autocast": "bf16"}, False, "dragkit", "CPU: little or none; GPU: ~2x"),
+    ("channels_last", {"channels_last": True}, False, "dragkit", "CPU: none; GPU: 1.1-1.3x"),
+    ("grad_checkpointing", {"grad_checkpointing": True}, False, "dragkit", "drag memory -50% or more, time +30%"),
+]
+
+
+def default_request() -> DragRequest:
+    """The benchmark's edit: DCGAN face 27 enlarged to 512x512, its nose dragged up, a mask around the face."""
+    from .pipelines.gan import DragGANPipeline
+
+    face = DragGANPipeline.from_pretrained().generate(FACE_SEED).image.resize((512, 512), Image.BICUBIC)
+    mask = np.zeros((512, 512), bool)
+    x0, y0, x1, y1 = MASK_BOX
+    mask[y0:y1, x0:x1] = True
+    return DragRequest(face, [DRAG[0]], [DRAG[1]], mask=mask, prompt=PROMPT, seed=42)
+
+
+def build_model(folder: Path, device: str, width: int | None) -> tuple[Path, int]:
+    """An SD 1.5-shaped pipeline with random weights: ``width`` channels in the first UNet block (320 is SD 1.5;
+    default 64 on the CPU, 320 elsewhere)."""
+    from .testing import build_sd15_shaped
+
+    width = width or (64 if device == "cpu" else 320)
+    if width == 320:  # SD 1.5 itself: its VAE and text encoder widths too
+        from .testing import build_sd_pipeline
+
+        path = build_sd_pipeline(
+            folder,
+            unet_channels=(320, 640, 1280, 1280),
+            vae_channels=(128, 256, 512, 512),
+            text_hidden=768,
+            text_layers=12,
+            attention_head_dim=8,
+            layers_per_block=2,
+            norm_num_groups=32,
+        )
+        return path, width
+    return build_sd15_shaped(folder, width=width), width
+
+
+@contextmanager
+def _cache_in(folder: Path):
+    old = os.environ.get("DRAGKIT_CACHE")
+    os.environ["DRAGKIT_CACHE"] = str(folder)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DRAGKIT_CACHE", None)
+        else:
+            os.environ["DRAGKIT_CACHE"] = old
+
+
+def _stages(result: Any) -> dict[str, dict[str, Any]]:
+    prof = {k: dict(v) for k, v in result.info["profile"].items() if k != "load"}
+    return {
+        k: {
+            "seconds": float(v["seconds"]),
+            "peak_bytes": v["peak_bytes"],
+            "stage_bytes": None if v.get("base_bytes") is None else int(v["peak_bytes"]) - int(v["base_bytes"]),
+        }
+        for k, v in prof.items()
+    }
+
+
+def _total(stages: dict[str, dict[str, Any]], names: tuple[str, ...] | None = None) -> float:
+    return sum(v["seconds"] for k, v in stages.items() if names is None or k in names)
+
+
+def run_speed_bench(
+    model: str | None = None,
+    device: str = "cpu",
+    width: int | None = None,
+    request: DragRequest | None = None,
+    overrides: dict[str, Any] | None = None,
+    ablations: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the benchmark and return its figures (what ``--json`` writes): ``reference``, ``dragkit`` (LoRA
+    cached) and ``dragkit_first`` (LoRA trained) per-stage ``seconds``/``peak_bytes``/``stage_bytes``, the
+    ``ratios``, and ``ablations`` when asked for."""
+    from .pipelines.diffusion import DragDiffusionPipeline
+
+    request = request or default_request()
+    overrides = dict(overrides or {})
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    with tempfile.TemporaryDirectory(prefix="dragkit-speed-") as tmp:
+        facts: dict[str, Any] = {"device": device, "dtype": str(dtype).replace("torch.", "")}
+        if model is None:
+            path, w = build_model(Path(tmp) / "model", device, width)
+            facts["model"] = f"SD 1.5-shaped, random weights, UNet width {w}"
+            model_path = str(path)
+        else:
+            model_path = model
+            facts["model"] = model
+        pipe = DragDiffusionPipeline.from_pretrained(model_path, dtype=dtype).to(device)
+        pipe.set_progress_bar_config(disable=True)
+        facts["unet_parameters"] = sum(p.numel() for p in pipe.unet.parameters())
+        facts["torch_threads"] = torch.get_num_threads()
+        facts["image"] = list(request.size)
+        with _cache_in(Path(tmp) / "cache"):
+            runs: dict[str, Any] = {}
+            for name, recipe in (("reference", "reference"), ("dragkit_first", "dragkit"), ("dragkit", "dragkit")):
+                log(f"{name}: one edit ...")
+                out = pipe(request, recipe=recipe, progress=False, **overrides)
+                runs[name] = {"stages": _stages(out), "steps": out.info["steps"], "lora": out.info["lora"]}
+                runs[name]["image"] = out.image
+        ref, ours, first = runs["reference"], runs["dragkit"], runs["dragkit_first"]
+        diff = np.abs(np.asarray(ours["image"], np.int16) - np.asarray(ref["image"], np.int16))
+        ds = ("drag", "sampling")
+        ratios = {
+            "drag_and_sampling_time": _total(ref["stages"], ds) / _total(ours["stages"], ds),
+            "whole_edit_time_lora_cached": _total(ref["stages"]) / _total(ours["stages"]),
+            "whole_edit_time_lora_trained": _total(ref["stages"]) / _total(first["stages"]),
+            "drag_peak_memory": ours["stages"]["drag"]["peak_bytes"] / ref["stages"]["drag"]["peak_bytes"],
+        }
+        if ref["stages"]["drag"]["stage_bytes"] and ours["stages"]["drag"]["stage_bytes"] is not None:
+            ratios["drag_stage_memory"] = ours["stages"]["drag"]["stage_bytes"] / ref["stages"]["drag"]["stage_bytes"]
+        report: dict[str, Any] = {
+            **facts,
+            "overrides": overrides,
+            **{k: {kk: vv for kk, vv in v.items() if kk != "image"} for k, v in runs.items()},
+            "ratios": ratios,
+            "output_max_pixel_difference": int(diff.max()),
+        }
+        if ablations:
+            report["ablations"] = _ablations(pipe, request, overrides, log)
+    return report
+
+
+def _ablations(pipe: Any, request: DragRequest, overrides: dict[str, Any], log: Callable[[str], None]) -> list:
+    """The optimizations one at a time, LoRA off: drag and sampling seconds, drag memory, and how far the output
+    moved (mean absolute pixel difference from the baseline's)."""
+    base = {**overrides, "lora": "none"}
+    unmasked = DragRequest(request.image, request.handles, request.targets, prompt=request.prompt, seed=request.seed)
+    baselines: dict[tuple[str, bool], Any] = {}
+    rows = []
+    for name, extra, no_mask, against, predicted in ABLATIONS:
+        req = unmasked if no_mask else request
+        if (against, no_mask) not in baselines:
+            log(f"ablation baseline: {against} ({'no mask' if no_mask else 'mask'}) ...")
+            baselines[against, no_mask] = pipe(req, recipe=against, progress=False, **base)
+        ref = baselines[against, no_mask]
+        log(f"ablation {name} ...")
+        out = pipe(req, progress=False, **base, **extra) if extra or against != "dragkit" else ref
+        r, o = _stages(ref), _stages(out)
+        diff = np.abs(np.asarray(out.image, np.float32) - np.asarray(ref.image, np.float32))
+        rows.append(
+            {
+                "optimization": name,
+                "against": against,
+                "predicted": predicted,
+                "mask": not no_mask,
+                "drag_steps": [ref.info["steps"], out.info["steps"]],
+                "drag_seconds": [r["drag"]["seconds"], o["drag"]["seconds"]],
+                "sampling_seconds": [r["sampling"]["seconds"], o["sampling"]["seconds"]],
+                "drag_speedup": r["drag"]["seconds"] / o["drag"]["seconds"],
+                "sampling_speedup": r["sampling"]["seconds"] / o["sampling"]["seconds"],
+                "drag_peak_bytes": [r["drag"]["peak_bytes"], o["drag"]["peak_bytes"]],
+                "drag_stage_bytes": [r["drag"]["stage_bytes"], o["drag"]["stage_bytes"]],
+                "output_mean_abs_difference": float(diff.mean()),
+            }
+        )
+    return rows
+
+
+def _mib(b: int | None) -> str:
+    return "-" if b is None else f"{b / 2**20:,.0f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The benchmark as Markdown tables (what the command prints)."""
+    ref, ours, first = report["reference"], report["dragkit"], report["dragkit_first"]
+    lines = [
+        f"{report['model']} ({report['unet_parameters'] / 1e6:.1f} M UNet parameters), {report['device']} "
+        f"{report['dtype']}, {report['torch_threads']} threads, image {report['image'][0]}x{report['image'][1]}",
+        "",
+        "| stage | reference s | dragkit s (LoRA cached) | dragkit s (LoRA trained) | reference peak MiB "
+        "| dragkit peak MiB | reference stage MiB | dragkit stage MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k in ref["stages"]:
+        a, b, c = ref["stages"][k], ours["stages"].get(k), first["stages"].get(k)
+        lines.append(
+            f"| {k} | {a['seconds']:.2f} | {b['seconds'] if b else 0:.2f} | {c['seconds'] if c else 0:.2f} "
+            f"| {_mib(a['peak_bytes'])} | {_mib(b and b['peak_bytes'])} | {_mib(a['stage_bytes'])} "
+            f"| {_mib(b and b['stage_bytes'])} |"
+        )
+    lines.append(
+        f"| **total** | {_total(ref['stages']):.2f} | {_total(ours['stages']):.2f} | {_total(first['stages']):.2f} "
+        "| | | | |"
+    )
+    r = report["ratios"]
+    lines += [
+        "",
+        f"drag steps: reference {ref['steps']}, dragkit {ours['steps']}; LoRA: {ref['lora']} / {first['lora']} / "
+        f"{ours['lora']}; largest pixel difference of the outputs: {report['output_max_pixel_difference']}",
+        "",
+        "| ratio (reference / dragkit, time; dragkit / reference, memory) | measured | target |",
+        "|---|---:|---:|",
+        f"| drag + sampling time | {r['drag_and_sampling_time']:.2f}x | >= 3x |",
+        f"| whole edit time, LoRA cached | {r['whole_edit_time_lora_cached']:.2f}x | >= 4x |",
+        f"| whole edit time, LoRA trained | {r['whole_edit_time_lora_trained']:.2f}x | |",
+        f"| drag peak memory (resident / allocated) | {r['drag_peak_memory']:.2f} | <= 0.6 |",
+    ]
+    if "drag_stage_memory" in r:
+        lines.append(f"| drag stage's own memory (peak above its start) | {r['drag_stage_memory']:.2f} | |")
+    if report.get("ablations"):
+        lines += [
+            "",
+            "| optimization (LoRA off) | against | mask | predicted | drag | sampling | drag stage MiB (before -> "
+            "after) | output mean abs diff |",
+            "|---|---|---|---|---:|---:|---:|---:|",
+        ]
+        for a in report["ablations"]:
+            sb = a["drag_stage_bytes"]
+            lines.append(
+                f"| {a['optimization']} | {a['against']} | {'yes' if a['mask'] else 'no'} | {a['predicted']} "
+                f"| {a['drag_speedup']:.2f}x | {a['sampling_speedup']:.2f}x | {_mib(sb[0])} -> {_mib(sb[1])} "
+                f"| {a['output_mean_abs_difference']:.3f} |"
+            )
+    return "\n".join(lines)
