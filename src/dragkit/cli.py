@@ -362,7 +362,9 @@ def bench_speed(
     drag: Annotated[list[str] | None, typer.Option("--drag", help="HX,HY->TX,TY (with --image)")] = None,
     mask_spec: Annotated[str | None, typer.Option("--mask", help="mask image (with --image)")] = None,
     prompt: Annotated[str, typer.Option("--prompt")] = "",
-    sets: Annotated[list[str] | None, typer.Option("--set", help="NAME=VALUE for every edit, e.g. lora_steps=20")] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="NAME=VALUE for every edit, e.g. lora_steps=20")
+    ] = None,
     ablations: Annotated[bool, typer.Option("--ablations", help="also each optimization on its own")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
 ) -> None:
