@@ -1,6 +1,8 @@
 """Issue 11's optimizations: the exact ones give the reference recipe's numbers (up to float noise), the named
 approximations run, are reported and refuse the methods they cannot serve."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -107,3 +109,33 @@ def test_autocast_and_channels_last_run_and_are_recorded(pipe):
     assert np.abs(pixels(bf16) - pixels(exact)).mean() < 20
     with pytest.raises(ParameterError, match="autocast"):
         pipe(req, progress=False, autocast="fp8", **FAST)
+
+
+def test_bench_speed_command(tiny_sd, tmp_path, face_png):
+    from PIL import Image
+
+    from .test_cli import dragkit
+
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.pad(np.ones((32, 32), np.uint8) * 255, 16)).save(mask)
+    out = tmp_path / "speed.json"
+    r = dragkit(
+        "bench-speed", "--model", tiny_sd, "--image", face_png, "--drag", "30,40->30,34", "--mask", mask,
+        "--set", "lora_steps=2", "--set", "drag_steps=4", "--set", "resize_width=0", "--json", out,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "| drag + sampling time |" in r.stdout and "| **total** |" in r.stdout
+    rep = json.loads(out.read_text())
+    assert rep["reference"]["lora"] == "trained" and rep["dragkit_first"]["lora"] == "trained"
+    assert rep["dragkit"]["lora"] == "cached" and rep["output_max_pixel_difference"] <= 1
+    for run in ("reference", "dragkit", "dragkit_first"):
+        assert {"lora", "inversion", "drag", "sampling"} <= set(rep[run]["stages"])
+        assert all(v["seconds"] > 0 and v["peak_bytes"] > 0 for v in rep[run]["stages"].values())
+    assert set(rep["ratios"]) >= {"drag_and_sampling_time", "whole_edit_time_lora_cached", "drag_peak_memory"}
+    assert rep["ratios"]["whole_edit_time_lora_cached"] > 1  # no LoRA training: the cached edit is faster
+    bad = dragkit("bench-speed", "--drag", "1,1->2,2")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "dragkit: error: --drag and --mask go with --image (the default edit has its own)"
+    ]
+    bad = dragkit("bench-speed", "--json", tmp_path / "x.txt")
+    assert bad.returncode == 2 and "must end in .json" in bad.stderr

@@ -2,8 +2,10 @@
 :mod:`.runner`; per-user state lives in ``gr.State`` (one :class:`~dragkit.app.session.Session` per browser
 session), loaded models in one shared :class:`~dragkit.app.runner.Runner`."""
 
+import atexit
 import hashlib
 import io
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -24,6 +26,7 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
 
     runner = runner or Runner()
     out_dir = Path(tempfile.mkdtemp(prefix="dragkit-app-"))
+    atexit.register(shutil.rmtree, out_dir, ignore_errors=True)  # the pictures and bundles go with the process
 
     shown_dir = out_dir / "shown"
     shown_dir.mkdir()
