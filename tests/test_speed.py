@@ -120,7 +120,7 @@ def test_bench_speed_command(tiny_sd, tmp_path, face_png):
     Image.fromarray(np.pad(np.ones((32, 32), np.uint8) * 255, 16)).save(mask)
     out = tmp_path / "speed.json"
     r = dragkit(
-        "bench-speed", "--model", tiny_sd, "--image", face_png, "--drag", "30,40->30,34", "--mask", mask,
+        "bench-speed", "--model", tiny_sd, "--image", face_png, "--drag", "30,40:30,34", "--mask", mask,
         "--set", "lora_steps=2", "--set", "drag_steps=4", "--set", "resize_width=0", "--json", out,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -133,7 +133,7 @@ def test_bench_speed_command(tiny_sd, tmp_path, face_png):
         assert all(v["seconds"] > 0 and v["peak_bytes"] > 0 for v in rep[run]["stages"].values())
     assert set(rep["ratios"]) >= {"drag_and_sampling_time", "whole_edit_time_lora_cached", "drag_peak_memory"}
     assert rep["ratios"]["whole_edit_time_lora_cached"] > 1  # no LoRA training: the cached edit is faster
-    bad = dragkit("bench-speed", "--drag", "1,1->2,2")
+    bad = dragkit("bench-speed", "--drag", "1,1:2,2")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "dragkit: error: --drag and --mask go with --image (the default edit has its own)"
     ]

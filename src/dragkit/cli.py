@@ -359,7 +359,7 @@ def bench_speed(
         int | None, typer.Option("--width", min=8, help="random model's first UNet width (default 64 CPU, 320 GPU)")
     ] = None,
     image: Annotated[Path | None, typer.Option("--image", help="your image (default: a DCGAN face at 512)")] = None,
-    drag: Annotated[list[str] | None, typer.Option("--drag", help="HX,HY->TX,TY (with --image)")] = None,
+    drag: Annotated[list[str] | None, typer.Option("--drag", help="HX,HY:TX,TY (with --image)")] = None,
     mask_spec: Annotated[str | None, typer.Option("--mask", help="mask image (with --image)")] = None,
     prompt: Annotated[str, typer.Option("--prompt")] = "",
     sets: Annotated[
@@ -386,7 +386,7 @@ def bench_speed(
     req = None
     if image is not None:
         if not drag:
-            raise InputError("--image needs at least one --drag HX,HY->TX,TY")
+            raise InputError("--image needs at least one --drag HX,HY:TX,TY")
         src = load_image(image)
         pairs = [parse_drag(d) for d in drag]
         m = load_mask(mask_spec, src.size) if mask_spec else None
