@@ -18,22 +18,12 @@ from dataclasses import dataclass, field
 import torch
 
 
-def _read_hwm() -> int | None:
+def _read_status(field: str) -> int | None:
+    """A memory figure from ``/proc/self/status`` in bytes (``VmHWM``: the resident peak, ``VmRSS``: now)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _read_rss() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
@@ -79,7 +69,7 @@ class StageProfiler:
         else:
             _trim()
             kind = "rss" if _reset_hwm() else "rss-since-start"
-            base = _read_rss()
+            base = _read_status("VmRSS")
         t0 = time.perf_counter()
         try:
             yield
@@ -88,7 +78,7 @@ class StageProfiler:
                 torch.cuda.synchronize(self.device)
                 peak: int | None = int(torch.cuda.max_memory_allocated(self.device))
             else:
-                peak = _read_hwm()
+                peak = _read_status("VmHWM")
                 if peak is None:
                     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                     peak = int(ru if sys.platform == "darwin" else ru * 1024)

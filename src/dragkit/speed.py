@@ -58,25 +58,11 @@ def default_request() -> DragRequest:
 
 
 def build_model(folder: Path, device: str, width: int | None) -> tuple[Path, int]:
-    """An SD 1.5-shaped pipeline with random weights: ``width`` channels in the first UNet block (320 is SD 1.5;
-    default 64 on the CPU, 320 elsewhere)."""
+    """An SD 1.5-shaped pipeline with random weights: ``width`` channels in the first UNet block (320 is SD 1.5
+    itself; default 64 on the CPU, 320 elsewhere)."""
     from .testing import build_sd15_shaped
 
     width = width or (64 if device == "cpu" else 320)
-    if width == 320:  # SD 1.5 itself: its VAE and text encoder widths too
-        from .testing import build_sd_pipeline
-
-        path = build_sd_pipeline(
-            folder,
-            unet_channels=(320, 640, 1280, 1280),
-            vae_channels=(128, 256, 512, 512),
-            text_hidden=768,
-            text_layers=12,
-            attention_head_dim=8,
-            layers_per_block=2,
-            norm_num_groups=32,
-        )
-        return path, width
     return build_sd15_shaped(folder, width=width), width
 
 

@@ -128,13 +128,15 @@ def build_tiny_sd(folder: str | Path) -> Path:
 
 
 def build_sd15_shaped(folder: str | Path, width: int = 64) -> Path:
-    """SD 1.5's blocks, heads and VAE layout at reduced width (``width`` replaces 320), random weights."""
+    """SD 1.5's blocks, heads and VAE layout at reduced width (``width`` replaces 320), random weights; at
+    ``width=320`` SD 1.5's own sizes, VAE and text encoder included."""
+    full = width == 320
     return build_sd_pipeline(
         folder,
         unet_channels=(width, 2 * width, 4 * width, 4 * width),
-        vae_channels=(32, 64, 128, 128),
-        text_hidden=128,
-        text_layers=4,
+        vae_channels=(128, 256, 512, 512) if full else (32, 64, 128, 128),
+        text_hidden=768 if full else 128,
+        text_layers=12 if full else 4,
         attention_head_dim=8,
         layers_per_block=2,
         norm_num_groups=32,
