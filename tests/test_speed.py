@@ -100,6 +100,44 @@ def test_source_kv_from_the_inversion_is_a_named_approximation(pipe):
         pipe(req, progress=False, recipe="fast", **FAST)
 
 
+@pytest.mark.parametrize("which", ["sd", "pixel"])
+def test_the_same_source_edited_again_skips_inversion_and_the_source_branch_with_the_same_numbers(
+    pipe, pixel_pipe, which
+):
+    p = pipe if which == "sd" else pixel_pipe
+    fast = {**FAST, "lora": "none"} if which == "sd" else dict(drag_steps=4, lora="none", mutual_attn_start_layer=0)
+    req = masked_request()
+    if which == "pixel":
+        m = np.zeros((32, 32), bool)
+        m[4:28, 4:28] = True
+        req = DragRequest(image().resize((32, 32)), [(12, 12)], [(18, 12)], mask=m, seed=3)
+    moved = DragRequest(
+        req.image, [(req.handles[0][0], req.handles[0][1] + 4)], req.targets, mask=req.mask, prompt=req.prompt, seed=5
+    )
+    p._source_cache = None
+    first = p(req, progress=False, **fast)
+    again = p(moved, progress=False, **fast)  # other points, same image, prompt and settings: a hit
+    assert (first.info["source_cache"], again.info["source_cache"]) == ("miss", "hit")
+    assert again.info["profile"]["inversion"]["seconds"] < first.info["profile"]["inversion"]["seconds"]
+    fresh = p(moved, progress=False, source_cache=False, **fast)
+    assert fresh.info["source_cache"] == "off"
+    assert [r["handles"] for r in again.trajectory] == [r["handles"] for r in fresh.trajectory]
+    assert np.abs(pixels(again) - pixels(fresh)).max() <= 1  # uint8 rounding of float noise at most
+    # anything the source depends on makes a miss, and the cache then holds the new source
+    assert p(moved, progress=False, **{**fast, "inversion_strength": 0.5}).info["source_cache"] == "miss"
+    assert p(req, progress=False, **fast).info["source_cache"] == "miss"
+    assert p(req, progress=False, **fast).info["source_cache"] == "hit"
+
+
+def test_the_source_cache_stays_out_of_what_it_cannot_serve(pipe, monkeypatch, tmp_path):
+    req = masked_request()
+    assert pipe(req, progress=False, recipe="reference", **FAST).info["source_cache"] == "off"
+    assert pipe(req, progress=False, method="adaptivedrag", **FAST).info["source_cache"] == "off"  # reads more
+    monkeypatch.setenv("DRAGKIT_CACHE", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a folder")  # the LoRA cannot be cached: its weights have no name
+    assert pipe(req, progress=False, **FAST).info["source_cache"] == "off"
+
+
 def test_autocast_and_channels_last_run_and_are_recorded(pipe):
     req = masked_request()
     exact = pipe(req, progress=False, **{**FAST, "lora": "none"})
@@ -128,9 +166,12 @@ def test_bench_speed_command(tiny_sd, tmp_path, face_png):
     rep = json.loads(out.read_text())
     assert rep["reference"]["lora"] == "trained" and rep["dragkit_first"]["lora"] == "trained"
     assert rep["dragkit"]["lora"] == "cached" and rep["output_max_pixel_difference"] <= 1
-    for run in ("reference", "dragkit", "dragkit_first"):
+    assert (rep["dragkit"]["source_cache"], rep["dragkit_reedit"]["source_cache"]) == ("miss", "hit")
+    for run in ("reference", "dragkit", "dragkit_first", "dragkit_reedit"):
         assert {"lora", "inversion", "drag", "sampling"} <= set(rep[run]["stages"])
-        assert all(v["seconds"] > 0 and v["peak_bytes"] > 0 for v in rep[run]["stages"].values())
+        assert all(v["seconds"] >= 0 and v["peak_bytes"] > 0 for v in rep[run]["stages"].values())
+        assert all(rep[run]["stages"][k]["seconds"] > 0 for k in ("drag", "sampling"))
+    assert rep["dragkit_reedit"]["stages"]["inversion"]["seconds"] < rep["dragkit"]["stages"]["inversion"]["seconds"]
     assert set(rep["ratios"]) >= {"drag_and_sampling_time", "whole_edit_time_lora_cached", "drag_peak_memory"}
     assert rep["ratios"]["whole_edit_time_lora_cached"] > 1  # no LoRA training: the cached edit is faster
     bad = dragkit("bench-speed", "--drag", "1,1:2,2")

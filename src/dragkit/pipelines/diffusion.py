@@ -4,6 +4,7 @@ methods that extend it), in the diffusers style: typed components, ``from_pretra
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -145,6 +146,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         # parameter defaults measured for this checkpoint (a model folder's dragkit.json); between the method's
         # defaults and the caller's overrides
         self.model_defaults: dict[str, Any] = {}
+        # source_cache: (key, inverted latent, the source branch's mutual-layer inputs by timestep), the last one
+        self._source_cache: tuple[tuple, Tensor, dict[int, dict[str, Tensor]]] | None = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path = DEFAULT_MODEL, **kwargs: Any):  # type: ignore[override]
@@ -307,12 +310,15 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         guide: dict[str, Any] | None = None,
         source: dict[int, dict[str, Tensor]] | None = None,
         autocast: str = "none",
+        record: dict[int, dict[str, Tensor]] | None = None,
     ) -> Tensor:
         """Denoise the batch ``[source, edited]`` from ``timesteps[start]`` with DDIM (eta 0), the self-attention of
         the ``mutual`` blocks reading the source branch's K/V (reference-latent control). Returns both latents.
 
         ``source`` (``source_kv=inversion``): the mutual layers' source inputs by timestep, recorded by
-        :meth:`invert`; then only the edited branch is denoised (batch 1) and ``z_src`` is returned unchanged.
+        :meth:`invert`, or by an earlier call's ``record``; then only the edited branch is denoised (batch 1) and
+        ``z_src`` is returned unchanged. ``record``: a dict this call fills with the source branch's inputs to the
+        mutual layers, by timestep (for ``source`` in a later call on the same source).
 
         ``guide`` (LucidDrag's guidance, :meth:`_guided_eps`): ``edit``, ``keep_weight``, ``quality``, ``steps``,
         ``radius``, ``feature_block``, ``grid``, ``handles``, ``targets``, optionally ``keep`` (grid mask of what
@@ -350,7 +356,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             return torch.cat([z_src, z])
         z = torch.cat([z_src, z_edit])
         cond = self.cond(embeds, 2)
-        procs = {name: D.MutualSelfAttentionProcessor() for name in mutual}
+        store: dict[str, Tensor] | None = None if record is None else {}
+        procs = {name: D.MutualSelfAttentionProcessor(name=name, store=store) for name in mutual}
         with D.attention_processors(self.unet, procs):
             for k, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
                 if closs is not None and k < closs["steps"]:
@@ -367,7 +374,46 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     z = self._regional_step(eps, t, z, guide)
                 else:
                     z = self.scheduler.step(eps, t, z, return_dict=False)[0]
+                if record is not None:
+                    record[int(t)] = dict(store)  # type: ignore[arg-type]
         return z
+
+    def _source_key(
+        self,
+        request: DragRequest,
+        params: dict[str, Any],
+        info: dict[str, Any],
+        mutual: list[str],
+        size: tuple[int, int],
+        reference: bool,
+    ) -> tuple | None:
+        """``source_cache``'s key: everything the inverted latent and the source branch's sampling depend on, or
+        ``None`` when this edit neither reads nor fills the cache (it is off; the reference recipe; a sampler or
+        a correspondence loss that reads more of the source branch than the mutual layers' inputs; a LoRA
+        trained but not cached, whose weights have no name)."""
+        if not params["source_cache"] or reference or params["sampler"] == "guidance" or params["closs_weight"] > 0:
+            return None
+        if params["lora"] != "none" and info.get("lora_cache") is None:
+            return None
+        digest = hashlib.sha256(request.image.tobytes()).hexdigest()
+        settings = (params["inference_steps"], params["inversion_strength"], params["autocast"])
+        return (
+            id(self.unet),
+            id(self.scheduler),
+            digest,
+            request.image.mode,
+            request.image.size,
+            size,
+            request.prompt,
+            params["lora"],
+            info.get("lora_cache"),
+            settings,
+            bool(params["channels_last"]),
+            params["source_kv"],
+            tuple(mutual),
+            str(self.device),
+            str(self.unet.dtype),
+        )
 
     def _regional_step(self, eps: Tensor, t: Tensor, z: Tensor, guide: dict[str, Any]) -> Tensor:
         """DiffEditor's regional SDE: the edited branch takes a DDIM step with η ``guide["eta"]`` (fresh noise from
@@ -732,10 +778,19 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             amp = params["autocast"]
             if params["channels_last"]:
                 self.unet.to(memory_format=torch.channels_last)
+            key = self._source_key(request, params, info, mutual, (w8, h8), reference)
+            hit = key is not None and self._source_cache is not None and self._source_cache[0] == key
+            info["source_cache"] = "hit" if hit else ("miss" if key is not None else "off")
             with prof.stage("inversion"):
-                source: dict[int, dict[str, Tensor]] = {}  # the mutual layers' inputs, for source_kv=inversion
-                record = mutual if source_kv else ()
-                zt = self.invert(z0, embeds, steps, n_inv, progress, record=record, records=source, autocast=amp)
+                # the mutual layers' source inputs by timestep: recorded while inverting (source_kv=inversion),
+                # while sampling (source_cache), or the cached ones of an earlier edit of the same source
+                inputs: dict[int, dict[str, Tensor]] = {}
+                if hit:
+                    _, zt, inputs = self._source_cache  # type: ignore[misc]
+                else:
+                    self._source_cache = None  # one source kept: the old one's memory is freed before inverting
+                    record = mutual if source_kv else ()
+                    zt = self.invert(z0, embeds, steps, n_inv, progress, record=record, records=inputs, autocast=amp)
             self.scheduler.set_timesteps(steps)
             t = self.scheduler.timesteps[start]
             info["drag_timestep"] = int(t)
@@ -826,6 +881,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 if mask is not None:  # confined to the editable region (dragkit.parts.closs)
                     closs["where"] = F.interpolate(mask[None, None].float(), size=zt.shape[-2:], mode="nearest")
             if guide is None:
+                replay = hit or source_kv
                 with prof.stage("sampling"):
                     z = self.sample(
                         zt,
@@ -835,9 +891,12 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                         mutual,
                         progress,
                         closs=closs,
-                        source=source if source_kv else None,
+                        source=inputs if replay else None,
                         autocast=amp,
+                        record=None if replay or key is None else inputs,
                     )
+                if key is not None and not hit:
+                    self._source_cache = (key, zt, inputs)
                 if closs is not None:
                     info["closs"] = closs["history"]
                 runs = [(self._decode_to(z[1:], (H, W), prof), info)]
