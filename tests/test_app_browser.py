@@ -134,15 +134,18 @@ def test_upload_click_run_download_with_a_second_user_alongside(app_url, face_pn
         b.wait_for_selector("text=has no target yet", timeout=30000)
         click_image(b, "#canvas", 20, 26, (64, 64))
         hint_has(b, "1 pair(s)")
-        b.get_by_label("model id or local path").fill("/no/such/model")  # a model that cannot be loaded
+        b.get_by_label("model: hub id").fill("/etc")  # a path outside the app's model folders: never read
         b.locator("#method input").fill("dragdiffusion")
         b.locator("#method input").press("Enter")
         b.locator("#run").click()
-        b.wait_for_selector("text=cannot load model '/no/such/model'", timeout=30000)
+        b.wait_for_selector("text=other paths are not read", timeout=30000)
+        b.get_by_label("model: hub id").fill("no-such-org/no-such-model")  # a hub id that cannot be loaded
+        b.locator("#run").click()
+        b.wait_for_selector("text=cannot load model 'no-such-org/no-such-model'", timeout=30000)
         b.locator("#upload input[type=file]").set_input_files(str(huge))  # an oversized upload
         b.wait_for_selector("text=the app takes images up to 2048 pixels", timeout=30000)
         assert "1 pair(s)" in b.locator("#hint").inner_text()  # the refused upload left his drag as it was
-        b.get_by_label("model id or local path").fill("")
+        b.get_by_label("model: hub id").fill("")
         b.locator("#method input").fill("draggan")
         b.locator("#method input").press("Enter")
         b.locator("#run").click()  # and his drag still runs

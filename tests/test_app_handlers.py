@@ -113,3 +113,69 @@ def test_stop_cancels_cleanly_and_mistakes_come_back_as_messages(runner, gan_pip
     assert err["kind"] == "error" and "r_p" in err["message"]
     (err,) = runner.run(req, "draggan", num_results=2)
     assert err["kind"] == "error" and "several results come from methods that guide the sampling" in err["message"]
+
+
+def test_a_time_limit_stops_the_drag_and_says_so(gan_pipe):
+    limited = Runner(time_limit=0.5)
+    limited._pipes[("gan", None)] = (gan_pipe, threading.Lock())  # the shared, already loaded GAN
+    face = gan_pipe.generate(7).image
+    req = S.build_request(S.add_click(S.add_click(S.set_image(face), 20, 30), 40, 30))
+    done = list(limited.run(req, "draggan", overrides={"drag_steps": 5000, "invert_steps": 10}))[-1]
+    (res,) = done["results"]
+    assert res.info["stop_reason"] == "cancelled" and res.info["time_limit"] == 0.5
+    assert res.info["steps"] < 5000
+    with pytest.raises(ValueError, match="time_limit"):
+        Runner(time_limit=0)
+
+
+def test_loaded_models_are_bounded(monkeypatch):
+    import dragkit.pipelines as pipelines
+
+    loads = []
+    monkeypatch.setattr(pipelines, "load_pipeline", lambda engine, model, *a, **k: loads.append(model) or object())
+    r = Runner(max_models=2)
+    a = r.pipeline("diffusion", "a/a")[0]
+    r.pipeline("diffusion", "b/b")
+    assert r.pipeline("diffusion", "a/a")[0] is a  # kept: used most recently
+    r.pipeline("diffusion", "c/c")  # b/b, the least recently used, goes
+    r.pipeline("diffusion", "b/b")
+    assert loads == ["a/a", "b/b", "c/c", "b/b"] and len(r._pipes) == 2
+
+
+def test_the_page_can_name_hub_ids_packaged_models_and_model_folders_only(tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    (models / "mine").mkdir(parents=True)
+    (tmp_path / "secret").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert S.resolve_model("", [models]) is None and S.resolve_model("  ", []) is None
+    assert S.resolve_model("faces64", []) == "faces64"
+    assert S.resolve_model("stable-diffusion-v1-5/stable-diffusion-v1-5", []) == (
+        "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    )
+    assert S.resolve_model("mine", [models]) == str((models / "mine").resolve())
+    for bad in ["/etc", str(tmp_path / "secret"), "secret", "../secret", "mine/../../secret", "~", "~/x", "a/b/c"]:
+        with pytest.raises(InputError, match="other paths are not read"):
+            S.resolve_model(bad, [models])
+    with pytest.raises(InputError, match="start the app with --model-dir"):
+        S.resolve_model("/etc", [])
+    (models / "link").symlink_to(tmp_path / "secret")  # a link out of the model folder is not under it:
+    assert S.resolve_model("link", [models]) == "link"  # the name goes to the hub, the linked folder is not read
+
+
+def test_uploads_are_checked_from_the_header_before_decoding(tmp_path):
+    from .test_properties import _png_claiming
+
+    (tmp_path / "bomb.png").write_bytes(_png_claiming(60_000, 60_000))
+    with pytest.raises(InputError, match="over the limit"):
+        S.load_upload(tmp_path / "bomb.png")
+    (tmp_path / "wide.png").write_bytes(_png_claiming(3000, 10))  # small, but over the app's side limit
+    with pytest.raises(InputError, match="up to 2048 pixels"):
+        S.load_upload(tmp_path / "wide.png")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(InputError, match="cannot read"):
+        S.load_upload(tmp_path / "junk.png")
+    rgba = Image.new("RGBA", (10, 8), (0, 0, 0, 0))
+    rgba.save(tmp_path / "a.png")
+    s = S.load_upload(tmp_path / "a.png")
+    assert s.image.mode == "RGB" and s.image.size == (10, 8) and s.image.getpixel((0, 0)) == (255, 255, 255)
+    assert S.load_upload(None).image is None

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .datasets import Sample, open_dataset
+from .datasets import Sample, open_dataset, safe_id
 from .errors import DragkitError, InputError, ParameterError
 from .io import make_tempdir, write_json, write_png
 from .methods import get_method
@@ -55,6 +55,9 @@ class BenchSummary:
 
 
 def sample_dir(run: Path, sample: Sample) -> Path:
+    """``RUN/samples/<category>/<name>``; an id that would leave that folder is refused."""
+    if not safe_id(sample.id):
+        raise InputError(f"sample id {sample.id!r}: expected CATEGORY/NAME of plain names")
     category, name = sample.id.split("/", 1)
     return run / "samples" / category / name
 

@@ -340,13 +340,32 @@ def app_(
     ] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="edits run at once; others queue")] = 1,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or mps")] = "cpu",
+    model_dirs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model-dir",
+            help="a folder whose models the page may name (repeatable); other local paths are refused",
+        ),
+    ] = None,
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--time-limit", min=0.001, help="stop each edit's drag after this many seconds (result: the edit so far)"
+        ),
+    ] = None,
+    queue_size: Annotated[
+        int, typer.Option("--queue-size", min=1, help="edits that may wait; more are refused ('queue is full')")
+    ] = 64,
 ) -> None:
     """The web app: upload or generate an image, click handles and targets, paint a mask, run, download."""
     try:
         from .app.ui import launch
     except ImportError as e:
         raise ParameterError(f"the app needs gradio ({e.name} is missing): pip install 'dragkit[app]'") from None
-    launch(host, port, share, concurrency, _select_device(device))
+    for d in model_dirs or []:
+        if not d.is_dir():
+            raise InputError(f"--model-dir {d}: no such folder")
+    launch(host, port, share, concurrency, _select_device(device), model_dirs or [], time_limit, queue_size)
 
 
 @app.command("bench-speed")

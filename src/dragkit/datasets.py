@@ -18,6 +18,8 @@ mask and the prompt), read from three formats.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
-from .io import load_image, load_mask, safe_unpickle
+from .io import image_size, load_image, load_mask, safe_unpickle
 from .types import DragRequest, Point
 
 FORMATS = ("dragbench", "drag100", "bundle")
@@ -71,16 +73,30 @@ class Sample:
         }
 
 
+def safe_id(sid: Any) -> bool:
+    """A sample id the bench can turn into folders: ``CATEGORY/NAME``, two plain names (no other separators, no
+    ``.`` or ``..``, no control characters). Ids read from a file must pass this before they name a path."""
+    if not isinstance(sid, str) or sid.count("/") != 1 or "\\" in sid or len(sid) > 400:
+        return False
+    return all(part not in ("", ".", "..") and part.isprintable() for part in sid.split("/"))
+
+
 def split_points(points: Any, where: str) -> tuple[list[Point], list[Point]]:
     """``[[x, y], ...]`` with handle and target alternating → (handles, targets); a clear error otherwise."""
     try:
-        pts = [(float(p[0]), float(p[1])) for p in points]
+        if isinstance(points, str | bytes | dict) or any(isinstance(p, str | bytes | dict) for p in points):
+            raise TypeError
         if any(len(p) != 2 for p in points):
             raise ValueError
-    except (TypeError, ValueError, IndexError, KeyError):
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for p in points for v in p):
+            raise TypeError  # numbers, not text that looks like one
+        pts = [(float(p[0]), float(p[1])) for p in points]
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
         raise InputError(f"{where}: points must be a list of [x, y] pairs") from None
     if not pts:
         raise InputError(f"{where}: no points")
+    if not all(math.isfinite(v) for p in pts for v in p):
+        raise InputError(f"{where}: points must be finite numbers (NaN or infinity found)")
     if len(pts) % 2:
         raise InputError(f"{where}: {len(pts)} points; handles and targets alternate, so the count must be even")
     return pts[0::2], pts[1::2]
@@ -113,9 +129,14 @@ def read_dragbench(root: str | os.PathLike) -> list[Sample]:
         handles, targets = split_points(meta["points"], where)
         mask = meta.get("mask")
         if mask is not None:
-            mask = np.asarray(mask)
+            try:
+                mask = np.asarray(mask, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise InputError(f"{where}: the mask must be an array of numbers") from None
             if mask.ndim == 3:  # some tools save (H, W, 1) or (H, W, 3)
                 mask = mask[..., 0]
+            if mask.ndim != 2 or mask.size == 0 or not np.isfinite(mask).all():
+                raise InputError(f"{where}: the mask must be a 2-D array of finite numbers, got shape {mask.shape}")
             mask = mask > (127 if mask.max() > 1 else 0)
         image = folder / "original_image.png"
         if not image.is_file():
@@ -145,9 +166,7 @@ def read_drag100(root: str | os.PathLike) -> list[Sample]:
             raise InputError(f"{folder}: no original.jpg (or .png) beside points.json")
         mask = None
         if (folder / "mask.png").is_file():
-            with Image.open(image) as im:
-                size = im.size
-            mask = load_mask(folder / "mask.png", size)
+            mask = load_mask(folder / "mask.png", image_size(image))
         out.append(Sample(sid, category, image, handles, targets, str(data.get("prompt", "") or ""), mask))
     return out
 
@@ -171,9 +190,10 @@ def read_bundles(root: str | os.PathLike) -> list[Sample]:
             continue
         mask = None
         if (folder / "mask.png").is_file():
-            with Image.open(image) as im:
-                mask = load_mask(folder / "mask.png", im.size)
+            mask = load_mask(folder / "mask.png", image_size(image))
         category, sid = meta.get("category", "default"), meta.get("id") or _category_and_id(base, folder)[1]
+        if not isinstance(category, str) or not safe_id(sid):
+            raise InputError(f"{where}: id {sid!r} / category {category!r}: expected CATEGORY/NAME of plain names")
         out.append(Sample(sid, category, image, handles, targets, str(meta.get("prompt", "")), mask))
     return out
 

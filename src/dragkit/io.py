@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -17,21 +18,45 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
 from .errors import InputError
+from .limits import check_pixels, max_pixels
 
 # mkstemp creates files 0600; results get the permissions any other new file would (read once: umask is global).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def _open_checked(p: Path, what: str) -> Image.Image:
+    """``Image.open`` (which reads only the header) and the pixel budget checked before anything is decoded."""
+    budget = max_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and budget > Image.MAX_IMAGE_PIXELS:  # a budget raised above PIL's own
+        Image.MAX_IMAGE_PIXELS = budget
+    with warnings.catch_warnings():  # the budget below is ours; PIL's own bomb warning would only repeat it
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(p)
+        except Image.DecompressionBombError as e:  # PIL's guard (twice its limit) fired first: the same refusal
+            raise InputError(
+                f"{what} is over the limit of {budget:,} pixels ({e}): resize it, or raise the limit with "
+                "DRAGKIT_MAX_PIXELS"
+            ) from None
+    try:
+        check_pixels(im.width, im.height, what)
+    except InputError:
+        im.close()
+        raise
+    return im
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Read an image file fully (so truncated files fail here, not later), honour EXIF rotation, return RGB."""
+    """Read an image file fully (so truncated files fail here, not later), honour EXIF rotation, return RGB.
+    Images over the pixel budget (:func:`dragkit.limits.max_pixels`) are refused from their header, undecoded."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"image file not found: {p}")
     if not p.is_file():
         raise InputError(f"not a file: {p}")
     try:
-        with Image.open(p) as im:
+        with _open_checked(p, f"image {p}") as im:
             im.load()
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
@@ -47,25 +72,43 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise InputError(f"cannot read {p} as an image: {e}") from None
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """An image file's ``(W, H)`` from its header (nothing decoded), with the checks of :func:`load_image`."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"image file not found: {p}")
+    try:
+        with _open_checked(p, f"image {p}") as im:
+            return im.size
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"cannot read {p} as an image: {e}") from None
+
+
 def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     """Read a mask image (white / non-zero = may change) and check it matches ``size`` = ``(W, H)``."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"mask file not found: {p}")
+    if not p.is_file():
+        raise InputError(f"not a file: {p}")
     try:
-        with Image.open(p) as im:
+        with _open_checked(p, f"mask {p}") as im:
+            if im.size != tuple(size):  # from the header: a wrong mask is not decoded at all
+                raise InputError(
+                    f"mask {p} is {im.width}x{im.height} but the image is {size[0]}x{size[1]}: "
+                    "they must be the same size"
+                )
             im.load()
             if im.mode in ("RGBA", "LA"):
                 arr = np.asarray(im.getchannel("A")) if _alpha_is_meaningful(im) else np.asarray(im.convert("L"))
             else:
                 arr = np.asarray(im.convert("L"))
+    except InputError:
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise InputError(f"cannot read mask {p} as an image: {e}") from None
-    if arr.shape[::-1] != tuple(size):
-        raise InputError(
-            f"mask {p} is {arr.shape[1]}x{arr.shape[0]} but the image is {size[0]}x{size[1]}: "
-            "they must be the same size"
-        )
     out = arr > 127
     if not out.any():
         raise InputError(f"mask {p} is empty (all black): nothing may change. Paint the region that may move")

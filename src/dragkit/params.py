@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import ParameterError
@@ -90,10 +90,41 @@ class Param:
 
 REGISTRY: dict[str, Param] = {}
 
+# Upper bounds of the parameters that size work or memory (step counts, radii, widths, batch sizes), kept in one
+# place: an absurd value (r_p=1000000000) is refused with a one-line error instead of exhausting the machine. A
+# parameter declared with its own ``max`` keeps it. Every integer parameter is bounded (a test checks it).
+BOUNDS: dict[str, float] = {
+    "drag_steps": 10_000,
+    "adaptive_step_cap": 10_000,
+    "auto_mask_segments": 10_000,
+    "auto_mask_dilate": 256,
+    "closs_radius": 256,
+    "closs_steps": 1_000,
+    "discriminator_steps": 10_000,
+    "feature_block": 16,
+    "guide_radius": 256,
+    "guide_steps": 1_000,
+    "invert_restarts": 256,
+    "invert_steps": 100_000,
+    "latent_block": 64,
+    "lora_batch": 64,
+    "lora_rank": 1_024,
+    "lora_steps": 100_000,
+    "mutual_attn_start_layer": 1_000,
+    "r_m": 256,
+    "r_p": 256,
+    "resize_width": 4_096,
+    "track_learn_steps": 10_000,
+    "track_train_radius": 256,
+}
+
 
 def register(*params: Param) -> None:
-    """Add parameters to the registry (a name may be registered once; re-registering the same entry is a no-op)."""
+    """Add parameters to the registry (a name may be registered once; re-registering the same entry is a no-op).
+    A parameter in :data:`BOUNDS` without a ``max`` of its own gets that bound."""
     for p in params:
+        if p.max is None and p.name in BOUNDS:
+            p = replace(p, max=BOUNDS[p.name])
         old = REGISTRY.get(p.name)
         if old is not None and old != p:
             raise RuntimeError(f"parameter {p.name!r} registered twice with different definitions")

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
+from .limits import max_pairs
 
 Point = tuple[float, float]
 
@@ -62,6 +63,12 @@ class DragRequest:
         w, h = self.image.size
         if w < 2 or h < 2:
             raise InputError(f"image is {w}x{h} pixels; it needs at least 2x2")
+        limit = max_pairs()
+        for kind, pts in (("handles", self.handles), ("targets", self.targets)):
+            if hasattr(pts, "__len__") and len(pts) > limit:
+                raise InputError(
+                    f"{len(pts)} {kind}: one edit takes at most {limit} drag pairs (DRAGKIT_MAX_PAIRS raises it)"
+                )
         self.handles = [_as_point(p, f"handle {i + 1}") for i, p in enumerate(self.handles)]
         self.targets = [_as_point(p, f"target {i + 1}") for i, p in enumerate(self.targets)]
         if not self.handles:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,10 +21,19 @@ PREVIEW_EVERY = 5  # GAN engine: a preview image every this many steps
 
 
 class Runner:
-    def __init__(self, device: str = "cpu", dtype: Any = None) -> None:
-        self.device, self.dtype = device, dtype
-        self._pipes: dict[tuple[str, str | None], Any] = {}
-        self._locks: dict[tuple[str, str | None], threading.Lock] = {}
+    """``max_models``: how many loaded pipelines are kept (the least recently used goes first; an edit that is
+    running keeps its own). ``time_limit``: seconds after which an edit's drag is stopped (the result is the edit
+    so far, and says so); ``None``: no limit."""
+
+    def __init__(
+        self, device: str = "cpu", dtype: Any = None, max_models: int = 3, time_limit: float | None = None
+    ) -> None:
+        if max_models < 1:
+            raise ValueError(f"max_models={max_models}: keep at least 1")
+        if time_limit is not None and not time_limit > 0:
+            raise ValueError(f"time_limit={time_limit}: expected seconds > 0, or None for no limit")
+        self.device, self.dtype, self.max_models, self.time_limit = device, dtype, max_models, time_limit
+        self._pipes: OrderedDict[tuple[str, str | None], tuple[Any, threading.Lock]] = OrderedDict()
         self._guard = threading.Lock()
 
     def pipeline(self, engine: str, model: str | None) -> tuple[Any, threading.Lock]:
@@ -33,9 +43,14 @@ class Runner:
         key = (engine, model or None)
         with self._guard:
             if key not in self._pipes:
-                self._pipes[key] = load_pipeline(engine, model or None, self.device, self.dtype, quiet=True)
-                self._locks[key] = threading.Lock()
-            return self._pipes[key], self._locks[key]
+                self._pipes[key] = (
+                    load_pipeline(engine, model or None, self.device, self.dtype, quiet=True),
+                    threading.Lock(),
+                )
+                while len(self._pipes) > self.max_models:
+                    self._pipes.popitem(last=False)
+            self._pipes.move_to_end(key)
+            return self._pipes[key]
 
     def run(
         self,
@@ -64,6 +79,13 @@ class Runner:
         total = int(params.get("drag_steps", 0)) or None
         events: queue.Queue = queue.Queue()
         stop = cancel or threading.Event()
+        timed_out = threading.Event()
+
+        def time_up() -> None:
+            timed_out.set()
+            stop.set()
+
+        timer = threading.Timer(self.time_limit, time_up) if self.time_limit else None
 
         k = display_scale(request.image.size)
 
@@ -83,8 +105,13 @@ class Runner:
                 kwargs["num_results"] = num_results
             try:
                 with lock:
+                    if timer is not None:  # the limit counts from the start of the edit, not the wait for the lock
+                        timer.start()
                     out = pipe(request, **kwargs, **overrides)
                 results: list[DragResult] = out if isinstance(out, list) else [out]
+                if timed_out.is_set():
+                    for r in results:
+                        r.info["time_limit"] = self.time_limit
                 frames = [f for _, f in results[0].frames]
                 gif = (
                     gif_bytes([draw_points(f, results[0].handles, request.targets, scale=k) for f in frames])
@@ -96,6 +123,9 @@ class Runner:
                 events.put({"kind": "error", "message": str(e)})
             except Exception as e:  # reported in the page; the app keeps serving
                 events.put({"kind": "error", "message": f"the edit failed: {type(e).__name__}: {e}"})
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
         thread = threading.Thread(target=work, name="dragkit-edit", daemon=True)
         thread.start()

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..io import image_size, load_image
 from ..params import parse_assignment
 from ..types import DragRequest, DragResult, Point
 from ..viz import HANDLE, draw_points
@@ -37,6 +42,51 @@ class Session:
     @property
     def targets(self) -> list[Point]:
         return list(self.points[1::2])
+
+
+def load_upload(path: str | os.PathLike | None) -> Session:
+    """An uploaded file as a new session image. Its size is read from the header and refused before anything is
+    decoded when it is over ``MAX_SIDE`` on a side or over the pixel budget; then it is read as the command line
+    reads images (EXIF rotation, alpha on white, 16-bit and palette images to RGB)."""
+    if path is None:
+        return Session()
+    w, h = image_size(path)
+    if max(w, h) > MAX_SIDE:
+        raise InputError(f"the image is {w}x{h}; the app takes images up to {MAX_SIDE} pixels on a side")
+    return set_image(load_image(path))
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+
+
+def resolve_model(value: str | None, model_dirs: Sequence[str | os.PathLike] = ()) -> str | None:
+    """The model named in the page, checked: empty (the method's default), a packaged model (``faces64``), a name
+    relative to one of the app's model folders (``model_dirs``, the first that has it), or a Hugging Face hub id
+    (``owner/name``). Any other path is refused: the page must not make the server read arbitrary files."""
+    from ..pipelines.diffusion import PACKAGED_MODELS
+
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value in PACKAGED_MODELS:
+        return value
+    for d in model_dirs:
+        root = Path(d).expanduser().resolve()
+        candidate = (root / value).resolve()
+        if candidate != root and candidate.is_relative_to(root) and candidate.exists():
+            return str(candidate)
+    local = Path(value).expanduser()
+    if HUB_ID.fullmatch(value) and ".." not in value and not local.exists():
+        return value
+    where = (
+        "the app's model folders (" + ", ".join(str(d) for d in model_dirs) + ")"
+        if model_dirs
+        else "no model folders (start the app with --model-dir DIR to allow some)"
+    )
+    raise InputError(
+        f"model {value!r}: the app loads a hub id (owner/name), a packaged model (faces64) or a model in {where}; "
+        "other paths are not read"
+    )
 
 
 def set_image(image: Image.Image | None) -> Session:

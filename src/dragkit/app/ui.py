@@ -5,9 +5,11 @@ session), loaded models in one shared :class:`~dragkit.app.runner.Runner`."""
 import atexit
 import hashlib
 import io
+import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,15 @@ from .runner import Runner
 MAX_UPLOAD = "20mb"
 
 
-def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
-    """The app's ``gr.Blocks`` (queued: ``concurrency`` edits at once, the rest wait their turn)."""
+def build(
+    runner: Runner | None = None,
+    concurrency: int = 1,
+    model_dirs: Sequence[str | os.PathLike] = (),
+    queue_size: int | None = 64,
+) -> Any:
+    """The app's ``gr.Blocks`` (queued: ``concurrency`` edits at once, at most ``queue_size`` waiting; more are
+    refused with "queue is full"). A model typed in the page must be a hub id, a packaged model or a name under
+    one of ``model_dirs`` (:func:`~dragkit.app.session.resolve_model`)."""
     import gradio as gr
 
     runner = runner or Runner()
@@ -48,9 +57,9 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
             write_bytes_atomic(path, data)
         return str(path)
 
-    def on_upload(image):
+    def on_upload(path):
         try:
-            s = S.set_image(image)
+            s = S.load_upload(path)
         except DragkitError as e:
             raise fail(e) from None
         return s, shown(S.annotate(s)), shown(s.image), "click a handle, then its target"
@@ -112,10 +121,11 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
             if lora and lora != "default" and METHODS[method].engine == "diffusion":
                 overrides["lora"] = lora
             req = S.build_request(s, prompt, edit_prompt, int(seed))
+            chosen = S.resolve_model(model, model_dirs)
         except DragkitError as e:
             raise fail(e) from None
         n = int(n_results) if n_results and int(n_results) > 1 else None
-        for ev in runner.run(req, method, model.strip() or None, overrides, stop, n):
+        for ev in runner.run(req, method, chosen, overrides, stop, n):
             if ev["kind"] == "progress":
                 if ev["total"]:
                     progress((min(ev["step"], ev["total"]), ev["total"]), desc="dragging")
@@ -141,6 +151,8 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
                 info = (
                     f"{r.info.get('steps', 0)} steps ({r.info.get('stop_reason')}), {r.timings.get('total', 0):.1f} s"
                 )
+                if r.info.get("time_limit"):
+                    info += f"; stopped at the app's time limit of {r.info['time_limit']:g} s (the edit so far)"
                 gallery = (
                     [(shown(x.image), x.info.get("intention", {}).get("target_prompt", "")) for x in results]
                     if len(results) > 1
@@ -164,8 +176,12 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
                     interactive=False,
                     elem_id="canvas",
                 )
-                upload = gr.Image(
-                    label="upload an image", type="pil", sources=["upload", "clipboard"], elem_id="upload"
+                upload = gr.Image(  # a file path: dragkit reads it, after checking its size from the header
+                    label="upload an image",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    elem_id="upload",
                 )
                 with gr.Row():
                     face_seed = gr.Number(value=0, precision=0, label="face seed", minimum=0)
@@ -187,7 +203,7 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
                 bundle = gr.File(label="result bundle (PNG + JSON + mask + points)", elem_id="bundle")
         with gr.Row():
             method = gr.Dropdown(sorted(METHODS), value="draggan", label="method", elem_id="method")
-            model = gr.Textbox(label="model id or local path (empty: the method's default)")
+            model = gr.Textbox(label="model: hub id, faces64, or a name in the app's model folders (empty: default)")
             seed = gr.Number(value=42, precision=0, label="seed", minimum=0)
         with gr.Row():
             prompt = gr.Textbox(label="prompt (diffusion)")
@@ -215,13 +231,21 @@ def build(runner: Runner | None = None, concurrency: int = 1) -> Any:
             concurrency_id="edit",
         )
         stop_btn.click(on_stop, [stop], [info], queue=False)
-    demo.queue(default_concurrency_limit=concurrency)
+    demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo
 
 
 def launch(
-    host: str = "127.0.0.1", port: int | None = None, share: bool = False, concurrency: int = 1, device: str = "cpu"
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    concurrency: int = 1,
+    device: str = "cpu",
+    model_dirs: Sequence[str | os.PathLike] = (),
+    time_limit: float | None = None,
+    queue_size: int | None = 64,
 ) -> None:
-    """Serve the app (blocks)."""
-    demo = build(Runner(device), concurrency)
+    """Serve the app (blocks). It binds ``host`` (this machine only by default); uploads over ``MAX_UPLOAD``
+    are refused by the server."""
+    demo = build(Runner(device, time_limit=time_limit), concurrency, model_dirs, queue_size)
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True)
