@@ -168,11 +168,11 @@ def test_random_bytes_are_an_image_or_one_clear_error(tmp_path, data):
 
 
 @FILES
-@given(kind=st.sampled_from(["png", "jpeg"]), cut=st.floats(0, 0.999))
+@given(kind=st.sampled_from(["png", "jpeg"]), cut=st.floats(0, 0.95))
 def test_truncated_files_fail_clearly(tmp_path, good_files, kind, cut):
     data = good_files[kind]
     f = tmp_path / f"x.{kind}"
-    f.write_bytes(data[: int((len(data) - 12) * cut)])  # cut inside the pixel data (a lost end marker is harmless)
+    f.write_bytes(data[: int(len(data) * cut)])  # cut inside the pixel data (a lost end marker or CRC is harmless)
     with pytest.raises(InputError, match="cannot read"):
         load_image(f)
 
@@ -188,7 +188,7 @@ def test_a_corrupted_byte_gives_an_image_or_one_clear_error(tmp_path, good_files
         im = load_image(f)
     except InputError:
         return
-    assert im.mode == "RGB" and im.size == (32, 24)
+    assert im.mode == "RGB" and im.width * im.height <= max_pixels()  # a header byte may change the size
 
 
 def test_zero_byte_and_missing_files_and_folders(tmp_path):

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import DragkitError, InputError, ModelError, ParameterError
+from .errors import DragkitError, InputError, ModelError, OutputError, ParameterError  # noqa: F401
 from .loop import DragContext, FeatureOutput, drag_loop
 from .methods import METHODS, Method, get_method
 from .pipelines import DragGANPipeline, GANSample

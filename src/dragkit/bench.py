@@ -36,7 +36,7 @@ from PIL import Image
 
 from .datasets import Sample, open_dataset, safe_id
 from .errors import DragkitError, InputError, ParameterError
-from .io import make_tempdir, write_json, write_png
+from .io import make_tempdir, write_json, write_png, writing
 from .methods import get_method
 from .profiler import StageProfiler
 
@@ -96,7 +96,8 @@ def _write_bundle(run: Path, sample: Sample, image: Image.Image | None, extra: d
     """Write a sample's folder whole — its record, source image and mask, plus ``extra`` (file name → PIL image or
     JSON-ready object) — into a temporary folder, then rename it into place."""
     final = sample_dir(run, sample)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with writing(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_tempdir(final.parent, final.name)
     try:
         write_json(tmp / "sample.json", sample.meta())
@@ -109,9 +110,10 @@ def _write_bundle(run: Path, sample: Sample, image: Image.Image | None, extra: d
                 write_png(tmp / name, content)
             else:
                 write_json(tmp / name, content)
-        if final.exists():  # an earlier failure's folder: replaced by this attempt
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with writing(final):
+            if final.exists():  # an earlier failure's folder: replaced by this attempt
+                shutil.rmtree(final)
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

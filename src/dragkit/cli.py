@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -432,17 +434,31 @@ def demo(
     run_demo(out, progress=not quiet, echo=typer.echo)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that writes in progress clean up after themselves."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: runs the app, turning user mistakes into one line and exit status 2."""
+    """Console entry point: runs the app, turning user mistakes into one line and exit status 2. Ctrl-C (130)
+    and SIGTERM (143) stop it between writes: every file is whole or absent (written atomically)."""
     logging.basicConfig(level=logging.WARNING, format="dragkit: %(message)s")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app(args=argv, standalone_mode=True)
     except DragkitError as e:
         typer.echo(f"dragkit: error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("dragkit: interrupted; no output written", err=True)
+        typer.echo("dragkit: interrupted; no partial output written", err=True)
         sys.exit(130)
+    except _Terminated:
+        typer.echo("dragkit: terminated; no partial output written", err=True)
+        sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ class ParameterError(DragkitError):
     """An unknown parameter or method name, or a value out of its range."""
 
 
+class OutputError(DragkitError):
+    """A result that cannot be written: a read-only or missing folder, a full disk. Nothing partial is left."""
+
+
 class ModelError(DragkitError):
     """A model that cannot be found or loaded (missing weights package, wrong file)."""
 

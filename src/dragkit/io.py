@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
-from .errors import InputError
+from .errors import InputError, OutputError
 from .limits import check_pixels, max_pixels
 
 # mkstemp creates files 0600; results get the permissions any other new file would (read once: umask is global).
@@ -137,19 +139,55 @@ def check_output_path(path: str | os.PathLike, suffix: str = ".png") -> Path:
     return p
 
 
-def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` (read-only folder, full disk, ...) into one clear
+    :class:`~dragkit.errors.OutputError` naming the path and the reason."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        yield
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise OutputError(f"cannot write {path}: {reason}") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but is not ours
+        return True
+    return True
+
+
+def _sweep(parent: Path, name: str) -> None:
+    """Remove what a killed writer of ``name`` left in ``parent``: hidden ``.NAME.PID.*.part`` files or folders
+    whose process no longer runs (a running writer's are kept)."""
+    for stale in parent.glob(f".{glob.escape(name)}.*.part"):
+        pid = stale.name[len(name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+
+
+def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write to a hidden ``.NAME.PID.*.part`` file beside ``path``, flush it to disk, rename it over ``path``: a
+    reader sees the old file or the whole new one, never part of it. A write killed before the rename leaves only
+    the hidden file, and the next write of the same path removes it."""
+    with writing(path):
+        _sweep(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -169,8 +207,10 @@ def write_png(path: str | os.PathLike, image: Image.Image, text: dict[str, str] 
 def make_tempdir(parent: str | os.PathLike, name: str) -> Path:
     """A hidden temporary folder in ``parent`` for writing ``name`` whole before renaming it into place, with the
     permissions a normal folder would get (``mkdtemp`` makes it private)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    with writing(Path(parent) / name):
+        _sweep(Path(parent), name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".part", dir=parent))
+        os.chmod(tmp, 0o777 & ~_UMASK)
     return tmp
 
 
