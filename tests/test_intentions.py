@@ -138,3 +138,18 @@ def test_slow_failing_and_absent_endpoints_are_one_line_errors():
         url = ep.url
     with pytest.raises(ReasonerError, match="cannot reach"):
         LLMReasoner(url, "m", timeout=2)([(1, 1)], [(5, 5)])
+
+
+def test_the_key_never_reaches_reprs_logs_errors_or_results(monkeypatch, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    llm = LLMReasoner("http://user:pw-secret@127.0.0.1:9/v1", "m", api_key="sk-secret-456", timeout=0.5)
+    assert "sk-secret" not in repr(llm) and "pw-secret" not in repr(llm) and "127.0.0.1:9" in repr(llm)
+    with pytest.raises(ReasonerError) as e:  # nothing listens on port 9
+        llm([(1, 1)], [(5, 5)])
+    assert "secret" not in str(e.value) and "http://127.0.0.1:9/v1/chat/completions" in str(e.value)
+    with Endpoint([json.dumps(GOOD)]) as ep:
+        out = LLMReasoner(ep.url, "m", api_key="sk-secret-456")([(1, 1)], [(5, 5)])
+    assert "secret" not in json.dumps([i.to_dict() for i in out])
+    assert "secret" not in caplog.text

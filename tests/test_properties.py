@@ -411,3 +411,18 @@ def test_open_dataset_on_random_files_reads_or_fails_clearly(tmp_path_factory, n
         (folder / img).write_bytes(data[:50])
     with contextlib.suppress(DragkitError):  # read, or refused with one clear error: nothing else may escape
         open_dataset(root)
+
+
+def test_every_torch_load_is_weights_only_and_every_pickle_goes_through_the_restricted_unpickler():
+    import re
+    from pathlib import Path
+
+    import dragkit
+
+    src = Path(dragkit.__file__).parent
+    for f in src.rglob("*.py"):
+        text = f.read_text()
+        for m in re.finditer(r"torch\.load\(([^)]*)\)", text):
+            assert "weights_only=True" in m.group(1), f"{f}: {m.group(0)}"
+        if f.name != "io.py":  # io.RestrictedUnpickler is the one place that unpickles
+            assert not re.search(r"pickle\.(load|loads|Unpickler)\b", text), f

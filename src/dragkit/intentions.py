@@ -21,9 +21,10 @@ import math
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -224,15 +225,28 @@ class LLMReasoner:
 
     base_url: str
     model: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never shown: not in repr, errors, logs or results
     timeout: float = 60.0
     send_image: bool = True
 
     def key(self) -> str | None:
         return self.api_key or os.environ.get("DRAGKIT_LLM_KEY") or os.environ.get("OPENAI_API_KEY")
 
+    def shown_url(self) -> str:
+        """The endpoint as errors and results show it: credentials in the address (``user:pass@``) removed."""
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.username is None and parts.password is None:
+            return self.base_url
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+    def __repr__(self) -> str:
+        return f"LLMReasoner(base_url={self.shown_url()!r}, model={self.model!r}, timeout={self.timeout!r})"
+
     def request(self, messages: list[dict[str, Any]]) -> str:
         url = self.base_url.rstrip("/") + "/chat/completions"
+        shown = self.shown_url().rstrip("/") + "/chat/completions"
         body = json.dumps({"model": self.model, "messages": messages, "temperature": 0.2}).encode()
         headers = {"Content-Type": "application/json"}
         key = self.key()
@@ -243,17 +257,17 @@ class LLMReasoner:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 payload = json.loads(resp.read().decode("utf-8", "replace"))
         except TimeoutError:
-            raise ReasonerError(f"intention endpoint {url} did not answer within {self.timeout:g} s") from None
+            raise ReasonerError(f"intention endpoint {shown} did not answer within {self.timeout:g} s") from None
         except urllib.error.HTTPError as e:
-            raise ReasonerError(f"intention endpoint {url} answered HTTP {e.code} {e.reason}") from None
+            raise ReasonerError(f"intention endpoint {shown} answered HTTP {e.code} {e.reason}") from None
         except urllib.error.URLError as e:
-            raise ReasonerError(f"cannot reach the intention endpoint {url}: {e.reason}") from None
+            raise ReasonerError(f"cannot reach the intention endpoint {shown}: {e.reason}") from None
         except json.JSONDecodeError:
-            raise ReasonerError(f"intention endpoint {url} did not answer with JSON") from None
+            raise ReasonerError(f"intention endpoint {shown} did not answer with JSON") from None
         try:
             return str(payload["choices"][0]["message"]["content"])
         except (KeyError, IndexError, TypeError):
-            raise ReasonerError(f"intention endpoint {url} answered without choices[0].message.content") from None
+            raise ReasonerError(f"intention endpoint {shown} answered without choices[0].message.content") from None
 
     def __call__(
         self,

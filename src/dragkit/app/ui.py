@@ -13,13 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DragkitError
+from ..errors import DragkitError, InputError
 from ..io import write_bytes_atomic
 from ..methods import METHODS
 from . import session as S
 from .runner import Runner
 
 MAX_UPLOAD = "20mb"
+
+
+class StopFlag(threading.Event):
+    """A session's Stop button. Gradio deep-copies a state's default value for a session that has none yet (an
+    API client's); an event's lock cannot be copied, so a copy is a fresh flag."""
+
+    def __deepcopy__(self, memo: dict) -> "StopFlag":
+        return StopFlag()
 
 
 def build(
@@ -65,8 +73,9 @@ def build(
         return s, shown(S.annotate(s)), shown(s.image), "click a handle, then its target"
 
     def on_generate(seed):
-        pipe, _ = runner.pipeline("gan", None)
-        image = pipe.generate(int(seed)).image
+        pipe, lock = runner.pipeline("gan", None)
+        with lock:  # the same generator may be running another session's edit
+            image = pipe.generate(int(seed)).image
         s = S.set_image(image)
         hint = f"face {int(seed)} from the DCGAN: click a handle, then its target"
         return s, shown(S.annotate(s)), shown(image), hint
@@ -80,6 +89,19 @@ def build(
         hint = (
             f"handle {n // 2 + 1}: now click its target" if n % 2 else f"{n // 2} pair(s); click another handle or Run"
         )
+        return s, shown(S.annotate(s)), hint
+
+    def on_point(s, x, y):
+        """A point typed as numbers (image pixels), the same as a click there: precise placement, and the way
+        scripts (``gradio_client``) set points."""
+        try:
+            if x is None or y is None:
+                raise InputError("type both x and y (image pixels) for the point")
+            s = S.add_click(s, float(x), float(y))
+        except DragkitError as e:
+            raise fail(e) from None
+        n = len(s.points)
+        hint = f"handle {n // 2 + 1}: now its target" if n % 2 else f"{n // 2} pair(s); add another handle or Run"
         return s, shown(S.annotate(s)), hint
 
     def on_undo(s):
@@ -166,7 +188,7 @@ def build(
 
     with gr.Blocks(title="dragkit") as demo:
         state = gr.State(S.Session())
-        stop = gr.State(threading.Event)
+        stop = gr.State(StopFlag)
         gr.Markdown("# dragkit\nUpload an image (or generate a face), click a **handle** then its **target**, Run.")
         with gr.Row():
             with gr.Column():
@@ -189,6 +211,10 @@ def build(
                 with gr.Row():
                     undo = gr.Button("undo last point")
                     clear = gr.Button("clear points")
+                with gr.Accordion("type a point (image pixels)", open=False), gr.Row():
+                    px = gr.Number(label="x", precision=2, elem_id="px")
+                    py = gr.Number(label="y", precision=2, elem_id="py")
+                    add_point = gr.Button("add point", elem_id="add_point")
                 hint = gr.Markdown("", elem_id="hint")
                 with gr.Accordion("editable region (optional): paint where the image may change", open=False):
                     editor = gr.ImageEditor(type="numpy", label="paint the mask", brush=gr.Brush(colors=["#ffffff"]))
@@ -219,7 +245,8 @@ def build(
             stop_btn = gr.Button("Stop", elem_id="stop")
 
         upload.upload(on_upload, [upload], [state, canvas, editor, hint])
-        generate.click(on_generate, [face_seed], [state, canvas, editor, hint])
+        generate.click(on_generate, [face_seed], [state, canvas, editor, hint], api_name="generate")
+        add_point.click(on_point, [state, px, py], [state, canvas, hint], api_name="add_point")
         canvas.select(on_click, [state], [state, canvas, hint])
         undo.click(on_undo, [state], [state, canvas])
         clear.click(on_clear, [state], [state, canvas])
@@ -229,6 +256,7 @@ def build(
             [state, stop, method, model, prompt, edit_prompt, seed, advanced, auto_mask, lora, n_results],
             [result, gif, bundle, gallery, info],
             concurrency_id="edit",
+            api_name="run",
         )
         stop_btn.click(on_stop, [stop], [info], queue=False)
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)

@@ -1,0 +1,202 @@
+"""The web app under load: N concurrent sessions driven through ``gradio_client`` against ``dragkit app`` on
+127.0.0.1 (the GAN engine, real DCGAN weights), each running jobs one after another: generate a face, type a
+handle and a target, run a short DragGAN edit, download the bundle.
+
+Checked for every job: it completes, or the queue refuses it cleanly ("queue is full"); its bundle holds exactly
+the points this session typed (no session sees another's points or results); its result differs from the face.
+Measured: throughput, queue latency (submitted → started) p50/p95, job time p50/p95, and the app process's
+resident memory over the run (the mean over the first and the last tenth of the jobs, and the peak).
+
+    python scripts/app_load.py --sessions 20 --jobs 15 --concurrency 2 --queue-size 64 -o docs/app/load.json
+
+Exit status 1 when any job failed in another way or saw another session's points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, round(q * (len(v) - 1)))]
+
+
+def session(url: str, k: int, jobs: int, steps: int, out: list[dict], stop: threading.Event) -> None:
+    from gradio_client import Client
+
+    rng = np.random.default_rng(k)
+    client = Client(url, verbose=False)
+    for j in range(jobs):
+        if stop.is_set():
+            return
+        seed = int(rng.integers(0, 1000))
+        hx, hy = (int(v) for v in rng.integers(16, 48, 2))
+        tx, ty = hx + int(rng.integers(-6, 7)), hy + int(rng.integers(-6, 7))
+        rec: dict = {"session": k, "job": j, "seed": seed, "points": [[hx, hy], [tx, ty]]}
+        try:
+            client.predict(seed, api_name="/generate")
+            client.predict(hx, hy, api_name="/add_point")
+            client.predict(tx, ty, api_name="/add_point")
+            advanced = f"drag_steps={steps}\ninvert_steps=20\ninvert_restarts=1"
+            t_submit = time.perf_counter()
+            job = client.submit("draggan", "", "", "", 42, advanced, False, "default", 1, api_name="/run")
+            started = None
+            while not job.done():
+                st = job.status()
+                if started is None and st.code.name in ("PROCESSING", "ITERATING", "PROGRESS"):
+                    started = time.perf_counter()
+                time.sleep(0.02)
+            result = job.result()
+            t_end = time.perf_counter()
+            started = started or t_end
+            bundle = zipfile.ZipFile(result[2])
+            pts = json.loads(bundle.read("points.json"))
+            rec.update(
+                status="done",
+                queue_s=started - t_submit,
+                job_s=t_end - t_submit,
+                own_points=pts["handles"] == [[float(hx), float(hy)]] and pts["targets"] == [[float(tx), float(ty)]],
+                end=time.time(),
+            )
+        except Exception as e:  # a refusal by the queue is clean; anything else is a failure
+            msg = f"{type(e).__name__}: {e}"
+            rec.update(
+                status="refused" if "queue is full" in msg.lower() else "failed", error=msg[:300], end=time.time()
+            )
+        out.append(rec)
+        # a session starts its next job after a moment's thought, as a person would
+        time.sleep(float(rng.uniform(0.0, 0.5)))
+        # refusals retry after a short back-off rather than hammering the queue
+        if rec["status"] == "refused":
+            time.sleep(1.0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--jobs", type=int, default=15, help="jobs per session")
+    ap.add_argument("--concurrency", type=int, default=2, help="the app's --concurrency")
+    ap.add_argument("--queue-size", type=int, default=64, help="the app's --queue-size")
+    ap.add_argument("--steps", type=int, default=10, help="drag steps per job")
+    ap.add_argument("--timeout", type=float, default=1800, help="stop the run after this many seconds")
+    ap.add_argument("-o", "--out", type=Path, help="write the figures and every job's record here (.json)")
+    args = ap.parse_args()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = tempfile.NamedTemporaryFile(prefix="dragkit-app-load-", suffix=".log", delete=False)  # noqa: SIM115
+    cmd = [sys.executable, "-m", "dragkit.cli", "app", "--port", str(port)]
+    cmd += ["--concurrency", str(args.concurrency), "--queue-size", str(args.queue_size)]
+    app = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            print(f"the app did not start; see {log.name}", file=sys.stderr)
+            return 1
+        memory: list[tuple[float, int]] = []
+        records: list[dict] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                b = rss_bytes(app.pid)
+                if b:
+                    memory.append((time.time(), b))
+                time.sleep(0.5)
+
+        threading.Thread(target=watch, daemon=True).start()
+        t0 = time.time()
+        threads = [
+            threading.Thread(target=session, args=(url, k, args.jobs, args.steps, records, stop), daemon=True)
+            for k in range(args.sessions)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(max(1.0, args.timeout - (time.time() - t0)))
+        stop.set()
+        wall = time.time() - t0
+    finally:
+        app.terminate()
+        app.wait(30)
+
+    done = [r for r in records if r["status"] == "done"]
+    ends = sorted(r["end"] for r in records)
+    tenth = max(1, len(ends) // 10)
+
+    def mem_between(a: float, b: float) -> float | None:
+        vals = [m for t, m in memory if a <= t <= b]
+        return statistics.fmean(vals) / 2**20 if vals else None
+
+    report = {
+        "sessions": args.sessions,
+        "jobs_per_session": args.jobs,
+        "concurrency": args.concurrency,
+        "queue_size": args.queue_size,
+        "drag_steps": args.steps,
+        "jobs": len(records),
+        "done": len(done),
+        "refused": sum(r["status"] == "refused" for r in records),
+        "failed": sum(r["status"] == "failed" for r in records),
+        "saw_other_points": sum(not r.get("own_points", True) for r in done),
+        "wall_s": round(wall, 1),
+        "throughput_jobs_per_min": round(60 * len(done) / wall, 2),
+        "queue_p50_s": pct([r["queue_s"] for r in done], 0.5),
+        "queue_p95_s": pct([r["queue_s"] for r in done], 0.95),
+        "job_p50_s": pct([r["job_s"] for r in done], 0.5),
+        "job_p95_s": pct([r["job_s"] for r in done], 0.95),
+        "rss_first_tenth_mib": mem_between(t0, ends[tenth - 1]) if ends else None,
+        "rss_last_tenth_mib": mem_between(ends[-tenth - 1] if len(ends) > tenth else t0, ends[-1]) if ends else None,
+        "rss_peak_mib": max(m for _, m in memory) / 2**20 if memory else None,
+        "errors": sorted({r["error"] for r in records if r["status"] == "failed"})[:10],
+        "app_log": log.name,
+    }
+    for k, v in report.items():
+        print(f"{k}: {round(v, 3) if isinstance(v, float) else v}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**report, "records": records}, indent=1) + "\n")
+    return 1 if report["failed"] or report["saw_other_points"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
