@@ -426,3 +426,33 @@ def test_every_torch_load_is_weights_only_and_every_pickle_goes_through_the_rest
             assert "weights_only=True" in m.group(1), f"{f}: {m.group(0)}"
         if f.name != "io.py":  # io.RestrictedUnpickler is the one place that unpickles
             assert not re.search(r"pickle\.(load|loads|Unpickler)\b", text), f
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x80\x04\x956\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\x06points\x94]\x94(]\x94(K\x01KprompK\x03K\x04ee"
+        b"\x8c\x04mask\x94N\x8c\x06prompt\x94\x8c\x00\x94u.",  # the fuzzer's: a memo index that asked for GBs
+        b"\x80\x04r\xff\xff\xff\x7f.",  # LONG_BINPUT 2**31 - 1 on an empty stack
+    ],
+)
+def test_pickles_that_would_allocate_gigabytes_are_refused_cheaply(tmp_path, payload):
+    import resource
+
+    folder = tmp_path / "cat" / "s1"
+    folder.mkdir(parents=True)
+    (folder / "meta_data.pkl").write_bytes(payload)
+    _image(folder, "original_image.png")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputError, match="meta_data.pkl"):
+        read_dragbench(tmp_path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: well under 200 MB
+
+
+def test_a_bundle_record_with_an_empty_point_is_one_clear_error(tmp_path):  # found by scripts/fuzz.py
+    folder = tmp_path / "samples" / "cat" / "s1"
+    folder.mkdir(parents=True)
+    _image(folder, "source.png")
+    (folder / "sample.json").write_text('{"id": "cat/s1", "handles": [[]], "targets": [[3, 4]]}')
+    with pytest.raises(InputError, match="handles: points must be a list of"):
+        read_bundles(tmp_path)

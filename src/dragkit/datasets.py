@@ -83,6 +83,14 @@ def safe_id(sid: Any) -> bool:
 
 def split_points(points: Any, where: str) -> tuple[list[Point], list[Point]]:
     """``[[x, y], ...]`` with handle and target alternating → (handles, targets); a clear error otherwise."""
+    pts = as_points(points, where)
+    if len(pts) % 2:
+        raise InputError(f"{where}: {len(pts)} points; handles and targets alternate, so the count must be even")
+    return pts[0::2], pts[1::2]
+
+
+def as_points(points: Any, where: str) -> list[Point]:
+    """``[[x, y], ...]`` (numbers, finite, at least one) → a list of points; a clear error naming ``where``."""
     try:
         if isinstance(points, str | bytes | dict) or any(isinstance(p, str | bytes | dict) for p in points):
             raise TypeError
@@ -97,9 +105,7 @@ def split_points(points: Any, where: str) -> tuple[list[Point], list[Point]]:
         raise InputError(f"{where}: no points")
     if not all(math.isfinite(v) for p in pts for v in p):
         raise InputError(f"{where}: points must be finite numbers (NaN or infinity found)")
-    if len(pts) % 2:
-        raise InputError(f"{where}: {len(pts)} points; handles and targets alternate, so the count must be even")
-    return pts[0::2], pts[1::2]
+    return pts
 
 
 def _sample_dirs(root: Path, marker: str) -> list[Path]:
@@ -181,10 +187,12 @@ def read_bundles(root: str | os.PathLike) -> list[Sample]:
         where = str(folder / "sample.json")
         try:
             meta = json.loads((folder / "sample.json").read_text())
-            handles = [(float(p[0]), float(p[1])) for p in meta["handles"]]
-            targets = [(float(p[0]), float(p[1])) for p in meta["targets"]]
+            handles, targets = meta["handles"], meta["targets"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(f"{where}: not a dragkit sample record ({e})") from None
+        handles, targets = as_points(handles, f"{where} handles"), as_points(targets, f"{where} targets")
+        if len(handles) != len(targets):
+            raise InputError(f"{where}: {len(handles)} handles but {len(targets)} targets")
         image = folder / "source.png"
         if not image.is_file():
             continue

@@ -256,8 +256,12 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles only plain data and numpy arrays; any other global is refused (a crafted file cannot run code)."""
+class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """Unpickles only plain data and numpy arrays; any other global is refused (a crafted file cannot run code).
+
+    It is the pure-Python unpickler on purpose: the C one keeps its memo in an array sized by the largest index a
+    file names, so a few crafted bytes (``LONG_BINPUT 2**31``) allocate gigabytes (found by ``scripts/fuzz.py``).
+    """
 
     ALLOWED: frozenset[tuple[str, str]] = frozenset(
         {
@@ -281,6 +285,13 @@ class RestrictedUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+MAX_PICKLE_BYTES = 64 * 2**20
+
+
 def safe_unpickle(path: str | os.PathLike) -> Any:
+    """Read a pickle through :class:`RestrictedUnpickler`; files over 64 MB are refused unread."""
+    size = os.path.getsize(path)
+    if size > MAX_PICKLE_BYTES:
+        raise pickle.UnpicklingError(f"{size:,} bytes: larger than the {MAX_PICKLE_BYTES:,} a data file may be")
     with open(path, "rb") as f:
         return RestrictedUnpickler(f).load()
