@@ -211,7 +211,7 @@ def build(
                 with gr.Row():
                     undo = gr.Button("undo last point")
                     clear = gr.Button("clear points")
-                with gr.Accordion("type a point (image pixels)", open=False), gr.Row():
+                with gr.Row(visible=False):  # for scripts (gradio_client's /add_point); the page clicks
                     px = gr.Number(label="x", precision=2, elem_id="px")
                     py = gr.Number(label="y", precision=2, elem_id="py")
                     add_point = gr.Button("add point", elem_id="add_point")
