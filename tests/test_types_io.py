@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from dragkit import DragRequest, InputError
+from dragkit.errors import OutputError
 from dragkit.io import check_output_path, load_image, load_mask, safe_unpickle, write_bytes_atomic
 
 IMG = Image.new("RGB", (64, 48), (100, 120, 140))
@@ -103,7 +104,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="cannot write .*x.bin: disk full"):
         write_bytes_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]

@@ -231,16 +231,12 @@ class MutualSelfAttentionProcessor:
 
     With ``feed`` and ``name`` the source is not in the batch: ``feed[name]`` holds the source's input to this
     layer (one sample, as :class:`RecordingProcessor` kept it) and every sample of the batch reads its K/V.
-    With ``store`` and ``name`` (and no ``feed``) the source half's input is kept in ``store[name]`` (detached),
-    in the form ``feed`` takes: a later edit of the same source can replay it without denoising the source again.
     """
 
-    def __init__(
-        self, feed: dict[str, Tensor] | None = None, name: str | None = None, store: dict[str, Tensor] | None = None
-    ) -> None:
-        if (feed is not None or store is not None) and name is None:
-            raise ValueError("feed and store need the layer's name")
-        self.feed, self.name, self.store = feed, name, store
+    def __init__(self, feed: dict[str, Tensor] | None = None, name: str | None = None) -> None:
+        if feed is not None and name is None:
+            raise ValueError("feed needs the layer's name")
+        self.feed, self.name = feed, name
 
     @staticmethod
     def _tokens(attn: Any, x: Tensor) -> Tensor:
@@ -270,8 +266,6 @@ class MutualSelfAttentionProcessor:
             if batch % 2:
                 raise ValueError(f"mutual self-attention needs a [source, edited] batch; got batch size {batch}")
             src, copies = hidden_states[: batch // 2], 2
-            if self.store is not None:
-                self.store[self.name] = residual[: batch // 2].detach()
         else:
             src, copies = self._tokens(attn, self.feed[self.name].to(hidden_states)), batch
         k = attn.to_k(src).repeat(copies, 1, 1)

@@ -310,15 +310,13 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         guide: dict[str, Any] | None = None,
         source: dict[int, dict[str, Tensor]] | None = None,
         autocast: str = "none",
-        record: dict[int, dict[str, Tensor]] | None = None,
     ) -> Tensor:
         """Denoise the batch ``[source, edited]`` from ``timesteps[start]`` with DDIM (eta 0), the self-attention of
         the ``mutual`` blocks reading the source branch's K/V (reference-latent control). Returns both latents.
 
         ``source`` (``source_kv=inversion``): the mutual layers' source inputs by timestep, recorded by
-        :meth:`invert`, or by an earlier call's ``record``; then only the edited branch is denoised (batch 1) and
-        ``z_src`` is returned unchanged. ``record``: a dict this call fills with the source branch's inputs to the
-        mutual layers, by timestep (for ``source`` in a later call on the same source).
+        :meth:`invert` or by :meth:`record_source`; then only the edited branch is denoised (batch 1) and
+        ``z_src`` is returned unchanged.
 
         ``guide`` (LucidDrag's guidance, :meth:`_guided_eps`): ``edit``, ``keep_weight``, ``quality``, ``steps``,
         ``radius``, ``feature_block``, ``grid``, ``handles``, ``targets``, optionally ``keep`` (grid mask of what
@@ -356,8 +354,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             return torch.cat([z_src, z])
         z = torch.cat([z_src, z_edit])
         cond = self.cond(embeds, 2)
-        store: dict[str, Tensor] | None = None if record is None else {}
-        procs = {name: D.MutualSelfAttentionProcessor(name=name, store=store) for name in mutual}
+        procs = {name: D.MutualSelfAttentionProcessor() for name in mutual}
         with D.attention_processors(self.unet, procs):
             for k, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
                 if closs is not None and k < closs["steps"]:
@@ -374,9 +371,27 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                     z = self._regional_step(eps, t, z, guide)
                 else:
                     z = self.scheduler.step(eps, t, z, return_dict=False)[0]
-                if record is not None:
-                    record[int(t)] = dict(store)  # type: ignore[arg-type]
         return z
+
+    def record_source(
+        self, z_src: Tensor, embeds: Tensor | None, start: int, mutual: list[str], autocast: str = "none"
+    ) -> dict[int, dict[str, Tensor]]:
+        """Denoise the source branch alone from ``timesteps[start]`` (its self-attention reads only itself, as in
+        the ``[source, edited]`` batch) and return its inputs to the ``mutual`` layers by timestep: ``source`` for
+        :meth:`sample`. The first edit of a source and every later one (``source_cache``) then sample the edited
+        branch the same way, so a re-run gives the same pixels."""
+        modules = D.attention_modules(self.unet)
+        store: dict[str, Tensor] = {}
+        records: dict[int, dict[str, Tensor]] = {}
+        cond, z = self.cond(embeds, 1), z_src
+        procs = {name: D.RecordingProcessor(modules[name].processor, store, name) for name in mutual}
+        with D.attention_processors(self.unet, procs):
+            for t in self.scheduler.timesteps[start:]:
+                with D.autocast(self.device, autocast):
+                    eps = self.unet(z, t, **cond, return_dict=False)[0]
+                records[int(t)] = dict(store)
+                z = self.scheduler.step(eps.to(z.dtype), t, z, return_dict=False)[0]
+        return records
 
     def _source_key(
         self,
@@ -881,8 +896,10 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 if mask is not None:  # confined to the editable region (dragkit.parts.closs)
                     closs["where"] = F.interpolate(mask[None, None].float(), size=zt.shape[-2:], mode="nearest")
             if guide is None:
-                replay = hit or source_kv
+                replay = key is not None or source_kv
                 with prof.stage("sampling"):
+                    if key is not None and not hit and not source_kv:  # the source branch alone, recorded
+                        inputs = self.record_source(zt, embeds, start, mutual, amp)
                     z = self.sample(
                         zt,
                         out.latent.to(zt.dtype),
@@ -893,7 +910,6 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                         closs=closs,
                         source=inputs if replay else None,
                         autocast=amp,
-                        record=None if replay or key is None else inputs,
                     )
                 if key is not None and not hit:
                     self._source_cache = (key, zt, inputs)
