@@ -114,7 +114,7 @@ def test_the_same_source_edited_again_skips_inversion_and_the_source_branch_with
     moved = DragRequest(
         req.image, [(req.handles[0][0], req.handles[0][1] + 4)], req.targets, mask=req.mask, prompt=req.prompt, seed=5
     )
-    p._source_cache = None
+    p.clear_source_cache()
     first = p(req, progress=False, **fast)
     again = p(moved, progress=False, **fast)  # other points, same image, prompt and settings: a hit
     assert (first.info["source_cache"], again.info["source_cache"]) == ("miss", "hit")
@@ -159,7 +159,7 @@ def test_bench_speed_command(tiny_sd, tmp_path, face_png):
     out = tmp_path / "speed.json"
     r = dragkit(
         "bench-speed", "--model", tiny_sd, "--image", face_png, "--drag", "30,40:30,34", "--mask", mask,
-        "--set", "lora_steps=2", "--set", "drag_steps=4", "--set", "resize_width=0", "--json", out,
+        "--set", "lora_steps=30", "--set", "drag_steps=4", "--set", "resize_width=0", "--json", out,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "| drag + sampling time |" in r.stdout and "| **total** |" in r.stdout

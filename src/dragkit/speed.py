@@ -140,7 +140,7 @@ def run_speed_bench(
             ):
                 log(f"{name}: one edit ...")
                 if name == "dragkit":
-                    pipe._source_cache = None
+                    pipe.clear_source_cache()
                 out = pipe(request, recipe=recipe, progress=False, **overrides)
                 runs[name] = {
                     "stages": _stages(out),

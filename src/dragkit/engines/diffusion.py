@@ -288,7 +288,8 @@ class MutualSelfAttentionProcessor:
 
 class RecordingProcessor:
     """Runs a layer's own processor unchanged and keeps its input (``store[name]``, detached): the source's
-    self-attention inputs, recorded while inverting, for ``source_kv=inversion`` sampling."""
+    self-attention inputs, recorded while inverting (``source_kv=inversion``) or while denoising the source alone
+    (``source_cache``), for sampling that reads them instead of a source branch."""
 
     def __init__(self, inner: Any, store: dict[str, Tensor], name: str) -> None:
         self.inner, self.store, self.name = inner, store, name

@@ -285,16 +285,39 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             raise ValueError("record needs a records dict to fill")
         inv = self.inverse_scheduler
         D.check_alignment(self.scheduler, inv, steps)
-        z = z0
+        timesteps = inv.timesteps[:n_invert]
+        return self._run(
+            z0,
+            embeds,
+            inv,
+            self.progress_bar(timesteps) if progress else timesteps,
+            record,
+            records if record else None,
+            autocast,
+        )
+
+    def _run(
+        self,
+        z: Tensor,
+        embeds: Tensor | None,
+        scheduler: Any,
+        timesteps: Any,
+        record: Sequence[str],
+        records: dict[int, dict[str, Tensor]] | None,
+        autocast: str,
+    ) -> Tensor:
+        """Step one latent through ``timesteps`` with ``scheduler`` (the UNet's plain self-attention), keeping the
+        inputs of the ``record`` layers in ``records`` by timestep (every timestep gets an entry, empty when no layer
+        is recorded). Inversion and :meth:`record_source` share it."""
         store: dict[str, Tensor] = {}
         modules = D.attention_modules(self.unet)
         procs = {name: D.RecordingProcessor(modules[name].processor, store, name) for name in record}
         with D.attention_processors(self.unet, procs):
-            for t in self.progress_bar(inv.timesteps[:n_invert]) if progress else inv.timesteps[:n_invert]:
+            for t in timesteps:
                 with D.autocast(self.device, autocast):
                     eps = self.unet(z, t, **self.cond(embeds), return_dict=False)[0]
-                z = inv.step(eps.to(z.dtype), t, z, return_dict=False)[0]
-                if record:
+                z = scheduler.step(eps.to(z.dtype), t, z, return_dict=False)[0]
+                if records is not None:
                     records[int(t)] = dict(store)
         return z
 
@@ -380,18 +403,13 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         the ``[source, edited]`` batch) and return its inputs to the ``mutual`` layers by timestep: ``source`` for
         :meth:`sample`. The first edit of a source and every later one (``source_cache``) then sample the edited
         branch the same way, so a re-run gives the same pixels."""
-        modules = D.attention_modules(self.unet)
-        store: dict[str, Tensor] = {}
         records: dict[int, dict[str, Tensor]] = {}
-        cond, z = self.cond(embeds, 1), z_src
-        procs = {name: D.RecordingProcessor(modules[name].processor, store, name) for name in mutual}
-        with D.attention_processors(self.unet, procs):
-            for t in self.scheduler.timesteps[start:]:
-                with D.autocast(self.device, autocast):
-                    eps = self.unet(z, t, **cond, return_dict=False)[0]
-                records[int(t)] = dict(store)
-                z = self.scheduler.step(eps.to(z.dtype), t, z, return_dict=False)[0]
+        self._run(z_src, embeds, self.scheduler, self.scheduler.timesteps[start:], mutual, records, autocast)
         return records
+
+    def clear_source_cache(self) -> None:
+        """Forget the kept source (``source_cache``): the next edit inverts and samples its source again."""
+        self._source_cache = None
 
     def _source_key(
         self,
