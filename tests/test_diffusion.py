@@ -229,6 +229,21 @@ def test_an_unwritable_cache_still_edits(pipe, tmp_path, monkeypatch, caplog):
     assert out.info["lora"] == "trained" and out.info["lora_cache"] is None and "not cached" in caplog.text
 
 
+def test_cancel_ends_lora_training_early_and_nothing_is_cached(pipe, tmp_path):
+    polls = []
+    req = DragRequest(image(), [(40, 40)], [(50, 40)], prompt="p")
+    out = pipe(
+        req,
+        progress=False,
+        cancel=lambda: polls.append(1) or len(polls) > 3,
+        **{**FAST, "lora": "train", "lora_steps": 50},
+    )
+    assert out.info["lora_stopped"] == "cancelled after 3 of 50 steps" and out.info["lora_cache"] is None
+    assert out.info["stop_reason"] == "cancelled" and out.info["steps"] == 0  # the drag stops at once too
+    assert not any((tmp_path / "cache").rglob("*.safetensors"))  # a LoRA cut short is never reused
+    assert out.image.size == req.image.size
+
+
 def test_bfloat16_on_cpu(tiny_sd):
     from dragkit import DragDiffusionPipeline
 

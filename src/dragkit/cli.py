@@ -352,7 +352,9 @@ def app_(
     time_limit: Annotated[
         float | None,
         typer.Option(
-            "--time-limit", min=0.001, help="stop each edit's drag after this many seconds (result: the edit so far)"
+            "--time-limit",
+            min=0.001,
+            help="stop each edit's LoRA training, GAN inversion and drag after this many seconds (the edit so far)",
         ),
     ] = None,
     queue_size: Annotated[

@@ -22,8 +22,8 @@ PREVIEW_EVERY = 5  # GAN engine: a preview image every this many steps
 
 class Runner:
     """``max_models``: how many loaded pipelines are kept (the least recently used goes first; an edit that is
-    running keeps its own). ``time_limit``: seconds after which an edit's drag is stopped (the result is the edit
-    so far, and says so); ``None``: no limit."""
+    running keeps its own). ``time_limit``: seconds after which an edit's LoRA training, GAN inversion and drag
+    stop where they are (the result is the edit so far, and says so); ``None``: no limit."""
 
     def __init__(
         self, device: str = "cpu", dtype: Any = None, max_models: int = 3, time_limit: float | None = None

@@ -455,8 +455,10 @@ def train_identity_lora(
     batch: int,
     seed: int,
     progress: bool = True,
-) -> None:
-    """Train DragDiffusion's identity LoRA into ``unet`` as the peft adapter ``dragkit_identity``.
+    cancel: Callable[[], bool] | None = None,
+) -> int:
+    """Train DragDiffusion's identity LoRA into ``unet`` as the peft adapter ``dragkit_identity``; returns the
+    number of steps done (fewer than ``steps`` when ``cancel``, polled once per step, returned True).
 
     Rank ``rank`` (alpha = rank) on ``to_q/to_k/to_v/to_out.0`` of every attention; AdamW (torch defaults, as
     theirs: betas 0.9/0.999, weight decay 0.01); ε-MSE (or the scheduler's v target) at uniform random
@@ -474,6 +476,7 @@ def train_identity_lora(
     dtype = unet.dtype
     T = scheduler.config.num_train_timesteps
     was_training = unet.training
+    done = 0
     unet.train()
     base = [p for n, p in unet.named_parameters() if LORA_ADAPTER not in n and p.requires_grad]
     for p in base:  # as DragDiffusion's trainer: the base weights are frozen, only their gradients skipped
@@ -481,6 +484,9 @@ def train_identity_lora(
     try:
         with torch.enable_grad():
             for _ in tqdm(range(steps), desc="identity LoRA", disable=None if progress else True, leave=False):
+                if cancel is not None and cancel():
+                    break
+                done += 1
                 x0 = torch.cat([sample_x0(g) for _ in range(batch)]).to(device)
                 noise = torch.randn(x0.shape, generator=g).to(device)
                 t = torch.randint(0, T, (batch,), generator=g).to(device)
@@ -502,3 +508,4 @@ def train_identity_lora(
         for p in params:
             p.requires_grad_(False)
             p.data = p.data.to(dtype)
+    return done

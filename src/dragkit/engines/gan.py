@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +155,8 @@ class GANInversion:
     code: GANCode
     reconstruction: Tensor  # (1, 3, R, R) in [-1, 1]
     psnr: float
-    steps: int
+    steps: int  # Adam steps done
+    planned: int  # Adam steps asked for (more than ``steps`` when a cancel ended the fit early)
 
 
 class GANEngine:
@@ -240,13 +241,17 @@ class GANEngine:
         restarts: int = 8,
         seed: int = 42,
         progress: bool = True,
+        cancel: Callable[[], bool] | None = None,
     ) -> GANInversion:
         """Fit the generator to an image ``target`` ``(1, 3, R, R)`` in [-1, 1] by pixel MSE.
 
         Stage 1 tries ``restarts`` random z in parallel for ``steps // 2`` Adam steps (lr 0.05) and keeps the best;
         stage 2 (``latent_block > 0``) refines the activation entering ``blocks[latent_block]`` for ``steps`` Adam
         steps (lr 0.01), which fits far more detail than z alone. Returns the code and the reconstruction PSNR.
+        ``cancel`` is polled once per step: True ends the fit where it is (``steps`` in the result counts the
+        steps done; the best code so far is kept).
         """
+        stopped = cancel if cancel is not None else (lambda: False)
         dev = self.device
         target = target.to(dev)
         g = torch.Generator().manual_seed(int(seed))
@@ -255,13 +260,17 @@ class GANEngine:
         n1 = max(steps // 2, 1)
         total = n1 + (steps if latent_block > 0 else 0)
         bar = tqdm(total=total, desc="invert", disable=None if progress else True, leave=False)
+        done = 0
         with torch.enable_grad():
             for _ in range(n1):
+                if stopped():
+                    break
                 err = ((self.generator(z) - target) ** 2).flatten(1).mean(1)
                 opt.zero_grad(set_to_none=True)
                 err.sum().backward()
                 opt.step()
                 bar.update(1)
+                done += 1
             with torch.no_grad():
                 err = ((self.generator(z) - target) ** 2).flatten(1).mean(1)
             code = self.advance(GANCode(z[int(err.argmin())][None].detach(), 0), latent_block)
@@ -270,16 +279,19 @@ class GANEngine:
                 x = code.tensor.clone().requires_grad_(True)
                 opt = torch.optim.Adam([x], lr=0.01)
                 for _ in range(steps):
+                    if stopped():
+                        break
                     loss = ((self.synthesize(GANCode(x, latent_block)) - target) ** 2).mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     bar.update(1)
+                    done += 1
                 code = GANCode(x.detach(), latent_block)
         bar.close()
         with torch.no_grad():
             recon = self.synthesize(code)
-        return GANInversion(code, recon, psnr(recon, target), total)
+        return GANInversion(code, recon, psnr(recon, target), done, total)
 
 
 def psnr(a: Tensor, b: Tensor) -> float:

@@ -616,9 +616,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         embeds: Tensor | None,
         progress: bool,
         cache: bool = True,
+        cancel: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """Put the identity LoRA in place (train, reuse from cache, or load a path); returns facts for the JSON.
-        ``cache=False`` trains every time and writes nothing (the reference recipe)."""
+        ``cache=False`` trains every time and writes nothing (the reference recipe). A cancel ends the training
+        early: that LoRA is used for this edit but never cached."""
         if mode == "none":
             return {"lora": "none"}
         if mode != "train":
@@ -644,7 +646,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             self._load_unet_lora(folder)
             return {"lora": "cached", "lora_cache": str(folder)}
 
-        D.train_identity_lora(
+        done = D.train_identity_lora(
             self.unet,
             self.scheduler,
             sample_x0,
@@ -655,7 +657,14 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             batch=params["lora_batch"],
             seed=seed,
             progress=progress,
+            cancel=cancel,
         )
+        if done < params["lora_steps"]:
+            return {
+                "lora": "trained",
+                "lora_cache": None,
+                "lora_stopped": f"cancelled after {done} of {params['lora_steps']} steps",
+            }
         if not cache:
             return {"lora": "trained", "lora_cache": None}
         sd = D.identity_lora_state_dict(self.unet)
@@ -701,8 +710,10 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             request: image, points, optional mask, prompt, seed.
             method: a preset that runs on the diffusion engine (``dragdiffusion``).
             callback: the loop's dict per step, plus ``handles_xy`` (image pixels).
-            cancel: polled once per drag step; True stops the drag early (the result is sampled from the latent
-                reached so far).
+            cancel: polled once per LoRA training step and once per drag step; True stops both early (the LoRA
+                trained so far is used and not cached, ``info["lora_stopped"]`` says so; the result is sampled from
+                the latent reached so far). Inversion and sampling, a fixed number of UNet steps, always finish
+                (with ``sampler=guidance``, which has no drag loop, only the LoRA stops early).
             progress: show progress bars.
             intention: with ``sampler=guidance``, the intention whose prompts steer the semantic guidance
                 (:mod:`dragkit.intentions`); by default the reasoner's most likely one.
@@ -805,7 +816,15 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             with prof.stage("lora"):
                 info.update(
                     self._lora(
-                        params["lora"], params, request, (w8, h8), sample_x0, embeds, progress, cache=not reference
+                        params["lora"],
+                        params,
+                        request,
+                        (w8, h8),
+                        sample_x0,
+                        embeds,
+                        progress,
+                        cache=not reference,
+                        cancel=cancel,
                     )
                 )
             amp = params["autocast"]

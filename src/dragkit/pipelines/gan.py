@@ -86,9 +86,16 @@ class DragGANPipeline:
         return GANSample(to_pil(self.engine.synthesize(code)), code, seed)
 
     def _code(
-        self, request: DragRequest, code: GANCode | None, params: dict[str, Any], res: int, progress: bool
+        self,
+        request: DragRequest,
+        code: GANCode | None,
+        params: dict[str, Any],
+        res: int,
+        progress: bool,
+        cancel: Callable[[], bool] | None = None,
     ) -> tuple[GANCode, dict[str, Any]]:
-        """The code to edit: the given one advanced to ``latent_block``, or the request's image inverted."""
+        """The code to edit: the given one advanced to ``latent_block``, or the request's image inverted (a cancel
+        ends the fit early; the info says how many of its steps ran)."""
         lb = params["latent_block"]
         if code is not None:
             return self.engine.advance(code, lb), {"source": "generated"}
@@ -99,8 +106,12 @@ class DragGANPipeline:
             restarts=params["invert_restarts"],
             seed=request.seed,
             progress=progress,
+            cancel=cancel,
         )
-        return inv.code, {"source": "inverted", "inversion_psnr": round(inv.psnr, 3)}
+        info = {"source": "inverted", "inversion_psnr": round(inv.psnr, 3), "inversion_steps": inv.steps}
+        if inv.steps < inv.planned:
+            info["inversion_stopped"] = f"cancelled after {inv.steps} of {inv.planned} steps"
+        return inv.code, info
 
     @torch.no_grad()
     def __call__(
@@ -123,7 +134,8 @@ class DragGANPipeline:
             code: the generator code of ``request.image`` if it was generated (skips inversion).
             callback: receives the loop's dict per step, plus ``handles_xy`` (image pixels) and, on the steps
                 where a frame is recorded, ``preview`` (the image so far).
-            cancel: polled once per step; True stops the edit early (the result is the latent so far).
+            cancel: polled once per step of the inversion and of the drag; True stops the edit early (the result
+                is the latent so far; an inversion cut short is reported in ``info["inversion_stopped"]``).
             progress: show tqdm bars.
             record_frames: keep ``(step, image)`` every this many steps (and the last) in ``result.frames``.
             **overrides: any parameter by its stable name (``r_p=6``); see ``dragkit edit --help-params``.
@@ -141,7 +153,7 @@ class DragGANPipeline:
         info.update(noop_pairs(request))
 
         with prof.stage("invert"):
-            code, inv_info = self._code(request, code, params, res, progress)
+            code, inv_info = self._code(request, code, params, res, progress, cancel)
         info.update(inv_info)
 
         def features(latent: Tensor) -> FeatureOutput:
