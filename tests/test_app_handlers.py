@@ -3,8 +3,11 @@ live previews, Stop, errors and the result bundle (the GAN engine with its real 
 
 import io
 import json
+import socket
 import threading
+import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,6 +127,10 @@ def test_a_time_limit_stops_the_drag_and_says_so(gan_pipe):
     (res,) = done["results"]
     assert res.info["stop_reason"] == "cancelled" and res.info["time_limit"] == 0.5
     assert res.info["steps"] < 5000
+    # the limit also ends a long inversion (an uploaded image), not only the drag
+    done = list(limited.run(req, "draggan", overrides={"drag_steps": 5000, "invert_steps": 100000}))[-1]
+    (res,) = done["results"]
+    assert res.info["inversion_stopped"].startswith("cancelled after") and res.info["steps"] == 0
     with pytest.raises(ValueError, match="time_limit"):
         Runner(time_limit=0)
 
@@ -179,3 +186,47 @@ def test_uploads_are_checked_from_the_header_before_decoding(tmp_path):
     s = S.load_upload(tmp_path / "a.png")
     assert s.image.mode == "RGB" and s.image.size == (10, 8) and s.image.getpixel((0, 0)) == (255, 255, 255)
     assert S.load_upload(None).image is None
+
+
+def test_a_long_session_grows_neither_the_server_state_nor_the_disk(gan_pipe, tmp_path):
+    """Gradio keeps a new component object in a session's config for every property update a handler returns
+    (``gr.skip()`` included) and never frees the old ones: the load test found a session growing by six
+    components per edit. The handlers return values only; the session's config stays the same size. The files
+    served (ours and Gradio's cached copies) are removed after ``keep_files`` seconds."""
+    gradio_client = pytest.importorskip("gradio_client")
+    from dragkit.app.ui import build
+
+    runner = Runner()
+    runner._pipes[("gan", None)] = (gan_pipe, threading.Lock())
+    files = tmp_path / "files"
+    demo = build(runner, 1, [], 8, keep_files=4, files_dir=files)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+
+        def job(seed):
+            client.predict(seed, api_name="/generate")
+            client.predict(20, 30, api_name="/add_point")
+            client.predict(26, 30, api_name="/add_point")
+            advanced = "drag_steps=10\ninvert_steps=2\ninvert_restarts=1"
+            out = client.predict("draggan", "", "", "", 42, advanced, False, "default", 1, api_name="/run")
+            assert out[4].startswith("10 steps")  # the run's info line: it ran
+
+        sizes = []
+        for seed in range(4):
+            job(seed)
+            (session,) = demo.state_holder.session_data.values()
+            sizes.append((len(session.blocks_config.blocks), len(session.config_values)))
+        assert sizes[-1] == sizes[0], sizes
+        served = {f for s in demo.temp_file_sets for f in s}
+        time.sleep(5.5)
+        job(9)
+        runs = [d for d in files.iterdir() if d.name != "shown"]
+        cached = {f for s in demo.temp_file_sets for f in s}
+        assert len(runs) == 1  # the last run's bundle; the older ones are gone
+        assert served and not served & cached and not any(Path(f).exists() for f in served)  # Gradio's copies too
+    finally:
+        demo.close()

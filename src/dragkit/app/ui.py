@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,21 @@ from . import session as S
 from .runner import Runner
 
 MAX_UPLOAD = "20mb"
+KEEP_FILES = 3600  # seconds the pictures and bundles served to a page are kept on disk
+
+
+def prune(folder: Path, age: float, keep: Path | None = None) -> None:
+    """Remove the entries of ``folder`` but ``keep`` (files, or run folders with their files) last changed over
+    ``age`` seconds ago; one that vanishes meanwhile is fine."""
+    cutoff = time.time() - age
+    for entry in folder.iterdir():
+        if entry == keep:
+            continue
+        try:
+            if entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        except FileNotFoundError:
+            pass
 
 
 class StopFlag(threading.Event):
@@ -35,18 +51,35 @@ def build(
     concurrency: int = 1,
     model_dirs: Sequence[str | os.PathLike] = (),
     queue_size: int | None = 64,
+    keep_files: int = KEEP_FILES,
+    files_dir: str | os.PathLike | None = None,
 ) -> Any:
     """The app's ``gr.Blocks`` (queued: ``concurrency`` edits at once, at most ``queue_size`` waiting; more are
-    refused with "queue is full"). A model typed in the page must be a hub id, a packaged model or a name under
-    one of ``model_dirs`` (:func:`~dragkit.app.session.resolve_model`)."""
+    refused with "queue is full"). The pictures and bundles it serves are written under ``files_dir`` (default: a
+    temporary folder removed at exit) and, like Gradio's cached copies of them, removed ``keep_files`` seconds
+    later, so a long-running app does not fill its disk. A model typed in the page must be a hub id, a packaged
+    model or a name under one of ``model_dirs`` (:func:`~dragkit.app.session.resolve_model`)."""
     import gradio as gr
 
     runner = runner or Runner()
-    out_dir = Path(tempfile.mkdtemp(prefix="dragkit-app-"))
-    atexit.register(shutil.rmtree, out_dir, ignore_errors=True)  # the pictures and bundles go with the process
+    if keep_files < 1:
+        raise ValueError(f"keep_files={keep_files}: keep the served files at least 1 second")
+    if files_dir is None:
+        out_dir = Path(tempfile.mkdtemp(prefix="dragkit-app-"))
+        atexit.register(shutil.rmtree, out_dir, ignore_errors=True)  # the pictures and bundles go with the process
+    else:
+        out_dir = Path(files_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    pruned = [time.time()]
 
     shown_dir = out_dir / "shown"
-    shown_dir.mkdir()
+    shown_dir.mkdir(exist_ok=True)
+
+    def prune_old() -> None:  # at most every tenth of the keeping time
+        if time.time() - pruned[0] > keep_files / 10:
+            pruned[0] = time.time()
+            prune(shown_dir, keep_files)
+            prune(out_dir, keep_files, keep=shown_dir)
 
     def fail(e: Exception) -> Any:
         return gr.Error(str(e), print_exception=False)
@@ -112,13 +145,15 @@ def build(
         s = S.clear(s)
         return s, shown(S.annotate(s))
 
+    # The handlers return values, never property updates (gr.skip(), gr.update()): Gradio 6 keeps a new component
+    # object in the session's config for every update and never frees the old ones (tests/test_app_handlers.py
+    # counts them), so a long-lived session would grow without bound.
     def on_mask(s, editor):
         if s.image is None:
-            return s, gr.skip()
+            return s, None
         mask = S.mask_from_editor(editor, s.image.size)
-        if mask is None and s.mask is None:  # a new background, nothing painted: the picture is already right
-            return s, gr.skip()
-        s = S.with_mask(s, mask)
+        if mask is not None or s.mask is not None:  # a new background with nothing painted changes nothing
+            s = S.with_mask(s, mask)
         return s, shown(S.annotate(s))
 
     def on_run(
@@ -147,21 +182,19 @@ def build(
         except DragkitError as e:
             raise fail(e) from None
         n = int(n_results) if n_results and int(n_results) > 1 else None
+        preview = None  # while it runs: the newest preview, and the last run's outputs cleared
         for ev in runner.run(req, method, chosen, overrides, stop, n):
             if ev["kind"] == "progress":
                 if ev["total"]:
                     progress((min(ev["step"], ev["total"]), ev["total"]), desc="dragging")
-                yield (
-                    shown(ev["preview"]) if ev["preview"] is not None else gr.skip(),
-                    gr.skip(),
-                    gr.skip(),
-                    gr.skip(),
-                    gr.skip(),
-                )
+                preview = shown(ev["preview"]) if ev["preview"] is not None else preview
+                step = f"step {min(ev['step'], ev['total'])} of {ev['total']}" if ev["total"] else f"step {ev['step']}"
+                yield preview, None, None, None, f"running: {step}"
             elif ev["kind"] == "error":
                 raise gr.Error(ev["message"], print_exception=False)
             else:
                 results = ev["results"]
+                prune_old()
                 stem = Path(tempfile.mkdtemp(dir=out_dir)) / "dragkit-result"  # one folder per run: no clashes
                 bundle = stem.with_suffix(".zip")
                 bundle.write_bytes(S.bundle_bytes(results))
@@ -175,6 +208,9 @@ def build(
                 )
                 if r.info.get("time_limit"):
                     info += f"; stopped at the app's time limit of {r.info['time_limit']:g} s (the edit so far)"
+                for stage in ("lora", "inversion"):  # a stop during the LoRA's training or a GAN inversion
+                    if f"{stage}_stopped" in r.info:
+                        info += f"; {stage} {r.info[f'{stage}_stopped']}"
                 gallery = (
                     [(shown(x.image), x.info.get("intention", {}).get("target_prompt", "")) for x in results]
                     if len(results) > 1
@@ -186,7 +222,7 @@ def build(
         stop.set()
         return "stopping: the result is the edit so far"
 
-    with gr.Blocks(title="dragkit") as demo:
+    with gr.Blocks(title="dragkit", delete_cache=(max(1, keep_files // 10), keep_files)) as demo:
         state = gr.State(S.Session())
         stop = gr.State(StopFlag)
         gr.Markdown("# dragkit\nUpload an image (or generate a face), click a **handle** then its **target**, Run.")
@@ -272,8 +308,9 @@ def launch(
     model_dirs: Sequence[str | os.PathLike] = (),
     time_limit: float | None = None,
     queue_size: int | None = 64,
+    keep_files: int = KEEP_FILES,
 ) -> None:
     """Serve the app (blocks). It binds ``host`` (this machine only by default); uploads over ``MAX_UPLOAD``
     are refused by the server."""
-    demo = build(Runner(device, time_limit=time_limit), concurrency, model_dirs, queue_size)
+    demo = build(Runner(device, time_limit=time_limit), concurrency, model_dirs, queue_size, keep_files)
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True)
