@@ -360,6 +360,9 @@ def app_(
     queue_size: Annotated[
         int, typer.Option("--queue-size", min=1, help="edits that may wait; more are refused ('queue is full')")
     ] = 64,
+    keep_files: Annotated[
+        int, typer.Option("--keep-files", min=1, help="seconds the pictures and bundles served are kept on disk")
+    ] = 3600,
 ) -> None:
     """The web app: upload or generate an image, click handles and targets, paint a mask, run, download."""
     try:
@@ -369,7 +372,9 @@ def app_(
     for d in model_dirs or []:
         if not d.is_dir():
             raise InputError(f"--model-dir {d}: no such folder")
-    launch(host, port, share, concurrency, _select_device(device), model_dirs or [], time_limit, queue_size)
+    launch(
+        host, port, share, concurrency, _select_device(device), model_dirs or [], time_limit, queue_size, keep_files
+    )
 
 
 @app.command("bench-speed")
