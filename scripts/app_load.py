@@ -5,7 +5,13 @@ handle and a target, run a short DragGAN edit, download the bundle.
 Checked for every job: it completes, or the queue refuses it cleanly ("queue is full"); its bundle holds exactly
 the points this session typed (no session sees another's points or results); its result differs from the face.
 Measured: throughput, queue latency (submitted → started) p50/p95, job time p50/p95, and the app process's
-resident memory over the run (the mean over the first and the last tenth of the jobs, and the peak).
+resident memory over the run: the mean over the first and the last tenth of the jobs, the peak, the resident
+memory after every tenth of the jobs, and its growth per 100 jobs over the second half of the run (a least-squares
+slope: warm-up is over by then, so a leak shows as a slope well above zero).
+
+``--tracemalloc`` runs the app with Python's allocation tracing: every ``--trace-every`` seconds the Python heap's
+size is recorded, and the lines whose allocations grew most since the first record after ``--trace-warm`` seconds
+are reported. Memory that torch allocates for tensors is not traced; it shows in the resident memory only.
 
     python scripts/app_load.py --sessions 20 --jobs 15 --concurrency 2 --queue-size 64 -o docs/app/load.json
 
@@ -44,6 +50,44 @@ def rss_bytes(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+# Runs ``python -m dragkit.cli ...`` with tracemalloc on, writing one JSON line per ``DK_TRACE_EVERY`` seconds.
+TRACED_APP = r"""
+import json, os, runpy, sys, threading, time, tracemalloc
+
+tracemalloc.start(1)
+out, every, warm = os.environ["DK_TRACE_OUT"], float(os.environ["DK_TRACE_EVERY"]), float(os.environ["DK_TRACE_WARM"])
+t0 = time.time()
+
+def record():
+    base = None
+    while True:
+        time.sleep(every)
+        snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        rec = {"t": time.time(), "python_heap_bytes": tracemalloc.get_traced_memory()[0]}
+        if base is None and time.time() - t0 >= warm:
+            base, rec["baseline"] = snap, True
+        elif base is not None:
+            top = snap.compare_to(base, "lineno")[:8]
+            rec["growth_since_warm"] = [[str(d.traceback), d.size_diff, d.count_diff] for d in top]
+        with open(out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+threading.Thread(target=record, daemon=True).start()
+sys.argv = ["dragkit", *sys.argv[1:]]
+runpy.run_module("dragkit.cli", run_name="__main__")
+"""
+
+
+def slope_per_100(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of ``(job count, MiB)`` points, in MiB per 100 jobs."""
+    if len(points) < 3:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return 100 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else None
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -112,6 +156,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10, help="drag steps per job")
     ap.add_argument("--timeout", type=float, default=1800, help="stop the run after this many seconds")
     ap.add_argument("-o", "--out", type=Path, help="write the figures and every job's record here (.json)")
+    ap.add_argument("--tracemalloc", action="store_true", help="trace the app's Python allocations (slower)")
+    ap.add_argument("--trace-every", type=float, default=30.0, help="seconds between heap records")
+    ap.add_argument("--trace-warm", type=float, default=120.0, help="seconds of warm-up before the heap baseline")
     args = ap.parse_args()
 
     port = free_port()
@@ -120,6 +167,11 @@ def main() -> int:
     log = tempfile.NamedTemporaryFile(prefix="dragkit-app-load-", suffix=".log", delete=False)  # noqa: SIM115
     cmd = [sys.executable, "-m", "dragkit.cli", "app", "--port", str(port)]
     cmd += ["--concurrency", str(args.concurrency), "--queue-size", str(args.queue_size)]
+    trace = Path(log.name).with_suffix(".heap.jsonl")
+    if args.tracemalloc:
+        cmd[1:3] = ["-c", TRACED_APP]
+        env |= {"DK_TRACE_OUT": str(trace), "DK_TRACE_EVERY": str(args.trace_every)}
+        env["DK_TRACE_WARM"] = str(args.trace_warm)
     app = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 120
@@ -157,7 +209,12 @@ def main() -> int:
         wall = time.time() - t0
     finally:
         app.terminate()
-        app.wait(30)
+        try:
+            app.wait(30)
+        except subprocess.TimeoutExpired:
+            print("the app did not exit within 30 s of SIGTERM; killed", file=sys.stderr)
+            app.kill()
+            app.wait()
 
     done = [r for r in records if r["status"] == "done"]
     ends = sorted(r["end"] for r in records)
@@ -166,6 +223,16 @@ def main() -> int:
     def mem_between(a: float, b: float) -> float | None:
         vals = [m for t, m in memory if a <= t <= b]
         return statistics.fmean(vals) / 2**20 if vals else None
+
+    def rss_at(t: float) -> float | None:  # the last sample taken at or before t
+        before = [m for tm, m in memory if tm <= t]
+        return before[-1] / 2**20 if before else None
+
+    done_ends = sorted(r["end"] for r in done)
+    tenths = [rss_at(done_ends[max(0, len(done_ends) * k // 10 - 1)]) for k in range(1, 11)] if done_ends else []
+    half = [(i + 1, rss_at(t)) for i, t in enumerate(done_ends) if i >= len(done_ends) // 2]
+    heap = [json.loads(line) for line in trace.read_text().splitlines()] if args.tracemalloc and trace.exists() else []
+    warm = [h for h in heap if h.get("baseline") or "growth_since_warm" in h]
 
     report = {
         "sessions": args.sessions,
@@ -187,6 +254,11 @@ def main() -> int:
         "rss_first_tenth_mib": mem_between(t0, ends[tenth - 1]) if ends else None,
         "rss_last_tenth_mib": mem_between(ends[-tenth - 1] if len(ends) > tenth else t0, ends[-1]) if ends else None,
         "rss_peak_mib": max(m for _, m in memory) / 2**20 if memory else None,
+        "rss_after_each_tenth_mib": [round(v, 1) if v is not None else None for v in tenths],
+        "rss_growth_second_half_mib_per_100_jobs": slope_per_100([(x, y) for x, y in half if y is not None]),
+        "python_heap_after_warm_mib": round(warm[0]["python_heap_bytes"] / 2**20, 1) if warm else None,
+        "python_heap_last_mib": round(heap[-1]["python_heap_bytes"] / 2**20, 1) if heap else None,
+        "python_heap_growth_top": warm[-1].get("growth_since_warm", [])[:5] if warm else None,
         "errors": sorted({r["error"] for r in records if r["status"] == "failed"})[:10],
         "app_log": log.name,
     }

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +81,46 @@ def test_sigterm_stops_an_edit_with_one_line_and_nothing_partial(face_png, tmp_p
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and err.strip().splitlines()[-1] == "dragkit: terminated; no partial output written"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_stops_the_app_promptly_with_an_edit_running(tmp_path):
+    """A service manager stops the app with SIGTERM while an edit runs: the edit is stopped and the process exits
+    with 143 within seconds, not after the edit (or never)."""
+    gradio_client = pytest.importorskip("gradio_client")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "app.log").open("w")
+    cmd = [sys.executable, "-m", "dragkit.cli", "app", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env={**ENV, "GRADIO_ANALYTICS_ENABLED": "False"}, stdout=log, stderr=log)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "the app did not start"
+                time.sleep(0.2)
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client.predict(3, api_name="/generate")
+        client.predict(20, 30, api_name="/add_point")
+        client.predict(26, 30, api_name="/add_point")
+        job = client.submit("draggan", "", "", "", 42, "drag_steps=10000", False, "default", 1, api_name="/run")
+        while job.status().code.name not in ("PROCESSING", "ITERATING", "PROGRESS"):
+            assert time.time() < deadline, "the edit did not start"
+            time.sleep(0.1)
+        time.sleep(1.0)  # well into the drag
+        t = time.time()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+        assert rc == 143 and time.time() - t < 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert "dragkit: terminated" in (tmp_path / "app.log").read_text()
 
 
 def _kill_writes(monkeypatch, error):
