@@ -13,7 +13,7 @@ slope: warm-up is over by then, so a leak shows as a slope well above zero).
 size is recorded, and the lines whose allocations grew most since the first record after ``--trace-warm`` seconds
 are reported. Memory that torch allocates for tensors is not traced; it shows in the resident memory only.
 
-    python scripts/app_load.py --sessions 20 --jobs 15 --concurrency 2 --queue-size 64 -o docs/app/load.json
+    python scripts/app_load.py --sessions 20 --jobs 60 --queue-size 64 -o docs/reliability/app_load.json
 
 Exit status 1 when any job failed in another way or saw another session's points.
 """
