@@ -84,8 +84,8 @@ def test_sigterm_stops_an_edit_with_one_line_and_nothing_partial(face_png, tmp_p
 
 
 def test_sigterm_stops_the_app_promptly_with_an_edit_running(tmp_path):
-    """A service manager stops the app with SIGTERM while an edit runs: the edit is stopped and the process exits
-    with 143 within seconds, not after the edit (or never)."""
+    """A service manager stops the app with SIGTERM while a long edit runs: the process exits with 143 within
+    seconds, not after the edit (or never)."""
     gradio_client = pytest.importorskip("gradio_client")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
