@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from .errors import DragkitError, InputError, ParameterError
+from .limits import KEEP_SERVED_FILES
 
 app = typer.Typer(
     add_completion=False,
@@ -362,7 +363,7 @@ def app_(
     ] = 64,
     keep_files: Annotated[
         int, typer.Option("--keep-files", min=1, help="seconds the pictures and bundles served are kept on disk")
-    ] = 3600,
+    ] = KEEP_SERVED_FILES,
 ) -> None:
     """The web app: upload or generate an image, click handles and targets, paint a mask, run, download."""
     try:

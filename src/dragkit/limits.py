@@ -17,6 +17,7 @@ import os
 from .errors import InputError
 
 DEFAULT_MAX_PAIRS = 64
+KEEP_SERVED_FILES = 3600  # seconds the web app keeps the pictures and bundles it served (dragkit app --keep-files)
 MIN_DEFAULT_PIXELS = 16_000_000
 MAX_DEFAULT_PIXELS = 100_000_000
 

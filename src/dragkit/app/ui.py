@@ -16,12 +16,12 @@ from typing import Any
 
 from ..errors import DragkitError, InputError
 from ..io import write_bytes_atomic
+from ..limits import KEEP_SERVED_FILES as KEEP_FILES
 from ..methods import METHODS
 from . import session as S
 from .runner import Runner
 
 MAX_UPLOAD = "20mb"
-KEEP_FILES = 3600  # seconds the pictures and bundles served to a page are kept on disk
 
 
 def prune(folder: Path, age: float, keep: Path | None = None) -> None:
