@@ -52,7 +52,7 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
-# Runs ``python -m dragkit.cli ...`` with tracemalloc on, writing one JSON line per ``DK_TRACE_EVERY`` seconds.
+# Runs ``python -m dragkit ...`` with tracemalloc on, writing one JSON line per ``DK_TRACE_EVERY`` seconds.
 TRACED_APP = r"""
 import json, os, runpy, sys, threading, time, tracemalloc
 
@@ -76,7 +76,7 @@ def record():
 
 threading.Thread(target=record, daemon=True).start()
 sys.argv = ["dragkit", *sys.argv[1:]]
-runpy.run_module("dragkit.cli", run_name="__main__")
+runpy.run_module("dragkit", run_name="__main__")
 """
 
 
@@ -165,7 +165,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     log = tempfile.NamedTemporaryFile(prefix="dragkit-app-load-", suffix=".log", delete=False)  # noqa: SIM115
-    cmd = [sys.executable, "-m", "dragkit.cli", "app", "--port", str(port)]
+    cmd = [sys.executable, "-m", "dragkit", "app", "--port", str(port)]
     cmd += ["--concurrency", str(args.concurrency), "--queue-size", str(args.queue_size)]
     trace = Path(log.name).with_suffix(".heap.jsonl")
     if args.tracemalloc:

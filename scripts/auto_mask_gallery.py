@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from dragkit.bench.runner.metrics import AlexFeatures
 from PIL import Image, ImageDraw
 
 from dragkit import DragGANPipeline, DragRequest
-from dragkit.metrics import AlexFeatures
 from dragkit.parts.automask import feature_superpixels
-from dragkit.viz import draw_points
+from dragkit.utils.viz import draw_points
 
 SCALE = 3
 

@@ -23,10 +23,10 @@ import json
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dragkit.bench.runner.metrics.lpips import LPIPS, _unit
 
 from dragkit.engines import diffusion as D
 from dragkit.engines.gan import load_generator
-from dragkit.metrics.lpips import LPIPS, _unit
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of dragkit's parsers and readers; not part of the tests.
 
 Targets, each fed the fuzzer's bytes:
-  drag     ``--drag`` text (:func:`dragkit.cli.parse_drag`)
+  drag     ``--drag`` text (:func:`dragkit.interfaces.cli.parse_drag`)
   set      ``--set NAME=VALUE`` text (:func:`dragkit.params.parse_assignment`)
   image    an image file (:func:`dragkit.io.load_image`)
   mask     a mask file for a 16x12 image (:func:`dragkit.io.load_mask`)
@@ -44,11 +44,12 @@ def _load() -> None:
     import atheris
 
     with atheris.instrument_imports(include=["dragkit"]):
-        from dragkit.cli import parse_drag
-        from dragkit.datasets import read_bundles, read_drag100, read_dragbench
-        from dragkit.errors import DragkitError
-        from dragkit.io import load_image, load_mask
-        from dragkit.params import parse_assignment
+        from dragkit.bench.runner.datasets import read_bundles, read_drag100, read_dragbench
+
+        from dragkit.core.errors import DragkitError
+        from dragkit.core.params import parse_assignment
+        from dragkit.interfaces.cli import parse_drag
+        from dragkit.utils.io import load_image, load_mask
 
 
 WORK = Path(tempfile.mkdtemp(prefix="dragkit-fuzz-"))

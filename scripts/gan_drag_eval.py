@@ -35,14 +35,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from dragkit.bench.runner.metrics import AlexFeatures, lpips_distance, mean_distance
 from PIL import Image, ImageDraw
 
 from dragkit import DragGANPipeline, DragRequest
-from dragkit.geometry import drag_region
+from dragkit.core.geometry import drag_region
+from dragkit.core.params import parse_assignment
 from dragkit.methods import get_method
-from dragkit.metrics import AlexFeatures, lpips_distance, mean_distance
-from dragkit.params import parse_assignment
-from dragkit.viz import draw_points, side_by_side
+from dragkit.utils.viz import draw_points, side_by_side
 
 LOST_PX = 5.0  # MD after more than this far above MD before: the content was destroyed rather than moved
 

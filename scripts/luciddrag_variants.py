@@ -13,9 +13,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+from dragkit.bench.runner.metrics import AlexFeatures, lpips_distance, mean_distance
+
 from dragkit import DragDiffusionPipeline, DragGANPipeline, DragRequest
-from dragkit.metrics import AlexFeatures, lpips_distance, mean_distance
-from dragkit.viz import draw_points, side_by_side, stack
+from dragkit.utils.viz import draw_points, side_by_side, stack
 
 spec = importlib.util.spec_from_file_location("gan_drag_eval", Path(__file__).with_name("gan_drag_eval.py"))
 ev = importlib.util.module_from_spec(spec)
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--set", dest="sets", action="append", default=["guide_quality=0"], help="k=v for luciddrag")
     args = ap.parse_args()
-    from dragkit.params import parse_assignment
+    from dragkit.core.params import parse_assignment
 
     overrides = dict(parse_assignment(s) for s in args.sets)
     gan = DragGANPipeline.from_pretrained()

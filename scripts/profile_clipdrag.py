@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from dragkit import DragDiffusionPipeline, DragRequest
-from dragkit.io import safe_unpickle
-from dragkit.testing import build_clip_b16_shaped, build_sd15_shaped
+from dragkit.utils.io import safe_unpickle
+from dragkit.utils.testing import build_clip_b16_shaped, build_sd15_shaped
 
 DRAGBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "dragbench"
 

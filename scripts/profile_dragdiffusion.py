@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 from dragkit import DragDiffusionPipeline, DragRequest
-from dragkit.io import safe_unpickle
-from dragkit.params import parse_assignment
-from dragkit.profiler import format_profile
-from dragkit.testing import build_sd15_shaped
+from dragkit.core.params import parse_assignment
+from dragkit.utils.io import safe_unpickle
+from dragkit.utils.profiler import format_profile
+from dragkit.utils.testing import build_sd15_shaped
 
 DRAGBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "dragbench"
 

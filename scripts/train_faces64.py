@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from dragkit.engines.gan import load_generator
-from dragkit.testing import FACES64_SCHEDULE, FACES64_UNET
+from dragkit.utils.testing import FACES64_SCHEDULE, FACES64_UNET
 
 CONFIG, SCHEDULE = FACES64_UNET, FACES64_SCHEDULE
 

@@ -12,7 +12,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def tiny_sd(tmp_path_factory):
     """A tiny random-weight Stable Diffusion pipeline folder, built offline and saved with save_pretrained."""
     pytest.importorskip("diffusers")
-    from dragkit.testing import build_tiny_sd
+    from dragkit.utils.testing import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
 
@@ -44,7 +44,7 @@ def gan_pipe():
 @pytest.fixture(scope="session")
 def pixel_pipe(tmp_path_factory):
     from dragkit import DragDiffusionPipeline
-    from dragkit.testing import build_tiny_pixel
+    from dragkit.utils.testing import build_tiny_pixel
 
     p = DragDiffusionPipeline.from_pretrained(build_tiny_pixel(tmp_path_factory.mktemp("pixel")))
     p.set_progress_bar_config(disable=True)

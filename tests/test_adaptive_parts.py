@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dragkit.loop import DragContext, FeatureOutput, TrackResult, drag_loop
+from dragkit.core.loop import DragContext, FeatureOutput, TrackResult, drag_loop
 from dragkit.methods import build_parts, get_method
 from dragkit.parts import AdaptiveSchedule, BacktrackingTracker, FixedSchedule, NearestTracker, PatchSupervision
 

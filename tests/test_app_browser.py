@@ -44,7 +44,7 @@ def app_url(tmp_path_factory):
     log = tmp_path_factory.mktemp("app") / "app.log"
     env = {**ENV, "GRADIO_ANALYTICS_ENABLED": "False"}
     with log.open("w") as out:  # the child keeps its own copy of the descriptor
-        cmd = [sys.executable, "-m", "dragkit.cli", "app", "--port", str(port)]
+        cmd = [sys.executable, "-m", "dragkit", "app", "--port", str(port)]
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline:

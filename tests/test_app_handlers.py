@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dragkit.app import session as S
-from dragkit.app.runner import Runner
-from dragkit.errors import InputError, ParameterError
+from dragkit.core.errors import InputError, ParameterError
+from dragkit.interfaces.app import session as S
+from dragkit.interfaces.app.runner import Runner
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_a_long_session_grows_neither_the_server_state_nor_the_disk(gan_pipe, tm
     components per edit. The handlers return values only; the session's config stays the same size. The files
     served (ours and Gradio's cached copies) are removed after ``keep_files`` seconds."""
     gradio_client = pytest.importorskip("gradio_client")
-    from dragkit.app.ui import build
+    from dragkit.interfaces.app.ui import build
 
     runner = Runner()
     runner._pipes[("gan", None)] = (gan_pipe, threading.Lock())

@@ -111,7 +111,7 @@ def test_superpixel_spacing_and_semantic_offsets():
 
 
 def test_semantic_parts_follow_the_handles_shape():
-    from dragkit.loop import DragContext
+    from dragkit.core.loop import DragContext
     from dragkit.parts import SemanticRegionSupervision, SemanticRegionTracker
     from dragkit.parts.automask import semantic_geometry
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dragkit.datasets import open_dataset, pair_count, read_bundles
-from dragkit.errors import InputError
-from dragkit.evaluate import dai
+from dragkit.bench.datasets import open_dataset, pair_count, read_bundles
+from dragkit.bench.evaluate import dai
+from dragkit.core.errors import InputError
 
 from .test_cli import ENV, dragkit
 
@@ -96,7 +96,7 @@ def test_dai_matches_a_hand_computed_value():
 
 
 def test_md_equals_a_hand_computed_value_on_synthetic_features():
-    from dragkit.metrics import mean_distance
+    from dragkit.bench.metrics import mean_distance
 
     class OneHot:  # each image's feature: one-hot of the brightest pixel's colour channel pattern by position
         name = "onehot"
@@ -117,9 +117,9 @@ def test_md_equals_a_hand_computed_value_on_synthetic_features():
 
 
 def test_if_is_one_for_identical_images_and_lpips_matches_an_independent_computation():
-    from dragkit.io import safe_unpickle
-    from dragkit.metrics import lpips_distance
-    from dragkit.metrics.lpips import weights_path
+    from dragkit.bench.metrics import lpips_distance
+    from dragkit.bench.metrics.lpips import weights_path
+    from dragkit.utils.io import safe_unpickle
 
     rng = np.random.default_rng(1)
     a = Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
@@ -159,7 +159,7 @@ def test_if_is_one_for_identical_images_and_lpips_matches_an_independent_computa
 
 
 def test_dift_features_on_a_tiny_model(pipe):
-    from dragkit.metrics.dift import DiftFeatures
+    from dragkit.bench.metrics.dift import DiftFeatures
 
     dift = DiftFeatures(pipe, ensemble=2, up_ft_index=1)
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
@@ -211,7 +211,7 @@ def test_two_processes_share_the_samples(tmp_path):
     data = make_drag100(tmp_path / "d", n=6)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += ["-m", "dragkit.cli", "bench", str(data), "--method", "identity", "-o", str(run), "-q"]
+    cmd += ["-m", "dragkit", "bench", str(data), "--method", "identity", "-o", str(run), "-q"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     ranks = sorted(json.loads(p.read_text())["bench"]["rank"] for p in run.glob("samples/*/*/result.json"))

@@ -14,7 +14,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 def dragkit(*args, cwd=None, env_extra=None):
     return subprocess.run(
-        [sys.executable, "-m", "dragkit.cli", *map(str, args)],
+        [sys.executable, "-m", "dragkit", *map(str, args)],
         capture_output=True,
         text=True,
         env={**ENV, **(env_extra or {})},

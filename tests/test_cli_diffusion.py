@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dragkit.io import safe_unpickle
+from dragkit.utils.io import safe_unpickle
 
 from .test_cli import dragkit
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from dragkit import DragRequest, ParameterError
+from dragkit.core.loop import FeatureOutput
 from dragkit.engines import diffusion as D
-from dragkit.loop import FeatureOutput
 from dragkit.parts.clip_guidance import ClipGuidanceTerm, load_clip
-from dragkit.testing import build_tiny_clip
+from dragkit.utils.testing import build_tiny_clip
 
 from .test_cli import dragkit
 from .test_diffusion import image

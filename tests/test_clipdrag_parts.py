@@ -4,7 +4,7 @@ import itertools
 
 import torch
 
-from dragkit.loop import DragContext, FeatureOutput, drag_loop
+from dragkit.core.loop import DragContext, FeatureOutput, drag_loop
 from dragkit.parts import FastTracker, FixedSchedule, NearestTracker, PatchSupervision
 
 

@@ -176,7 +176,7 @@ def test_long_prompts_are_truncated_with_a_warning(pipe, caplog):
 
 
 def test_lora_path_that_does_not_fit(pipe, tmp_path):
-    from dragkit.testing import build_sd_pipeline
+    from dragkit.utils.testing import build_sd_pipeline
 
     other = build_sd_pipeline(tmp_path / "other", unet_channels=(8, 16, 16, 32))
     from dragkit import DragDiffusionPipeline
@@ -288,7 +288,7 @@ def test_mutual_attention_on_a_unet2dmodel(pixel_pipe):
 def test_packaged_model_names(monkeypatch, tmp_path):
     from dragkit import DragDiffusionPipeline
     from dragkit.pipelines import diffusion as pd
-    from dragkit.testing import build_tiny_pixel
+    from dragkit.utils.testing import build_tiny_pixel
 
     monkeypatch.setitem(pd.PACKAGED_MODELS, "faces64", tmp_path / "missing")
     with pytest.raises(ModelError, match="'faces64' is missing from this installation"):
@@ -302,7 +302,7 @@ def test_model_defaults_file(tmp_path, caplog):
     import json
 
     from dragkit import DragDiffusionPipeline
-    from dragkit.testing import build_tiny_pixel
+    from dragkit.utils.testing import build_tiny_pixel
 
     folder = build_tiny_pixel(tmp_path / "px")
     (folder / "dragkit.json").write_text(json.dumps({"defaults": {"feature_block": 1, "stop_distance": 1.5}}))

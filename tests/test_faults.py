@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dragkit.cli import main
+from dragkit.interfaces.cli import main
 
 from .test_bench import TINY, make_drag100
 from .test_cli import ENV, dragkit
@@ -24,7 +24,7 @@ FAST = ["--set", "drag_steps=40", "--set", "invert_steps=30", "--set", "invert_r
 
 
 def _popen(args, env_extra=None):
-    cmd = [sys.executable, "-m", "dragkit.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "dragkit", *map(str, args)]
     return subprocess.Popen(
         cmd, env={**ENV, **(env_extra or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -91,7 +91,7 @@ def test_sigterm_stops_the_app_promptly_with_an_edit_running(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = (tmp_path / "app.log").open("w")
-    cmd = [sys.executable, "-m", "dragkit.cli", "app", "--port", str(port)]
+    cmd = [sys.executable, "-m", "dragkit", "app", "--port", str(port)]
     proc = subprocess.Popen(cmd, env={**ENV, "GRADIO_ANALYTICS_ENABLED": "False"}, stdout=log, stderr=log)
     try:
         deadline = time.time() + 120
@@ -124,12 +124,12 @@ def test_sigterm_stops_the_app_promptly_with_an_edit_running(tmp_path):
 
 
 def _kill_writes(monkeypatch, error):
-    import dragkit.io
+    import dragkit.utils.io
 
     def fail(*a, **k):
         raise error
 
-    monkeypatch.setattr(dragkit.io.os, "fsync", fail)
+    monkeypatch.setattr(dragkit.utils.io.os, "fsync", fail)
 
 
 @pytest.mark.parametrize(

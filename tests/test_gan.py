@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from dragkit import DragGANPipeline, DragRequest, ModelError, ParameterError
+from dragkit.bench.metrics import AlexFeatures, lpips_distance, mean_distance
 from dragkit.engines.gan import DCGANGenerator, GANEngine, load_generator
-from dragkit.metrics import AlexFeatures, lpips_distance, mean_distance
 
 
 def test_bundled_generator_is_real_and_deterministic(gan_pipe):
@@ -71,7 +71,7 @@ def test_random_weights_generator_runs_the_same_code():
 
 def test_draggan_moves_content_on_real_weights(gan_pipe):
     """The demo's drag, judged by an independent matcher (LPIPS-AlexNet features), never by our tracker."""
-    from dragkit.demo import DEMO_HANDLES, DEMO_SEED, DEMO_TARGETS
+    from dragkit.interfaces.demo import DEMO_HANDLES, DEMO_SEED, DEMO_TARGETS
 
     face = gan_pipe.generate(DEMO_SEED)
     req = DragRequest(face.image, DEMO_HANDLES, DEMO_TARGETS)
@@ -90,7 +90,7 @@ def test_draggan_moves_content_on_real_weights(gan_pipe):
 
 
 def test_mask_keeps_the_outside_closer_to_the_source(gan_pipe):
-    from dragkit.demo import DEMO_HANDLES, DEMO_SEED, DEMO_TARGETS
+    from dragkit.interfaces.demo import DEMO_HANDLES, DEMO_SEED, DEMO_TARGETS
 
     face = gan_pipe.generate(DEMO_SEED)
     mask = np.zeros((64, 64), bool)

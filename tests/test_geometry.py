@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dragkit.geometry import GridMap, inside, patch_offsets, sample, window
+from dragkit.core.geometry import GridMap, inside, patch_offsets, sample, window
 
 
 def test_sampling_at_integer_positions_equals_slicing():
@@ -66,7 +66,7 @@ def test_window_is_clipped_and_row_major():
 
 
 def test_drag_region_is_the_union_of_capsules_around_the_segments():
-    from dragkit.geometry import drag_region
+    from dragkit.core.geometry import drag_region
 
     m = drag_region((64, 48), [((10, 20), (30, 20)), ((40, 40), (40, 40))], 3)
     assert m.shape == (64, 48) and m.dtype == bool

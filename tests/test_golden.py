@@ -72,7 +72,7 @@ def gan_request(gan_pipe, masked: bool = False):
 
 
 def faces64_request(gan_pipe):
-    from dragkit.geometry import drag_region
+    from dragkit.core.geometry import drag_region
 
     face = gan_pipe.generate(27).image
     pairs = [((32.0, 49.0), (32.0, 44.0))]
@@ -184,7 +184,7 @@ def record_of(result: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def models(pipe, gan_pipe, tmp_path_factory):
     from dragkit import DragDiffusionPipeline
-    from dragkit.testing import build_tiny_clip
+    from dragkit.utils.testing import build_tiny_clip
 
     f64 = DragDiffusionPipeline.from_pretrained("faces64")
     f64.set_progress_bar_config(disable=True)

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dragkit.intentions import LLMReasoner, ReasonerError, classify_drag, geometry_intentions, parse_intentions, reason
+from dragkit.parts.intentions import (
+    LLMReasoner,
+    ReasonerError,
+    classify_drag,
+    geometry_intentions,
+    parse_intentions,
+    reason,
+)
 
 
 def top(handles, targets, mask=None):

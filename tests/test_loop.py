@@ -2,7 +2,7 @@
 
 import torch
 
-from dragkit.loop import DragContext, FeatureOutput, drag_loop
+from dragkit.core.loop import DragContext, FeatureOutput, drag_loop
 from dragkit.parts import FeatureMaskTerm, FixedSchedule, NearestTracker, PatchSupervision
 
 
@@ -165,7 +165,7 @@ def test_mask_term_keeps_a_second_blob_still():
 def test_a_diverging_drag_is_a_clear_error():
     import pytest
 
-    from dragkit.errors import DivergedError
+    from dragkit.core.errors import DivergedError
 
     with pytest.raises(DivergedError, match="lower latent_lr"):
         drag_loop(

@@ -3,7 +3,7 @@
 import json
 
 from dragkit import DragRequest
-from dragkit.intentions import Intention
+from dragkit.parts.intentions import Intention
 
 from .test_cli import dragkit
 from .test_diffusion import image
@@ -59,7 +59,7 @@ def test_several_results_one_per_intention_then_seed_variants(pipe):
 
 def test_an_unconditional_model_gives_seed_variants_and_says_why(tmp_path):
     from dragkit.pipelines.diffusion import DragDiffusionPipeline
-    from dragkit.testing import build_tiny_pixel
+    from dragkit.utils.testing import build_tiny_pixel
 
     pix = DragDiffusionPipeline.from_pretrained(build_tiny_pixel(tmp_path / "pix"))
     req = DragRequest(image(32, 32), [(10, 16)], [(16, 16)], seed=0)
@@ -71,7 +71,7 @@ def test_an_unconditional_model_gives_seed_variants_and_says_why(tmp_path):
 
 
 def test_the_loopback_endpoint_chooses_the_intentions(pipe):
-    from dragkit.intentions import LLMReasoner
+    from dragkit.parts.intentions import LLMReasoner
 
     from .test_intentions import GOOD, Endpoint
 
@@ -87,7 +87,7 @@ def test_a_user_discriminator_replaces_the_fitted_one(pipe):
     import pytest
     import torch
 
-    from dragkit.errors import ParameterError
+    from dragkit.core.errors import ParameterError
 
     class Brightness(torch.nn.Module):  # prefers brighter images
         def forward(self, x):

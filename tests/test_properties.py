@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dragkit import DragRequest
-from dragkit.cli import parse_drag
-from dragkit.datasets import open_dataset, read_bundles, read_drag100, read_dragbench, safe_id, split_points
-from dragkit.errors import DragkitError, InputError, ParameterError
-from dragkit.io import load_image, load_mask
-from dragkit.limits import max_pixels
+from dragkit.bench.datasets import open_dataset, read_bundles, read_drag100, read_dragbench, safe_id, split_points
+from dragkit.core.errors import DragkitError, InputError, ParameterError
+from dragkit.core.limits import max_pixels
+from dragkit.core.params import REGISTRY, parse_assignment
+from dragkit.interfaces.cli import parse_drag
 from dragkit.methods import METHODS, get_method
-from dragkit.params import REGISTRY, parse_assignment
+from dragkit.utils.io import load_image, load_mask
 
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from dragkit.loop import DragContext
+from dragkit.core.loop import DragContext
 from dragkit.parts import DiscriminativeTracker, NearestTracker
 
 H = W = 32
@@ -103,7 +103,7 @@ def test_stabledrag_presets_are_their_base_methods_plus_the_two_parts():
 
 def test_stabledrag_gan_moves_the_demo_drag_on_a_real_face(gan_pipe):
     from dragkit import DragRequest
-    from dragkit.metrics import AlexFeatures, mean_distance
+    from dragkit.bench.metrics import AlexFeatures, mean_distance
 
     face = gan_pipe.generate(27)
     req = DragRequest(face.image, [(32, 49)], [(32, 44)], seed=0)
@@ -128,7 +128,7 @@ def test_confidence_gated_supervision_switches_its_template_at_tau():
     assert torch.allclose(gated.loss(f, h, active, ctx), plain.loss(f, h, active, ctx))
     ctx.confidences = torch.tensor([0.3], dtype=torch.float64)  # unsure: the initial appearance around p⁰
     low = gated.loss(f, h, active, ctx)
-    from dragkit.geometry import patch_offsets, sample
+    from dragkit.core.geometry import patch_offsets, sample
 
     off = patch_offsets(1, "square")
     expected = (
@@ -145,8 +145,8 @@ def test_on_a_real_long_drag_stabledrag_keeps_track_where_draggan_drifts(gan_pip
     LPIPS-AlexNet matcher: DragGAN's nearest-neighbour tracker walks to the target and reports arrival while the
     content stays behind; StableDrag's tracker stays on the content, and the content moves towards the target."""
     from dragkit import DragRequest
-    from dragkit.geometry import drag_region
-    from dragkit.metrics import AlexFeatures, mean_distance
+    from dragkit.bench.metrics import AlexFeatures, mean_distance
+    from dragkit.core.geometry import drag_region
 
     ex = AlexFeatures()
     face = gan_pipe.generate(15)

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from dragkit import DragRequest, InputError
-from dragkit.errors import OutputError
-from dragkit.io import check_output_path, load_image, load_mask, safe_unpickle, write_bytes_atomic
+from dragkit.core.errors import OutputError
+from dragkit.utils.io import check_output_path, load_image, load_mask, safe_unpickle, write_bytes_atomic
 
 IMG = Image.new("RGB", (64, 48), (100, 120, 140))
 

@@ -1,12 +1,11 @@
 """dragkit: drag-based image editing, every method a composition of small parts over one shared drag loop."""
 
-__version__ = "0.1.0"
-
-from .errors import DragkitError, InputError, ModelError, OutputError, ParameterError  # noqa: F401
-from .loop import DragContext, FeatureOutput, drag_loop
+from .core import __version__
+from .core.errors import DragkitError, InputError, ModelError, OutputError, ParameterError  # noqa: F401
+from .core.loop import DragContext, FeatureOutput, drag_loop
+from .core.types import DragRequest, DragResult
 from .methods import METHODS, Method, get_method
 from .pipelines import DragGANPipeline, GANSample
-from .types import DragRequest, DragResult
 
 __all__ = [
     "METHODS",

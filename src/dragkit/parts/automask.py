@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ModelError
-from ..hub import first_line, looks_like_missing_folder, quiet_transformers
-from ..params import Param, register
+from ..core.errors import ModelError
+from ..core.params import Param, register
+from ..utils.hub import first_line, looks_like_missing_folder, quiet_transformers
 
 register(
     Param("auto_mask_segments", int, 200, "automatic mask: SLIC superpixels requested (n_segments)", "mask", min=2),
@@ -161,7 +161,7 @@ def auto_mask(
     target, ``path_radius`` wide, so the content may arrive where it is dragged — our addition: a target outside
     the handle's superpixel would otherwise be protected by the mask term), grown by ``dilate`` grid pixels.
     Boolean ``(h, w)``, True = may change."""
-    from ..geometry import drag_region
+    from ..core.geometry import drag_region
 
     h, w = labels.shape
     out = np.zeros((h, w), bool)
@@ -204,7 +204,7 @@ def semantic_offsets(
     """AdaptiveDrag's semantic patch: the offsets of a ``radius`` patch around the handle that fall in the
     handle's superpixel and in the half-plane facing the target; a disc of radius ``max(radius, 1)`` when fewer
     than ``min_points`` remain (a tiny or sliver region). ``(K, 2)`` float64 ``(row, col)`` offsets."""
-    from ..geometry import inside, patch_offsets
+    from ..core.geometry import inside, patch_offsets
 
     h, w = labels.shape
     base = patch_offsets(radius, shape)  # type: ignore[arg-type]

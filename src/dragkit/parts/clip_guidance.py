@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ModelError
-from ..hub import first_line, looks_like_missing_folder, quiet_transformers
-from ..params import Param, register
+from ..core.errors import ModelError
+from ..core.params import Param, register
+from ..utils.hub import first_line, looks_like_missing_folder, quiet_transformers
 
 register(
     Param(

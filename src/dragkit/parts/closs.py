@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..geometry import inside, patch_offsets, sample
-from ..params import Param, register
+from ..core.geometry import inside, patch_offsets, sample
+from ..core.params import Param, register
 
 register(
     Param(

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..params import Param, register
+from ..core.params import Param, register
 
 register(
     Param(

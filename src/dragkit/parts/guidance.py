@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..params import Param, register
+from ..core.params import Param, register
 from .closs import correspondence_loss
 
 register(

@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import Tensor
 
-from ..loop import DragContext
-from ..params import Param, register
+from ..core.loop import DragContext
+from ..core.params import Param, register
 
 register(
     Param("schedule", str, "fixed", "step-schedule part", "loop", choices=("fixed", "adaptive")),

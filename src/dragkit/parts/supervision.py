@@ -9,9 +9,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ..geometry import inside, patch_offsets, sample
-from ..loop import DragContext
-from ..params import Param, register
+from ..core.geometry import inside, patch_offsets, sample
+from ..core.loop import DragContext
+from ..core.params import Param, register
 
 register(
     Param(

@@ -9,8 +9,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..loop import DragContext, FeatureOutput
-from ..params import Param, register
+from ..core.loop import DragContext, FeatureOutput
+from ..core.params import Param, register
 
 register(
     Param("lam", float, 0.1, "weight of the mask (background) term; used only when a mask is given", "terms", min=0)

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..geometry import inside, sample, values_at, window
-from ..loop import DragContext, Tracker, TrackResult
-from ..params import Param, register
+from ..core.geometry import inside, sample, values_at, window
+from ..core.loop import DragContext, Tracker, TrackResult
+from ..core.params import Param, register
 
 register(
     Param(

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import ParameterError
-from ..geometry import GridMap
-from ..loop import DragLoopOutput, drag_loop
+from ..core.errors import ParameterError
+from ..core.geometry import GridMap
+from ..core.loop import DragLoopOutput, drag_loop
+from ..core.types import DragRequest, DragResult, Point
 from ..methods import adam, build_parts, get_method
 from ..parts.automask import automatic_mask, sam_features
-from ..profiler import StageProfiler
-from ..types import DragRequest, DragResult, Point
+from ..utils.profiler import StageProfiler
 
 logger = logging.getLogger("dragkit")
 

@@ -21,18 +21,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .. import params as P
+from ..core import params as P
+from ..core.errors import InputError, ModelError, ParameterError
+from ..core.geometry import GridMap, drag_region
+from ..core.loop import DragLoopOutput, FeatureOutput
+from ..core.types import DragRequest, DragResult
 from ..engines import diffusion as D
-from ..errors import InputError, ModelError, ParameterError
-from ..geometry import GridMap, drag_region
-from ..intentions import Intention, LLMReasoner, reason
-from ..loop import DragLoopOutput, FeatureOutput
 from ..parts import LatentMaskTerm
 from ..parts.clip_guidance import ClipGuidanceTerm, load_clip
 from ..parts.closs import closs_step, correspondence_loss
 from ..parts.guidance import editing_energy, fit_patch_discriminator, score
-from ..profiler import StageProfiler
-from ..types import DragRequest, DragResult
+from ..parts.intentions import Intention, LLMReasoner, reason
+from ..utils.profiler import StageProfiler
 from .common import editable_mask, make_result, noop_pairs, resolve_params, run_preset_loop
 
 logger = logging.getLogger(__name__)

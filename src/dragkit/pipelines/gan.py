@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..core.geometry import GridMap
+from ..core.loop import FeatureOutput
+from ..core.types import DragRequest, DragResult
 from ..engines.gan import BUNDLED, GANCode, GANEngine
-from ..geometry import GridMap
-from ..loop import FeatureOutput
 from ..parts import FeatureMaskTerm
-from ..profiler import StageProfiler
-from ..types import DragRequest, DragResult
+from ..utils.profiler import StageProfiler
 from .common import editable_mask, make_result, noop_pairs, resolve_params, run_preset_loop
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..types import DragRequest, DragResult
+from ..core.types import DragRequest, DragResult
 from .common import resolve_params
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..types import Point
+from ...core.types import Point
 
 
 class FeatureExtractor(Protocol):

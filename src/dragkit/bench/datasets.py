@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
-from .io import image_size, load_image, load_mask, safe_unpickle
-from .types import DragRequest, Point
+from ..core.errors import InputError
+from ..core.types import DragRequest, Point
+from ..utils.io import image_size, load_image, load_mask, safe_unpickle
 
 FORMATS = ("dragbench", "drag100", "bundle")
 

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.errors import InputError, ModelError
+from ..utils.io import load_image, write_bytes_atomic, write_json, write_png
 from .datasets import Sample, read_bundles
-from .errors import InputError, ModelError
-from .io import load_image, write_bytes_atomic, write_json, write_png
 
 DAI_RADII = (1, 5, 10, 20)
 MD_FEATURES = ("dift", "alex")
@@ -78,7 +78,7 @@ class GScoreJudge:
     )
 
     def __call__(self, image: Any) -> float:
-        from .intentions import LLMReasoner, ReasonerError, image_data_url
+        from ..parts.intentions import LLMReasoner, ReasonerError, image_data_url
 
         client = LLMReasoner(self.base_url, self.model, self.api_key, self.timeout)
         content = [
@@ -237,7 +237,7 @@ def evaluate_run(
 
 def metrics_chart(metrics: dict[str, Any]) -> Image.Image:
     """Per-category bars of each MD measured and of IF (``metrics.png``)."""
-    from .viz import bar_chart, stack
+    from ..utils.viz import bar_chart, stack
 
     names = [*metrics["categories"], "all"]
     aggs = [*metrics["categories"].values(), metrics["overall"]]
@@ -255,7 +255,7 @@ def contact_sheet(run: Path, samples: Sequence[Sample], limit: int = 60, thumb: 
     (``contact_sheet.png``)."""
     from PIL import ImageDraw
 
-    from .viz import draw_points, side_by_side, stack
+    from ..utils.viz import draw_points, side_by_side, stack
 
     tiles = []
     for s in samples[:limit]:

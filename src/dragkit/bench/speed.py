@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .types import DragRequest
+from ..core.types import DragRequest
 
 # the one edit: a DCGAN face (real weights, offline) at 512x512, one drag, a mask around it
 FACE_SEED = 27
@@ -49,7 +49,7 @@ ABLATIONS: list[tuple[str, dict[str, Any], bool, str, str]] = [
 
 def default_request() -> DragRequest:
     """The benchmark's edit: DCGAN face 27 enlarged to 512x512, its nose dragged up, a mask around the face."""
-    from .pipelines.gan import DragGANPipeline
+    from ..pipelines.gan import DragGANPipeline
 
     face = DragGANPipeline.from_pretrained().generate(FACE_SEED).image.resize((512, 512), Image.BICUBIC)
     mask = np.zeros((512, 512), bool)
@@ -61,7 +61,7 @@ def default_request() -> DragRequest:
 def build_model(folder: Path, device: str, width: int | None) -> tuple[Path, int]:
     """An SD 1.5-shaped pipeline with random weights: ``width`` channels in the first UNet block (320 is SD 1.5
     itself; default 64 on the CPU, 320 elsewhere)."""
-    from .testing import build_sd15_shaped
+    from ..utils.testing import build_sd15_shaped
 
     width = width or (64 if device == "cpu" else 320)
     return build_sd15_shaped(folder, width=width), width
@@ -109,7 +109,7 @@ def run_speed_bench(
     cached), ``dragkit_first`` (LoRA trained) and ``dragkit_reedit`` (LoRA and source cached) per-stage
     ``seconds``/``peak_bytes``/``stage_bytes``, the ``ratios``, the largest pixel difference of any dragkit output
     from the reference's, and ``ablations`` when asked for."""
-    from .pipelines.diffusion import DragDiffusionPipeline
+    from ..pipelines.diffusion import DragDiffusionPipeline
 
     request = request or default_request()
     overrides = dict(overrides or {})

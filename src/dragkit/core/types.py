@@ -7,10 +7,12 @@ centres at integer coordinates, valid range ``0 <= x <= W - 1`` and ``0 <= y <= 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -160,7 +162,6 @@ class DragResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record of the edit (everything but the pixels)."""
         from . import __version__
-        from .io import library_versions
 
         return {
             "dragkit": __version__,
@@ -181,3 +182,12 @@ class DragResult:
             "trajectory": self.trajectory,
             "versions": library_versions(),
         }
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions of dragkit and the libraries whose numbers a result depends on."""
+    out = {}
+    for name in ("dragkit", "torch", "numpy", "pillow"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out

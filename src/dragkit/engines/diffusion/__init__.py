@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import ParameterError
-from ..params import Param, register
+from ...core.errors import ParameterError
+from ...core.params import Param, register
 
 logger = logging.getLogger(__name__)
 

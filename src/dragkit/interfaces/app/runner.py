@@ -11,10 +11,10 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import DragkitError, ParameterError
-from ..methods import get_method
-from ..types import DragRequest, DragResult
-from ..viz import draw_points, gif_bytes
+from ...core.errors import DragkitError, ParameterError
+from ...core.types import DragRequest, DragResult
+from ...methods import get_method
+from ...utils.viz import draw_points, gif_bytes
 from .session import display_scale
 
 PREVIEW_EVERY = 5  # GAN engine: a preview image every this many steps
@@ -38,7 +38,7 @@ class Runner:
 
     def pipeline(self, engine: str, model: str | None) -> tuple[Any, threading.Lock]:
         """The loaded pipeline for ``(engine, model)`` (loaded on first use, then kept) and its lock."""
-        from ..pipelines import load_pipeline
+        from ...pipelines import load_pipeline
 
         key = (engine, model or None)
         with self._guard:

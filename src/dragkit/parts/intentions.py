@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DragkitError
+from ..core.errors import DragkitError
 
 KINDS = ("move", "enlarge", "shrink", "stretch", "rotate")
 

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import ModelError, ParameterError
-from ..params import Param, register
+from ...core.errors import ModelError, ParameterError
+from ...core.params import Param, register
 
 logger = logging.getLogger(__name__)
 

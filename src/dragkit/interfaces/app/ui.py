@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DragkitError, InputError
-from ..io import write_bytes_atomic
-from ..limits import KEEP_SERVED_FILES as KEEP_FILES
-from ..methods import METHODS
+from ...core.errors import DragkitError, InputError
+from ...core.limits import KEEP_SERVED_FILES as KEEP_FILES
+from ...methods import METHODS
+from ...utils.io import write_bytes_atomic
 from . import session as S
 from .runner import Runner
 

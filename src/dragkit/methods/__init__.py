@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 import torch
 
-from . import engines as _engines  # noqa: F401 - the engines register their parameters on import
-from . import params as P
-from .errors import ParameterError
-from .loop import GradientFusion, LossTerm, Schedule, Supervision, Tracker
-from .parts import SCHEDULES, SUPERVISIONS, build_fusion, build_tracker
+from .. import engines as _engines  # noqa: F401 - the engines register their parameters on import
+from ..core import params as P
+from ..core.errors import ParameterError
+from ..core.loop import GradientFusion, LossTerm, Schedule, Supervision, Tracker
+from ..parts import SCHEDULES, SUPERVISIONS, build_fusion, build_tracker
 
 # `mask` is read by the interfaces (a path is loaded before the engine runs); registered so it is listed and set
 # the same way as every other name.

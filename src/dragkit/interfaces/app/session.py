@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
-from ..io import image_size, load_image
-from ..params import parse_assignment
-from ..types import DragRequest, DragResult, Point
-from ..viz import HANDLE, draw_points
+from ...core.errors import InputError
+from ...core.params import parse_assignment
+from ...core.types import DragRequest, DragResult, Point
+from ...utils.io import image_size, load_image
+from ...utils.viz import HANDLE, draw_points
 
 MAX_SIDE = 2048  # larger uploads are refused: the edit would take minutes and gigabytes
 DISPLAY = 512  # small images are shown enlarged (whole-pixel steps) to about this many pixels on a side
@@ -63,7 +63,7 @@ def resolve_model(value: str | None, model_dirs: Sequence[str | os.PathLike] = (
     """The model named in the page, checked: empty (the method's default), a packaged model (``faces64``), a name
     relative to one of the app's model folders (``model_dirs``, the first that has it), or a Hugging Face hub id
     (``owner/name``). Any other path is refused: the page must not make the server read arbitrary files."""
-    from ..pipelines.diffusion import PACKAGED_MODELS
+    from ...pipelines.diffusion import PACKAGED_MODELS
 
     value = (value or "").strip()
     if not value:
@@ -211,7 +211,7 @@ def build_request(s: Session, prompt: str = "", edit_prompt: str = "", seed: int
 
 def bundle_bytes(results: list[DragResult]) -> bytes:
     """A zip of the results: ``result.png`` (``result.1.png``, ...), its JSON, the mask and the points."""
-    from ..io import numbered_path
+    from ...utils.io import numbered_path
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.errors import DragkitError, InputError, ParameterError
+from ..methods import get_method
+from ..utils.io import make_tempdir, write_json, write_png, writing
+from ..utils.profiler import StageProfiler
 from .datasets import Sample, open_dataset, safe_id
-from .errors import DragkitError, InputError, ParameterError
-from .io import make_tempdir, write_json, write_png, writing
-from .methods import get_method
-from .profiler import StageProfiler
 
 RUN_KEYS = ("method", "model", "overrides", "dataset", "seed")
 
@@ -177,7 +177,7 @@ def run_bench(
     ran = failed = 0
     pipe: Any = None
     if pending:  # a finished run loads nothing; a model that cannot load stops the run before any sample
-        from .pipelines import load_pipeline
+        from ..pipelines import load_pipeline
 
         pipe = load_pipeline(m.engine, model, device, dtype, quiet=True)
     bar = tqdm(

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import DragkitError, InputError, ParameterError
-from .limits import KEEP_SERVED_FILES
+from ..core.errors import DragkitError, InputError, ParameterError
+from ..core.limits import KEEP_SERVED_FILES
 
 app = typer.Typer(
     add_completion=False,
@@ -40,8 +40,8 @@ def parse_drag(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
 
 def params_table(method: str | None = None) -> str:
     """Every parameter: name, default of the method (or the registry default), owner and meaning."""
-    from . import params as P
-    from .methods import METHODS, get_method
+    from ..core import params as P
+    from ..methods import METHODS, get_method
 
     methods = [get_method(method)] if method else list(METHODS.values())
     head = ["name", *[f"{m.name} default" for m in methods], "part", "meaning"]
@@ -145,8 +145,8 @@ def edit(
     ] = False,
 ) -> None:
     """Drag the content under each handle to its target; writes OUT.png and OUT.json."""
-    from .methods import get_method
-    from .params import parse_assignment
+    from ..core.params import parse_assignment
+    from ..methods import get_method
 
     if image is None:
         raise InputError("missing IMAGE: dragkit edit IMAGE --drag X1,Y1:X2,Y2 -o OUT.png")
@@ -167,8 +167,8 @@ def edit(
             raise ParameterError(f"{flag}: only for methods that guide the sampling (luciddrag), not {method}")
     if (llm_url is None) != (llm_model is None):
         raise ParameterError("--llm-url and --llm-model go together: the endpoint and the model name to ask")
-    from .io import check_output_path, load_image, load_mask, save_results
-    from .types import DragRequest
+    from ..core.types import DragRequest
+    from ..utils.io import check_output_path, load_image, load_mask, save_results
 
     out_png = check_output_path(output)
     dev = _select_device(device)
@@ -191,13 +191,13 @@ def edit(
     )
     if m.engine == "gan" and dtype not in ("auto", "float32"):
         raise ParameterError(f"--dtype {dtype}: the GAN engine runs in float32")
-    from .pipelines import load_pipeline
+    from ..pipelines import load_pipeline
 
     pipe: Any = load_pipeline(m.engine, model, dev, torch_dtype, quiet)
     if num_results is not None:
         overrides["num_results"] = num_results
     if llm_url is not None:
-        from .intentions import LLMReasoner
+        from ..parts.intentions import LLMReasoner
 
         overrides["llm"] = LLMReasoner(llm_url, str(llm_model))
     results = pipe(req, method=method, progress=not quiet, **overrides)
@@ -207,7 +207,7 @@ def edit(
             result.params["mask"] = str(mask_spec)
     written = save_results(results, out_png)
     if profile:
-        from .profiler import format_profile
+        from ..utils.profiler import format_profile
 
         typer.echo(format_profile(results[0].info["profile"]))
     for result, (png, js) in zip(results, written, strict=True):
@@ -252,10 +252,10 @@ def bench(
 ) -> None:
     """Run a method on every sample of a dataset into RUNDIR; rerun the same command to resume.
 
-    Spread over processes: accelerate launch --multi_gpu --num_processes N -m dragkit.cli bench ... (GPUs), or
-    torchrun --standalone --nproc-per-node N -m dragkit.cli bench ... (CPU processes)."""
-    from .bench import run_bench
-    from .params import parse_assignment
+    Spread over processes: accelerate launch --multi_gpu --num_processes N -m dragkit bench ... (GPUs), or
+    torchrun --standalone --nproc-per-node N -m dragkit bench ... (CPU processes)."""
+    from ..bench.runner import run_bench
+    from ..core.params import parse_assignment
 
     overrides: dict[str, Any] = dict(parse_assignment(s) for s in sets or [])
     cats = [c.strip() for item in categories or [] for c in item.split(",") if c.strip()]
@@ -306,7 +306,7 @@ def eval_(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Measure a run (MD, IF, DAI, time, memory; per category): writes RUNDIR/metrics.json and metrics.md."""
-    from .evaluate import GScoreJudge, compare_markdown, evaluate_run, metrics_markdown
+    from ..bench.evaluate import GScoreJudge, compare_markdown, evaluate_run, metrics_markdown
 
     if compare:
         if len(runs) < 2:
@@ -399,10 +399,10 @@ def bench_speed(
 ) -> None:
     """One DragDiffusion edit twice in one process: DragDiffusion's reference recipe, then dragkit's default path
     (LoRA trained, then cached); per-stage time and peak memory, and their ratios."""
-    from .io import check_output_path, load_image, load_mask, write_json
-    from .params import parse_assignment
-    from .speed import format_report, run_speed_bench
-    from .types import DragRequest
+    from ..bench.speed import format_report, run_speed_bench
+    from ..core.params import parse_assignment
+    from ..core.types import DragRequest
+    from ..utils.io import check_output_path, load_image, load_mask, write_json
 
     overrides: dict[str, Any] = dict(parse_assignment(x) for x in sets or [])
     if json_out is not None:

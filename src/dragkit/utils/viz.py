@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from .types import Point
+from ..core.types import Point
 
 HANDLE = (230, 40, 40)
 TARGET = (40, 90, 230)

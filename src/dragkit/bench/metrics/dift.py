@@ -30,7 +30,7 @@ class DiftFeatures:
         ensemble: int = 8,
     ) -> None:
         if isinstance(model, str):
-            from ..pipelines.diffusion import DragDiffusionPipeline
+            from ...pipelines.diffusion import DragDiffusionPipeline
 
             pipe = DragDiffusionPipeline.from_pretrained(model, dtype=torch.float32)
         else:
@@ -43,7 +43,7 @@ class DiftFeatures:
 
     @torch.no_grad()
     def __call__(self, image: Image.Image, prompt: str = "") -> Tensor:
-        from ..engines.diffusion import unet_forward
+        from ...engines.diffusion import unet_forward
 
         pipe = self.pipe
         w, h = image.size

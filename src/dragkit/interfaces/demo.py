@@ -8,10 +8,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from .geometry import drag_region
-from .io import save_result, write_bytes_atomic, write_png
-from .types import DragRequest, DragResult
-from .viz import draw_points, gif_bytes, side_by_side
+from ..core.geometry import drag_region
+from ..core.types import DragRequest, DragResult
+from ..utils.io import save_result, write_bytes_atomic, write_png
+from ..utils.viz import draw_points, gif_bytes, side_by_side
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ def run_demo(out: Path, progress: bool = True, echo: Callable[[str], None] = pri
 
     Also measures the edits independently (MD with LPIPS-AlexNet features) when the LPIPS weights are installed.
     """
-    from .errors import InputError
-    from .pipelines import DragGANPipeline
+    from ..core.errors import InputError
+    from ..pipelines import DragGANPipeline
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -74,7 +74,7 @@ def _faces64_drag(req: DragRequest, progress: bool, echo: Callable[[str], None])
     if importlib.util.find_spec("diffusers") is None:
         echo("demo: diffusers is not installed; skipping the faces64 drag (pip install 'dragkit[diffusion]')")
         return None
-    from .pipelines import DragDiffusionPipeline
+    from ..pipelines import DragDiffusionPipeline
 
     echo(
         "demo: the same drag with dragdiffusion on faces64 (our diffusion model of faces, editing the face as an "
@@ -105,14 +105,14 @@ def _summary(req: DragRequest, result: DragResult) -> dict:
         "seconds": result.timings["total"],
     }
     try:
-        from .metrics import AlexFeatures, mean_distance
+        from ..bench.metrics import AlexFeatures, mean_distance
 
         ex = AlexFeatures()
         summary["md_before"] = round(mean_distance(req.image, req.image, req.handles, req.targets, ex).mean, 2)
         summary["md_after"] = round(mean_distance(req.image, result.image, req.handles, req.targets, ex).mean, 2)
         summary["md_features"] = ex.name
         if req.mask is not None:
-            from .metrics import lpips_distance
+            from ..bench.metrics import lpips_distance
 
             keep = (~req.mask).astype("float32")
             summary["lpips_outside_mask"] = round(lpips_distance(req.image, result.image, weight=keep), 4)

@@ -12,15 +12,14 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
-from .errors import InputError, OutputError
-from .limits import check_pixels, max_pixels
+from ..core.errors import InputError, OutputError
+from ..core.limits import check_pixels, max_pixels
 
 # mkstemp creates files 0600; results get the permissions any other new file would (read once: umask is global).
 _UMASK = os.umask(0o022)
@@ -246,14 +245,6 @@ def save_results(results: Sequence[Any], png_path: str | os.PathLike) -> list[tu
     """Write several results, best first, as ``OUT.png``, ``OUT.1.png``, ... each with its JSON
     (:func:`save_result`)."""
     return [save_result(r, numbered_path(png_path, k)) for k, r in enumerate(results)]
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for name in ("dragkit", "torch", "numpy", "pillow"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[name] = metadata.version(name)
-    return out
 
 
 class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
