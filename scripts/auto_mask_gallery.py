@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from dragkit.bench.runner.metrics import AlexFeatures
 from PIL import Image, ImageDraw
 
 from dragkit import DragGANPipeline, DragRequest
+from dragkit.bench.metrics import AlexFeatures
 from dragkit.parts.automask import feature_superpixels
 from dragkit.utils.viz import draw_points
 

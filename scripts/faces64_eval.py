@@ -23,8 +23,8 @@ import json
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dragkit.bench.runner.metrics.lpips import LPIPS, _unit
 
+from dragkit.bench.metrics.lpips import LPIPS, _unit
 from dragkit.engines import diffusion as D
 from dragkit.engines.gan import load_generator
 
@@ -85,8 +85,8 @@ def inversion_psnr(pipe, faces: torch.Tensor, batch: int = 50) -> list[float]:
     n_inv = D.inversion_step_count(0.7, 50)
     for i in range(0, len(faces), batch):
         x = faces[i : i + batch]
-        zt = pipe.invert(x, None, 50, n_inv, progress=False)
-        back = pipe.sample(zt, zt, None, 50 - n_inv, [], progress=False)[: len(x)]
+        zt = pipe.engine.invert(x, None, 50, n_inv, progress=False)
+        back = pipe.engine.denoise(zt, None, 50 - n_inv, progress=False)[1]
         mse = ((back.clamp(-1, 1) - x) ** 2).mean(dim=(1, 2, 3)) / 4
         out += (10 * torch.log10(1 / mse)).tolist()
     return out
@@ -110,7 +110,7 @@ def warp_correspondence(pipe, faces: torch.Tensor, block: int, seed: int = 0) ->
         w = F.grid_sample(x[None], grid, align_corners=True, padding_mode="border")
         feats = []
         for img in (x[None], w):
-            zt = pipe.invert(img, None, 50, n_inv, progress=False)
+            zt = pipe.engine.invert(img, None, 50, n_inv, progress=False)
             f = D.unet_forward(pipe.unet, zt, t, {}, [block], need_eps=False).features[block]
             feats.append(F.interpolate(f, size=(64, 64), mode="bilinear", align_corners=False)[0].cpu())
         fa, fb = feats

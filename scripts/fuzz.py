@@ -2,14 +2,14 @@
 
 Targets, each fed the fuzzer's bytes:
   drag     ``--drag`` text (:func:`dragkit.interfaces.cli.parse_drag`)
-  set      ``--set NAME=VALUE`` text (:func:`dragkit.params.parse_assignment`)
-  image    an image file (:func:`dragkit.io.load_image`)
-  mask     a mask file for a 16x12 image (:func:`dragkit.io.load_mask`)
-  points   a Drag100 ``points.json`` (:func:`dragkit.datasets.read_drag100`)
-  bundle   a result bundle's ``sample.json`` (:func:`dragkit.datasets.read_bundles`)
-  pickle   a DragBench ``meta_data.pkl`` through the restricted unpickler (:func:`dragkit.datasets.read_dragbench`)
+  set      ``--set NAME=VALUE`` text (:func:`dragkit.core.params.parse_assignment`)
+  image    an image file (:func:`dragkit.utils.io.load_image`)
+  mask     a mask file for a 16x12 image (:func:`dragkit.utils.io.load_mask`)
+  points   a Drag100 ``points.json`` (:func:`dragkit.bench.datasets.read_drag100`)
+  bundle   a result bundle's ``sample.json`` (:func:`dragkit.bench.datasets.read_bundles`)
+  pickle   a DragBench ``meta_data.pkl``, restricted unpickler (:func:`dragkit.bench.datasets.read_dragbench`)
 
-A target passes an input when it returns a value or raises :class:`dragkit.errors.DragkitError`; any other
+A target passes an input when it returns a value or raises :class:`dragkit.core.errors.DragkitError`; any other
 exception is a finding (atheris stops and writes the input as ``crash-*``).
 
     pip install -e ".[fuzz]"
@@ -44,8 +44,7 @@ def _load() -> None:
     import atheris
 
     with atheris.instrument_imports(include=["dragkit"]):
-        from dragkit.bench.runner.datasets import read_bundles, read_drag100, read_dragbench
-
+        from dragkit.bench.datasets import read_bundles, read_drag100, read_dragbench
         from dragkit.core.errors import DragkitError
         from dragkit.core.params import parse_assignment
         from dragkit.interfaces.cli import parse_drag

@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from dragkit.bench.runner.metrics import AlexFeatures, lpips_distance, mean_distance
 from PIL import Image, ImageDraw
 
 from dragkit import DragGANPipeline, DragRequest
+from dragkit.bench.metrics import AlexFeatures, lpips_distance, mean_distance
 from dragkit.core.geometry import drag_region
 from dragkit.core.params import parse_assignment
 from dragkit.methods import get_method

@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 import torch
-from dragkit.bench.runner.metrics import lpips_distance
 from PIL import Image
 
 from dragkit import DragGANPipeline
+from dragkit.bench.metrics import lpips_distance
 from dragkit.pipelines.gan import to_pil, to_tensor
 
 

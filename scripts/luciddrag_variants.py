@@ -13,9 +13,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from dragkit.bench.runner.metrics import AlexFeatures, lpips_distance, mean_distance
-
-from dragkit import DragDiffusionPipeline, DragGANPipeline, DragRequest
+from dragkit import DragGANPipeline, DragRequest, LucidDragPipeline
+from dragkit.bench.metrics import AlexFeatures, lpips_distance, mean_distance
 from dragkit.utils.viz import draw_points, side_by_side, stack
 
 spec = importlib.util.spec_from_file_location("gan_drag_eval", Path(__file__).with_name("gan_drag_eval.py"))
@@ -33,7 +32,7 @@ def main() -> None:
 
     overrides = dict(parse_assignment(s) for s in args.sets)
     gan = DragGANPipeline.from_pretrained()
-    pipe = DragDiffusionPipeline.from_pretrained("faces64")
+    pipe = LucidDragPipeline.from_pretrained("faces64")
     pipe.set_progress_bar_config(disable=True)
     ex = AlexFeatures()
     rows, tiles = [], []
@@ -41,7 +40,7 @@ def main() -> None:
         face = gan.generate(i)
         h, t = ev.random_drag(i, ex(face.image), length=(4.0, 12.0))
         req = DragRequest(face.image, [h], [t], seed=i)
-        res = pipe(req, method="luciddrag", progress=False, num_results=3, **overrides)
+        res = pipe(req, progress=False, num_results=3, **overrides)
         keep = ev.outside_discs(64, [h, t], 10)
         row = {"seed": i, "md_before": round(mean_distance(face.image, face.image, [h], [t], ex).mean, 2)}
         row["md"] = [round(mean_distance(face.image, x.image, [h], [t], ex).mean, 2) for x in res]

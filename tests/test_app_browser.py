@@ -4,10 +4,6 @@ against `dragkit app` started on a free local port with the GAN engine."""
 import io
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -15,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .test_cli import ENV
+from .helpers import App
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -30,33 +26,21 @@ FLAGS = [
 # screenshots go to the test's temporary folder; DRAGKIT_APP_SCREENSHOTS=docs/app refreshes the committed ones
 SHOTS = os.environ.get("DRAGKIT_APP_SCREENSHOTS")
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (.ci/run installs it)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (.ci/run installs it)"
+    ),
+    pytest.mark.browser,
+    pytest.mark.subprocess,
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**ENV, "GRADIO_ANALYTICS_ENABLED": "False"}
-    with log.open("w") as out:  # the child keeps its own copy of the descriptor
-        cmd = [sys.executable, "-m", "dragkit", "app", "--port", str(port)]
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None, "the app exited"
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}/"
-    proc.terminate()
-    proc.wait(10)
+    app = App(tmp_path_factory.mktemp("app") / "app.log")  # binds a free port and says which once it serves
+    yield app.url
+    app.stop()
 
 
 # the image is shown and laid out, and the page's hint says what to click

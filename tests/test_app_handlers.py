@@ -17,6 +17,8 @@ from dragkit.core.errors import InputError, ParameterError
 from dragkit.interfaces.app import session as S
 from dragkit.interfaces.app.runner import Runner
 
+from .helpers import png_claiming
+
 
 @pytest.fixture(scope="module")
 def runner():
@@ -170,12 +172,10 @@ def test_the_page_can_name_hub_ids_packaged_models_and_model_folders_only(tmp_pa
 
 
 def test_uploads_are_checked_from_the_header_before_decoding(tmp_path):
-    from .test_properties import _png_claiming
-
-    (tmp_path / "bomb.png").write_bytes(_png_claiming(60_000, 60_000))
+    (tmp_path / "bomb.png").write_bytes(png_claiming(60_000, 60_000))
     with pytest.raises(InputError, match="over the limit"):
         S.load_upload(tmp_path / "bomb.png")
-    (tmp_path / "wide.png").write_bytes(_png_claiming(3000, 10))  # small, but over the app's side limit
+    (tmp_path / "wide.png").write_bytes(png_claiming(3000, 10))  # small, but over the app's side limit
     with pytest.raises(InputError, match="up to 2048 pixels"):
         S.load_upload(tmp_path / "wide.png")
     (tmp_path / "junk.png").write_bytes(b"not an image")

@@ -9,7 +9,7 @@ import torch
 from dragkit import DragRequest
 from dragkit.parts.automask import auto_mask, feature_superpixels, handle_region
 
-from .test_cli import dragkit
+from .helpers import dragkit
 
 H = W = 64
 
@@ -69,6 +69,7 @@ def test_mask_auto_in_the_gan_pipeline_and_a_user_mask_wins(gan_pipe):
     assert res.params["mask"] == "given" and (res.mask == user).all() and "auto_mask" not in res.info
 
 
+@pytest.mark.subprocess
 def test_cli_mask_auto_writes_the_mask_beside_the_result(tmp_path, face_png):
     out = tmp_path / "o.png"
     r = dragkit("edit", face_png, "--drag", "32,49:32,44", "--mask", "auto", "-o", out, "--set", "drag_steps=2", "-q")
@@ -117,7 +118,7 @@ def test_semantic_parts_follow_the_handles_shape():
 
     f, a, _ = two_shapes()
     h = torch.tensor([[20.0, 14.0]], dtype=torch.float64)
-    ctx = DragContext(features0=f[None], extras0={}, handles0=h, targets=h + torch.tensor([[0.0, 8.0]]), mask=None)
+    ctx = DragContext.from_features(f[None], h, h + torch.tensor([[0.0, 8.0]]))
     (geo,) = semantic_geometry(ctx, 8, 10.0, "square")
     assert geo["r"] > 7 and geo["r_m"] == int(geo["r"] // 7) and geo["r_p"] == int(2 * geo["r"] // 5)
     for key in ("motion", "track"):

@@ -17,25 +17,10 @@ from dragkit.bench.datasets import open_dataset, pair_count, read_bundles
 from dragkit.bench.evaluate import dai
 from dragkit.core.errors import InputError
 
-from .test_cli import ENV, dragkit
+from .helpers import ENV, Endpoint, dragkit, make_drag100
 
 DRAGBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "dragbench"
 needs_dragbench = pytest.mark.skipif(not DRAGBENCH.is_dir(), reason="../shared/data/dragbench is not here")
-
-
-def make_drag100(root: Path, n: int = 4, size: int = 64, bad: int | None = None) -> Path:
-    """A Drag100-format dataset: ``<category>/<sample>/original.jpg, mask.png, points.json``."""
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        d = root / ("cats" if i % 2 else "dogs") / f"s{i}"
-        d.mkdir(parents=True)
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / "original.jpg")
-        mask = np.zeros((size, size), np.uint8)
-        mask[10:50, 10:50] = 255
-        Image.fromarray(mask).save(d / "mask.png")
-        target_x = size + 20 if i == bad else 30 + i
-        (d / "points.json").write_text(json.dumps({"points": [[20, 20 + i], [target_x, 24], [40, 40], [44, 36]]}))
-    return root
 
 
 @needs_dragbench
@@ -170,6 +155,7 @@ def test_dift_features_on_a_tiny_model(pipe):
     assert f1.shape[1:] == (40, 48) and torch.equal(f1, f2) and "t=261" in dift.name
 
 
+@pytest.mark.subprocess
 def test_bench_runs_identity_records_failures_and_eval_measures_it(tmp_path):
     data = make_drag100(tmp_path / "d", n=4, bad=2)  # sample 2's target lies outside its image
     run = tmp_path / "run"
@@ -204,9 +190,7 @@ def test_bench_runs_identity_records_failures_and_eval_measures_it(tmp_path):
     assert bad.returncode == 2 and "not a dragkit run" in bad.stderr
 
 
-TINY = ["--set", "lora=none", "--set", "inference_steps=10", "--set", "drag_steps=3", "--set", "resize_width=0"]
-
-
+@pytest.mark.subprocess
 def test_two_processes_share_the_samples(tmp_path):
     data = make_drag100(tmp_path / "d", n=6)
     run = tmp_path / "run"
@@ -219,9 +203,8 @@ def test_two_processes_share_the_samples(tmp_path):
     assert "process 1 of 2" in r.stdout and "process 2 of 2" in r.stdout
 
 
+@pytest.mark.subprocess
 def test_the_gscore_judge_through_a_loopback_endpoint(tmp_path):
-    from .test_intentions import Endpoint
-
     data = make_drag100(tmp_path / "d", n=2)
     run = tmp_path / "run"
     assert dragkit("bench", data, "-o", run, "-q").returncode == 0

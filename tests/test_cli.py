@@ -1,25 +1,14 @@
 """The command line, run as a user runs it: a subprocess, exit codes, one-line errors, files on disk."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+from .helpers import dragkit
 
-
-def dragkit(*args, cwd=None, env_extra=None):
-    return subprocess.run(
-        [sys.executable, "-m", "dragkit", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**ENV, **(env_extra or {})},
-        cwd=cwd,
-    )
+pytestmark = [pytest.mark.subprocess]
 
 
 @pytest.fixture

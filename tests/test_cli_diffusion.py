@@ -9,7 +9,9 @@ from PIL import Image
 
 from dragkit.utils.io import safe_unpickle
 
-from .test_cli import dragkit
+from .helpers import dragkit
+
+pytestmark = [pytest.mark.subprocess]
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/dragbench/land_scape/PJC_2023-09-15-1603-42"
 

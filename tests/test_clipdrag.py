@@ -14,8 +14,7 @@ from dragkit.engines import diffusion as D
 from dragkit.parts.clip_guidance import ClipGuidanceTerm, load_clip
 from dragkit.utils.testing import build_tiny_clip
 
-from .test_cli import dragkit
-from .test_diffusion import image
+from .helpers import dragkit, image
 
 QUICK = dict(resize_width=0, lora="none", drag_steps=4, mutual_attn_start_layer=4, stop_distance=0)
 
@@ -33,9 +32,9 @@ def test_the_clip_loss_reaches_the_latent_through_the_decoded_x0_prediction(pipe
     pipe.scheduler.set_timesteps(10)
     t = pipe.scheduler.timesteps[3]
     z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
-    out = D.unet_forward(pipe.unet, z, t, pipe.cond(pipe.encode_prompt("a face")), [2], need_eps=True)
+    out = D.unet_forward(pipe.unet, z, t, pipe.engine.cond(pipe.engine.encode_prompt("a face")), [2], need_eps=True)
     x0 = pipe.scheduler.step(out.eps, t, z, return_dict=False)[1]
-    loss = term(FeatureOutput(out.features[2], {"x0_image": pipe.decode(x0)}), None)
+    loss = term(FeatureOutput(out.features[2], x0_image=pipe.engine.decode(x0)), None)
     (grad,) = torch.autograd.grad(loss, z)
     assert 0 <= float(loss.detach()) <= 600 and grad.abs().sum() > 0 and torch.isfinite(grad).all()
 
@@ -78,6 +77,7 @@ def test_edit_prompts_are_a_diffusion_feature(gan_pipe):
         gan_pipe(DragRequest(face.image, [(32, 49)], [(32, 44)], edit_prompt="smile"), code=face.code)
 
 
+@pytest.mark.subprocess
 def test_clipdrag_end_to_end_from_the_cli(tiny_sd, tiny_clip, tmp_path, face_png):
     out = tmp_path / "c.png"
     args = ["edit", face_png, "--method", "clipdrag", "--model", tiny_sd, "--prompt", "a face", "-q"]

@@ -11,7 +11,7 @@ from dragkit.parts import FastTracker, FixedSchedule, NearestTracker, PatchSuper
 def ctx_for(f0, handles, targets):
     h = torch.tensor(handles, dtype=torch.float64)
     t = torch.tensor(targets, dtype=torch.float64)
-    return DragContext(features0=f0, extras0={}, handles0=h, targets=t, mask=None)
+    return DragContext.from_features(f0, h, t)
 
 
 def test_fast_tracking_only_takes_candidates_closer_to_the_target():

@@ -10,6 +10,8 @@ from PIL import Image
 from dragkit import DragRequest, ModelError, ParameterError
 from dragkit.engines import diffusion as D
 
+from .helpers import final_features, image, sample, sampling_pair, state_of
+
 pytest.importorskip("diffusers")
 
 
@@ -18,21 +20,7 @@ def lora_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DRAGKIT_CACHE", str(tmp_path / "cache"))
 
 
-def image(w=96, h=80, seed=0):
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0, 255, (h // 8, w // 8, 3)).astype(np.uint8)
-    return Image.fromarray(base).resize((w, h), Image.BICUBIC)
-
-
 FAST = dict(resize_width=0, lora="none", drag_steps=8, mutual_attn_start_layer=4)
-
-
-def state_of(unet):
-    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())
-    procs = {k: type(m.processor).__name__ for k, m in D.attention_modules(unet).items()}
-    lora = [n for n, _ in unet.named_parameters() if "lora" in n]
-    peft_layers = [n for n, m in unet.named_modules() if type(m).__module__.startswith("peft")]
-    return hooks, procs, lora, peft_layers, getattr(unet, "peft_config", None)
 
 
 def test_loads_by_path_with_aligned_ddim_schedulers(pipe):
@@ -51,8 +39,8 @@ def test_inversion_then_sampling_is_exact_with_a_constant_noise_model(pipe, monk
     c = torch.randn(1, 4, 8, 8, generator=g) * 0.5
     monkeypatch.setattr(pipe.unet, "forward", lambda z, t, encoder_hidden_states, return_dict=False: (c.expand_as(z),))
     emb = torch.zeros(1, 77, 16)
-    zt = pipe.invert(z0, emb, 50, 35, progress=False)
-    back = pipe.sample(zt, zt, emb, 15, [], progress=False)
+    zt = pipe.engine.invert(z0, emb, 50, 35, progress=False)
+    back = sample(pipe, zt, zt, emb, 15, [])
     assert torch.allclose(back[0:1], z0, atol=1e-4)
     assert not torch.allclose(zt, z0, atol=0.1)
 
@@ -61,32 +49,32 @@ def test_inversion_then_sampling_is_exact_with_a_constant_noise_model(pipe, monk
 def test_inversion_then_sampling_reconstructs_with_the_tiny_unet(pipe):
     # a unit-scale latent, as an SD VAE gives (the tiny random VAE's latents are ~0.03 wide)
     z0 = torch.randn(1, 4, 10, 12, generator=torch.Generator().manual_seed(0))
-    emb = pipe.encode_prompt("a photo")
-    zt = pipe.invert(z0, emb, 50, 35, progress=False)
-    back = pipe.sample(zt, zt, emb, 15, [], progress=False)[0:1]
+    emb = pipe.engine.encode_prompt("a photo")
+    zt = pipe.engine.invert(z0, emb, 50, 35, progress=False)
+    back = sample(pipe, zt, zt, emb, 15, [])[0:1]
     assert float((zt - z0).norm() / z0.norm()) > 0.5  # t = 681 is far from the image
     assert float((back - z0).norm() / z0.norm()) < 0.05
 
 
 def test_features_come_from_hooks_and_stop_the_forward_early(pipe):
     z = torch.randn(1, 4, 10, 12)
-    emb = pipe.encode_prompt("x")
+    emb = pipe.engine.encode_prompt("x")
     calls = []
     h = pipe.unet.up_blocks[3].register_forward_hook(lambda *a: calls.append(1))
     try:
-        early = D.unet_forward(pipe.unet, z, 681, pipe.cond(emb), [2], need_eps=False)
+        early = D.unet_forward(pipe.unet, z, 681, pipe.engine.cond(emb), [2], need_eps=False)
         assert early.eps is None and not calls  # the last up block never ran
-        full = D.unet_forward(pipe.unet, z, 681, pipe.cond(emb), [2], need_eps=True)
+        full = D.unet_forward(pipe.unet, z, 681, pipe.engine.cond(emb), [2], need_eps=True)
         assert full.eps.shape == z.shape and calls
     finally:
         h.remove()
     assert torch.allclose(early.features[2], full.features[2])
     with pytest.raises(ParameterError, match="feature_block=7"):
-        D.unet_forward(pipe.unet, z, 681, pipe.cond(emb), [7])
+        D.unet_forward(pipe.unet, z, 681, pipe.engine.cond(emb), [7])
 
 
 def test_mutual_attention_keeps_the_source_branch_and_changes_the_edited_one(pipe):
-    emb = pipe.encode_prompt("a photo").expand(2, -1, -1)
+    emb = pipe.engine.encode_prompt("a photo").expand(2, -1, -1)
     g = torch.Generator().manual_seed(1)
     src, edit = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 4, 8, 8, generator=g)
     plain = pipe.unet(torch.cat([src, edit]), 500, encoder_hidden_states=emb).sample
@@ -169,9 +157,36 @@ def test_odd_sizes_are_mapped_not_shifted(pipe):
     assert out.info["noop_pairs"] == [1]
 
 
+def test_the_official_size_rule_edits_at_the_raw_size_with_their_grid_and_points(pipe):
+    """``size_rule=official``: DragDiffusion's DragBench script on a 256x170 image (a DragBench height that is not a
+    multiple of 8): the image goes to the VAE at its own size (the VAE keeps 21 latent rows, 168 pixels), the
+    supervision grid is int(0.5·side) = 85x128, and each point is (y / 170 · 85, x / 256 · 128) in float32, rounded
+    half to even — their arithmetic, written out here."""
+    img = image(256, 170)
+    handles, targets = [(101, 57), (30.5, 101)], [(130, 41), (30.5, 133)]
+    seen = []
+    out = pipe(
+        DragRequest(img, handles, targets, prompt="x"),
+        progress=False,
+        callback=lambda ev: seen.append((ev["step"], ev["handles"].tolist(), ev["latent"].shape)),
+        size_rule="official",
+        **{**FAST, "drag_steps": 1},
+    )
+    H, W, h, w = 170, 256, int(0.5 * 170), int(0.5 * 256)
+    theirs = [torch.round(torch.tensor([y / H * h, x / W * w])).tolist() for x, y in handles]
+    assert out.info["working_size"] == [256, 170] and out.info["grid_size"] == [h, w] == [85, 128]
+    assert seen[0][1] == theirs == [[28.0, 50.0], [50.0, 15.0]]  # 28.5 → 28 and 15.25 → 15: half to even, float32
+    assert tuple(seen[0][2][-2:]) == (21, 32)  # the latent of the raw 256x170 image: the VAE cropped 2 rows
+    assert out.image.size == (256, 170)
+    rounded = pipe(DragRequest(img, handles, targets, prompt="x"), progress=False, **{**FAST, "drag_steps": 0})
+    assert rounded.info["working_size"] == [256, 168] and rounded.info["grid_size"] == [84, 128]  # ours: resized
+    with pytest.raises(ParameterError, match="size_rule=official edits the image at its own size"):
+        pipe(DragRequest(img, handles, targets), progress=False, size_rule="official", resize_width=512, lora="none")
+
+
 def test_long_prompts_are_truncated_with_a_warning(pipe, caplog):
     with caplog.at_level(logging.WARNING):
-        emb = pipe.encode_prompt("word " * 100)
+        emb = pipe.engine.encode_prompt("word " * 100)
     assert emb.shape[1] == 77 and "the rest is ignored" in caplog.text
 
 
@@ -256,7 +271,7 @@ def test_bfloat16_on_cpu(tiny_sd):
 
 def test_pixel_space_unconditional_models_run_the_same_preset(pixel_pipe, caplog):
     p = pixel_pipe
-    assert p.vae is None and p.text_encoder is None and not p.conditional
+    assert p.vae is None and p.text_encoder is None and not p.engine.conditional
     names = D.self_attentions(p.unet)
     assert names and all("attentions" in n for n in names)
     before = state_of(p.unet)
@@ -269,9 +284,9 @@ def test_pixel_space_unconditional_models_run_the_same_preset(pixel_pipe, caplog
     assert out.info["mutual_attention_blocks"] == names[1:]
     assert out.info["working_size"] == [32, 32] and out.info["grid_size"] == [16, 16]  # its own resolution
     # the identity codec: inversion then sampling returns the image itself
-    x = p.image_to_tensor(image(64, 64), (64, 64))
-    assert torch.equal(p.encode_image(x), x)
-    assert torch.allclose(p.decode(x), (x / 2 + 0.5).clamp(0, 1))
+    x = p.engine.image_tensor(image(64, 64), (64, 64))
+    assert torch.equal(p.engine.encode(x).mean, x)
+    assert torch.allclose(p.engine.decode(x), (x / 2 + 0.5).clamp(0, 1))
 
 
 def test_mutual_attention_on_a_unet2dmodel(pixel_pipe):
@@ -295,7 +310,7 @@ def test_packaged_model_names(monkeypatch, tmp_path):
         DragDiffusionPipeline.from_pretrained("faces64")
     monkeypatch.setitem(pd.PACKAGED_MODELS, "faces64", build_tiny_pixel(tmp_path / "f64"))
     p = DragDiffusionPipeline.from_pretrained("faces64")
-    assert p.model_name == "faces64" and not p.conditional
+    assert p.model_name == "faces64" and not p.engine.conditional
 
 
 def test_model_defaults_file(tmp_path, caplog):
@@ -336,56 +351,40 @@ def test_shipped_faces64_reconstructs_a_real_face_after_inversion(gan_pipe):
 
     p = DragDiffusionPipeline.from_pretrained("faces64")
     p.set_progress_bar_config(disable=True)
-    assert p.model_name == "faces64" and not p.conditional and p.unet.dtype == torch.float32
+    assert p.model_name == "faces64" and not p.engine.conditional and p.unet.dtype == torch.float32
     face = gan_pipe.generate(123).image
-    x = p.image_to_tensor(face, (64, 64))
+    x = p.engine.image_tensor(face, (64, 64))
     n_inv = D.inversion_step_count(0.7, 50)
     with torch.no_grad():
-        zt = p.invert(x, None, 50, n_inv, progress=False)
-        back = p.sample(zt, zt, None, 50 - n_inv, [], progress=False)[:1]
+        zt = p.engine.invert(x, None, 50, n_inv, progress=False)
+        back = sample(p, zt, zt, None, 50 - n_inv, [])[:1]
     psnr = 10 * torch.log10(4 / ((back.clamp(-1, 1) - x) ** 2).mean())
     assert psnr > 33, float(psnr)
     # and the inverted latent is noise-like, not the image: the model really carried it to t = 681
     assert 0.6 < float(zt.std()) < 1.4
 
 
-def sampling_pair(pipe):
-    """A source latent and a perturbed edited one at step 3 of a 10-step schedule, with one drag on the (20, 24)
-    feature grid of block 2: ``z_src, z_edit, embeds, mutual, handles, targets``."""
-    g = torch.Generator().manual_seed(0)
-    z_src = torch.randn(1, 4, 10, 12, generator=g)
-    z_edit = z_src + 0.3 * torch.randn(1, 4, 10, 12, generator=g)
-    embeds = pipe.encode_prompt("a photo")
-    pipe.scheduler.set_timesteps(10)
-    h = torch.tensor([[8.0, 6.0]], dtype=torch.float64)
-    t = torch.tensor([[8.0, 14.0]], dtype=torch.float64)
-    return z_src, z_edit, embeds, D.self_attentions(pipe.unet), h, t
-
-
-def final_features(pipe, z, embeds):
-    """Both branches' block-2 features of a sampled pair at the last timestep, on the (20, 24) grid."""
-    out = D.unet_forward(pipe.unet, z, pipe.scheduler.timesteps[-1], pipe.cond(embeds, 2), [2], need_eps=False)
-    return torch.nn.functional.interpolate(out.features[2].float(), size=(20, 24), mode="bilinear")
-
-
 def test_closs_pulls_the_edited_features_at_the_target_toward_the_source_at_the_handle(pipe):
     """AdaptiveDrag's CLoss acts on the latent that is sampled: with it, the edited branch's features at the target
     end closer to the source branch's at the handle than without it (same start, same schedule)."""
+    from dragkit.parts import CorrespondenceGuide
     from dragkit.parts.closs import correspondence_loss
 
     z_src, z_edit, embeds, mutual, h, t = sampling_pair(pipe)
-    closs = dict(weight=100.0, lr=0.05, steps=1000, radius=2, feature_block=2, grid=(20, 24), handles=h, targets=t)
+    closs = CorrespondenceGuide(weight=100.0, lr=0.05, steps=1000, radius=2, handles=h, targets=t)
 
     def distance(z):  # the correspondence distance of a sampled pair, read at the last timestep
         f = final_features(pipe, z, embeds)
         return float(correspondence_loss(f[1:], f[:1], h, t, 2))
 
+    reports = []
     with torch.no_grad():
-        off = pipe.sample(z_src, z_edit, embeds, 3, mutual, progress=False)
-        on = pipe.sample(z_src, z_edit, embeds, 3, mutual, progress=False, closs=closs)
+        off = sample(pipe, z_src, z_edit, embeds, 3, mutual)
+        on = sample(pipe, z_src, z_edit, embeds, 3, mutual, guides=[closs], reports=reports)
         assert torch.equal(on[0], off[0])  # the source branch is untouched
         assert distance(on) < 0.8 * distance(off)
-    assert len(closs["history"]) == 7 and closs["history"][-1] < closs["history"][0]
+    history = [r["closs"] for r in reports]
+    assert len(history) == 7 and history[-1] < history[0]
 
 
 def test_closs_in_an_edit_is_reported(pipe):
@@ -395,8 +394,8 @@ def test_closs_in_an_edit_is_reported(pipe):
     assert "closs" not in pipe(req, progress=False, **FAST).info
 
 
-def test_a_closs_step_changes_only_the_editable_region():
-    from dragkit.parts.closs import closs_step
+def test_a_latent_guides_adam_step_changes_only_the_editable_region():
+    closs_step = D.latent_step
 
     z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     w = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -404,11 +403,11 @@ def test_a_closs_step_changes_only_the_editable_region():
     def loss_of(x):  # reaches every element, as the UNet's receptive field does
         return (x * w).sum() ** 2
 
-    free, _ = closs_step(z, loss_of, lr=0.01)
+    free, _ = closs_step(z, loss_of, 0.01, None)
     assert torch.allclose((free - z).abs(), torch.full_like(z, 0.01), atol=1e-6)  # a fresh Adam step: lr · sign
     where = torch.zeros(1, 1, 8, 8)
     where[..., 2:5, 3:6] = 1
-    held, _ = closs_step(z, loss_of, lr=0.01, where=where)
+    held, _ = closs_step(z, loss_of, 0.01, where)
     moved = (held != z).any(dim=1)[0]
     assert torch.equal(moved, where[0, 0].bool())  # inside moves, outside is exactly the input
     assert torch.allclose(held * where, free * where)

@@ -2,13 +2,17 @@
 done, a folder that cannot be written and a disk that fills up. Every file on disk is whole or absent, a resumed
 bench equals an uninterrupted one, and every fault is one clear line, never a traceback."""
 
+import fcntl
 import json
 import os
+import pty
 import random
+import select
 import signal
-import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import numpy as np
@@ -17,8 +21,7 @@ from PIL import Image
 
 from dragkit.interfaces.cli import main
 
-from .test_bench import TINY, make_drag100
-from .test_cli import ENV, dragkit
+from .helpers import ENV, TINY_SD_ARGS, App, dragkit, make_drag100, start_dragkit
 
 FAST = ["--set", "drag_steps=40", "--set", "invert_steps=30", "--set", "invert_restarts=2", "-q"]
 
@@ -43,6 +46,7 @@ def _whole_or_absent(out):
     return True
 
 
+@pytest.mark.subprocess
 def test_an_edit_killed_at_random_moments_leaves_each_file_whole_or_absent(face_png, tmp_path):
     out = tmp_path / "out.png"
     args = ["edit", face_png, "--drag", "31,50:31,45", "-o", out, *FAST]
@@ -73,53 +77,76 @@ def test_an_edit_killed_at_random_moments_leaves_each_file_whole_or_absent(face_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.png"]
 
 
+@pytest.mark.subprocess
 def test_sigterm_stops_an_edit_with_one_line_and_nothing_partial(face_png, tmp_path):
+    """SIGTERM while the drag runs: the readiness signal is the drag's own progress bar, which the CLI draws on a
+    terminal (stderr here is a pseudo-terminal). ``stop_distance=0``: the drag never arrives, it is stopped."""
     out = tmp_path / "out.png"
-    proc = _popen(["edit", face_png, "--drag", "31,50:31,45", "-o", out, "--set", "drag_steps=5000", "-q"])
-    time.sleep(8)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # tqdm draws nothing on 0 columns
+    args = [
+        "edit",
+        face_png,
+        "--drag",
+        "31,50:31,45",
+        "-o",
+        out,
+        "--set",
+        "drag_steps=5000",
+        "--set",
+        "stop_distance=0",
+    ]
+    proc = start_dragkit(*args, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = read_until(master, b"drag:", timeout=120)  # tqdm's "drag: ..." bar: the edit is dragging now
+    assert b"drag:" in seen, seen[-500:]
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "dragkit: terminated; no partial output written"
+    rc = proc.wait(60)
+    err = (seen + read_until(master, None, timeout=30)).decode(errors="replace")
+    os.close(master)
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert rc == 143 and last.strip() == "dragkit: terminated; no partial output written", err[-500:]
     assert list(tmp_path.iterdir()) == []
 
 
+def read_until(fd: int, marker: bytes | None, timeout: float) -> bytes:
+    """Bytes from ``fd`` until ``marker`` is among them (``None``: until the writer closes), at most ``timeout``
+    seconds."""
+    data, deadline = b"", time.monotonic() + timeout
+    while (marker is None or marker not in data) and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed its end of the terminal
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.subprocess
 def test_sigterm_stops_the_app_promptly_with_an_edit_running(tmp_path):
     """A service manager stops the app with SIGTERM while a long edit runs: the process exits with 143 within
-    seconds, not after the edit (or never)."""
+    seconds, not after the edit (or never). The app says when it serves; the edit's first streamed update says
+    it runs."""
     gradio_client = pytest.importorskip("gradio_client")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path / "app.log").open("w")
-    cmd = [sys.executable, "-m", "dragkit", "app", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env={**ENV, "GRADIO_ANALYTICS_ENABLED": "False"}, stdout=log, stderr=log)
+    app = App(tmp_path / "app.log")
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, "the app did not start"
-                time.sleep(0.2)
-        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = gradio_client.Client(app.url, verbose=False)
         client.predict(3, api_name="/generate")
         client.predict(20, 30, api_name="/add_point")
         client.predict(26, 30, api_name="/add_point")
         job = client.submit("draggan", "", "", "", 42, "drag_steps=10000", False, "default", 1, api_name="/run")
-        while job.status().code.name not in ("PROCESSING", "ITERATING", "PROGRESS"):
-            assert time.time() < deadline, "the edit did not start"
-            time.sleep(0.1)
-        time.sleep(1.0)  # well into the drag
-        t = time.time()
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(60)
-        assert rc == 143 and time.time() - t < 20
+        updates = iter(job)
+        next(updates)  # the first streamed update ("running: step k of n"): the drag is under way
+        t = time.monotonic()
+        rc = app.stop(signal.SIGTERM, timeout=60)
+        assert rc == 143 and time.monotonic() - t < 20
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        app.stop()
     assert "dragkit: terminated" in (tmp_path / "app.log").read_text()
 
 
@@ -153,6 +180,7 @@ def test_a_full_disk_or_a_refused_write_is_one_clear_line_and_leaves_nothing(
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.subprocess
 def test_a_read_only_folder_is_refused_before_any_work(face_png, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -183,11 +211,12 @@ def _results(run):
     return out
 
 
+@pytest.mark.subprocess
 def test_a_bench_killed_again_and_again_until_done_equals_an_uninterrupted_one(tiny_sd, tmp_path):
     n = 6
     data = make_drag100(tmp_path / "d", n=n)
     env = {"DRAGKIT_CACHE": str(tmp_path / "cache")}
-    base = ["--method", "dragdiffusion", "--model", tiny_sd, "-q", *TINY]
+    base = ["--method", "dragdiffusion", "--model", tiny_sd, "-q", *TINY_SD_ARGS]
     straight = tmp_path / "straight"
     r = dragkit("bench", data, "-o", straight, *base, env_extra=env)
     assert r.returncode == 0, r.stderr

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ import pytest
 from PIL import Image
 
 from dragkit import DragRequest
+from dragkit.methods.drivers import GuidanceOptions
+
+pytestmark = [pytest.mark.slow]
 
 pytest.importorskip("diffusers")
 
@@ -122,7 +126,9 @@ def run_case(case: str, models: dict[str, Any]) -> list[tuple[Any, list[dict[str
         return one(sd, sd_request(), source_kv="inversion", **SD_NOLORA)
     if case == "dragdiffusion-reference":
         sd.clear_source_cache()
-        return one(sd, sd_request(), recipe="reference", **SD)
+        from dragkit.bench.speed import reference_edit
+
+        return one(partial(reference_edit, sd), sd_request(), **SD)
     if case == "dragdiffusion-odd-size":  # sides not multiples of 8: edited at the nearest multiples, mapped back
         sd.clear_source_cache()
         req = DragRequest(noise_image(90, 70), [(40, 40)], [(52, 36)], prompt="a photo", seed=3)
@@ -138,15 +144,17 @@ def run_case(case: str, models: dict[str, Any]) -> list[tuple[Any, list[dict[str
         return one(sd, req, method="clipdrag", clip_model=models["clip"], **{**SD_NOLORA, "drag_steps": 6})
     if case == "luciddrag":  # the guided sampler: intentions, then a seed variant
         sd.clear_source_cache()
+        opts = GuidanceOptions(num_results=3)
         return one(
-            sd, sd_request(), method="luciddrag", num_results=3, discriminator_steps=10, **{**SD, "drag_steps": 0}
+            sd, sd_request(), method="luciddrag", options=opts, discriminator_steps=10, **{**SD, "drag_steps": 0}
         )
     if case == "faces64-dragdiffusion":
         f64.clear_source_cache()
         return one(f64, faces64_request(gan), lora_steps=4, drag_steps=30, inference_steps=25)
     if case == "faces64-luciddrag":
         f64.clear_source_cache()
-        return one(f64, faces64_request(gan), method="luciddrag", lora="none", discriminator_steps=10, num_results=2)
+        opts = GuidanceOptions(num_results=2)
+        return one(f64, faces64_request(gan), method="luciddrag", lora="none", discriminator_steps=10, options=opts)
     raise KeyError(case)
 
 

@@ -3,9 +3,16 @@
 import numpy as np
 import torch
 
-from dragkit.parts.guidance import degrade, editing_energy, fit_patch_discriminator, score
+from dragkit.parts.guidance import (
+    EditingEnergyGuide,
+    QualityGuide,
+    degrade,
+    editing_energy,
+    fit_patch_discriminator,
+    score,
+)
 
-from .test_diffusion import final_features, sampling_pair
+from .helpers import final_features, sample, sampling_pair
 
 
 def test_editing_energy_pulls_the_target_toward_the_handle_and_the_rest_toward_the_source():
@@ -41,37 +48,35 @@ def test_the_fitted_discriminator_prefers_the_image_and_its_gradient_raises_the_
 
 def _setup(pipe):
     z_src, z_edit, embeds, mutual, h, t = sampling_pair(pipe)
-    guide = dict(edit=0.0, keep_weight=1.0, quality=0.0, steps=1000, radius=2, feature_block=2, grid=(20, 24))
-    return z_src, z_edit, embeds, mutual, {**guide, "handles": h, "targets": t}
+    return z_src, z_edit, embeds, mutual, h, t
 
 
 def test_editing_guidance_alone_lowers_the_editing_energy_of_the_sample(pipe):
-    z_src, z_edit, embeds, mutual, guide = _setup(pipe)
+    z_src, z_edit, embeds, mutual, h, t = _setup(pipe)
 
     def energy(z):  # the editing energy of a sampled pair, read at the last timestep
         f = final_features(pipe, z, embeds)
-        return float(editing_energy(f[1:], f[:1], guide["handles"], guide["targets"], 2))
+        return float(editing_energy(f[1:], f[:1], h, t, 2))
 
+    guide = EditingEnergyGuide(200.0, 1000, 2, h, t, keep=None, keep_weight=1.0, vacate_weight=0.0)
+    reports = []
     with torch.no_grad():
-        off = pipe.sample(z_src, z_edit, embeds, 3, mutual, progress=False)
-        guided = {**guide, "edit": 200.0}
-        on = pipe.sample(z_src, z_edit, embeds, 3, mutual, progress=False, guide=guided)
+        off = sample(pipe, z_src, z_edit, embeds, 3, mutual)
+        on = sample(pipe, z_src, z_edit, embeds, 3, mutual, guides=[guide], reports=reports)
         assert torch.equal(on[0], off[0])  # the source branch is untouched
         assert energy(on) < 0.8 * energy(off)
-    assert len(guided["history"]) == 7 and "edit" in guided["history"][0] and "quality" not in guided["history"][0]
+    assert len(reports) == 7 and "edit" in reports[0] and "quality" not in reports[0]
 
 
 def test_quality_guidance_alone_raises_the_discriminator_score_of_the_sample(pipe):
-    z_src, z_edit, embeds, mutual, guide = _setup(pipe)
+    z_src, z_edit, embeds, mutual, _, _ = _setup(pipe)
     with torch.no_grad():
-        source_image = pipe.decode(z_src).float()
+        source_image = pipe.engine.decode(z_src).float()
     disc = fit_patch_discriminator(source_image, steps=100, crop=32)
     with torch.no_grad():
-        off = pipe.sample(z_src, z_edit, embeds, 3, mutual, progress=False)
-        on = pipe.sample(
-            z_src, z_edit, embeds, 3, mutual, progress=False, guide={**guide, "quality": 50.0, "discriminator": disc}
-        )
-        s_off, s_on = (float(score(disc, pipe.decode(z[1:]).float())) for z in (off, on))
+        off = sample(pipe, z_src, z_edit, embeds, 3, mutual)
+        on = sample(pipe, z_src, z_edit, embeds, 3, mutual, guides=[QualityGuide(disc, 50.0, 1000)])
+        s_off, s_on = (float(score(disc, pipe.engine.decode(z[1:]).float())) for z in (off, on))
     assert s_on > s_off
 
 
@@ -95,20 +100,22 @@ def test_the_vacate_term_tells_a_move_from_a_copy():
 
 
 def test_regional_noise_makes_seed_variants_and_leaves_the_source_branch_alone(pipe):
-    z_src, z_edit, embeds, mutual, guide = _setup(pipe)
+    from dragkit.engines.diffusion import Variation
+
+    z_src, z_edit, embeds, mutual, _, _ = _setup(pipe)
     region = torch.zeros(1, 1, 10, 12)
     region[..., 2:8, 2:10] = 1
     with torch.no_grad():
-        base = pipe.sample(z_src, z_edit, embeds, 3, mutual, progress=False, guide=guide)
+        base = sample(pipe, z_src, z_edit, embeds, 3, mutual)
         outs = [
-            pipe.sample(
+            sample(
+                pipe,
                 z_src,
                 z_edit,
                 embeds,
                 3,
                 mutual,
-                progress=False,
-                guide={**guide, "eta": 0.5, "region": region, "generator": torch.Generator().manual_seed(s)},
+                variation=Variation(0.5, region, torch.Generator().manual_seed(s)),
             )
             for s in (1, 1, 2)
         ]

@@ -2,9 +2,6 @@
 against a real HTTP server on 127.0.0.1 started here (valid, malformed, slow and failing answers)."""
 
 import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -18,6 +15,8 @@ from dragkit.parts.intentions import (
     parse_intentions,
     reason,
 )
+
+from .helpers import GOOD, Endpoint
 
 
 def top(handles, targets, mask=None):
@@ -52,14 +51,6 @@ def test_built_in_intentions_compose_the_users_prompt():
     assert reason([(20, 30)], [(20, 10)]) == geometry_intentions([(20, 30)], [(20, 10)])
 
 
-GOOD = {
-    "intentions": [
-        {"object": "neck", "source_prompt": "a horse", "target_prompt": "a horse, longer neck", "confidence": 0.5},
-        {"object": "head", "source_prompt": "a horse", "target_prompt": "a horse, raised head", "confidence": 0.8},
-    ]
-}
-
-
 def test_parse_intentions_validates_and_sorts():
     out = parse_intentions("```json\n" + json.dumps(GOOD) + "\n```", n=5)
     assert [i.object for i in out] == ["head", "neck"] and out[0].confidence == 0.8
@@ -74,41 +65,6 @@ def test_parse_intentions_validates_and_sorts():
     for text, msg in bad:
         with pytest.raises(ValueError, match=msg):
             parse_intentions(text, n=3)
-
-
-class Endpoint:
-    """A fake OpenAI-compatible chat endpoint on a free local port; ``answers`` are served in order."""
-
-    def __init__(self, answers, delay=0.0, status=200):
-        self.answers, self.delay, self.status, self.requests = list(answers), delay, status, []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                time.sleep(outer.delay)
-                content = outer.answers.pop(0) if outer.answers else "{}"
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-                self.send_response(outer.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_the_client_asks_with_the_image_and_the_key_and_reads_the_answer(monkeypatch):

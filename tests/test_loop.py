@@ -16,7 +16,7 @@ def blob_features(center: torch.Tensor, size=(32, 32), sigma=2.0, channels=4) ->
 
 
 def ctx_for(f0, handles, targets, mask=None):
-    return DragContext(f0, {}, handles, targets, mask)
+    return DragContext.from_features(f0, handles, targets, mask)
 
 
 def test_nearest_tracker_follows_a_translated_blob():

@@ -2,11 +2,20 @@
 
 import json
 
+import pytest
+
 from dragkit import DragRequest
 from dragkit.parts.intentions import Intention
 
-from .test_cli import dragkit
-from .test_diffusion import image
+from .helpers import GOOD, Endpoint, dragkit, image
+
+
+def lucid(pipe):
+    """LucidDrag's pipeline over the same components (diffusers' ``from_pipe``)."""
+    from dragkit.pipelines.diffusion import LucidDragPipeline
+
+    return LucidDragPipeline.from_pipe(pipe)
+
 
 QUICK = dict(resize_width=0, lora="none", mutual_attn_start_layer=4, discriminator_steps=20, inference_steps=10)
 
@@ -22,11 +31,12 @@ def test_luciddrag_guides_the_sampling_and_records_its_intention(pipe):
     assert "discriminator" in res.info["profile"] and "drag" not in res.info["profile"]
     assert res.info["handles_tracked"] is False
     mine = Intention("the cat", "a photo of a cat", "a photo of a fat cat", 0.9)
-    other = pipe(req, method="luciddrag", progress=False, intention=mine, **QUICK)
+    other = lucid(pipe)(req, progress=False, intention=mine, **QUICK)
     assert other.info["intention"]["target_prompt"] == "a photo of a fat cat"
     assert other.image.tobytes() != res.image.tobytes()  # the semantic direction acted
 
 
+@pytest.mark.subprocess
 def test_luciddrag_from_the_cli(tiny_sd, tmp_path, face_png):
     out = tmp_path / "l.png"
     args = ["edit", face_png, "--method", "luciddrag", "--model", tiny_sd, "--prompt", "a face", "-q"]
@@ -42,7 +52,7 @@ def test_luciddrag_from_the_cli(tiny_sd, tmp_path, face_png):
 
 def test_several_results_one_per_intention_then_seed_variants(pipe):
     req = DragRequest(image(64, 64), [(20, 30), (40, 30)], [(18, 34), (44, 26)], prompt="a photo of a cat", seed=2)
-    results = pipe(req, method="luciddrag", progress=False, num_results=4, **QUICK)
+    results = lucid(pipe)(req, progress=False, num_results=4, **QUICK)
     assert isinstance(results, list) and len(results) == 4
     intentions = [r.info["intention"] for r in results]
     kinds = [i["kind"] for i in intentions]
@@ -64,7 +74,7 @@ def test_an_unconditional_model_gives_seed_variants_and_says_why(tmp_path):
     pix = DragDiffusionPipeline.from_pretrained(build_tiny_pixel(tmp_path / "pix"))
     req = DragRequest(image(32, 32), [(10, 16)], [(16, 16)], seed=0)
     quick = {**QUICK, "mutual_attn_start_layer": 0}
-    results = pix(req, method="luciddrag", progress=False, num_results=2, **quick)
+    results = lucid(pix)(req, progress=False, num_results=2, **quick)
     assert [r.info["result"]["variant"] for r in results] == [0, 1]
     assert results[0].info["semantic_guidance"].startswith("not applied")
     assert results[0].image.tobytes() != results[1].image.tobytes()
@@ -73,18 +83,15 @@ def test_an_unconditional_model_gives_seed_variants_and_says_why(tmp_path):
 def test_the_loopback_endpoint_chooses_the_intentions(pipe):
     from dragkit.parts.intentions import LLMReasoner
 
-    from .test_intentions import GOOD, Endpoint
-
     req = DragRequest(image(64, 64), [(20, 30)], [(30, 20)], prompt="a horse", seed=0)
     with Endpoint([json.dumps(GOOD)]) as ep:
-        results = pipe(req, method="luciddrag", progress=False, num_results=2, llm=LLMReasoner(ep.url, "m"), **QUICK)
+        results = lucid(pipe)(req, progress=False, num_results=2, llm=LLMReasoner(ep.url, "m"), **QUICK)
     assert [r.info["intention"]["target_prompt"] for r in results] == ["a horse, raised head", "a horse, longer neck"]
     assert [r.info["intention"]["confidence"] for r in results] == [0.8, 0.5]
     assert len(ep.requests) == 1 and ep.requests[0]["body"]["messages"][-1]["content"][1]["type"] == "image_url"
 
 
 def test_a_user_discriminator_replaces_the_fitted_one(pipe):
-    import pytest
     import torch
 
     from dragkit.core.errors import ParameterError
@@ -96,21 +103,22 @@ def test_a_user_discriminator_replaces_the_fitted_one(pipe):
     req = DragRequest(image(64, 64), [(20, 30)], [(30, 30)], seed=0)
     quick = {**QUICK, "guide_edit": 0.0, "guide_quality": 5.0}
     plain = pipe(req, method="luciddrag", progress=False, **{**quick, "guide_quality": 0.0})
-    res = pipe(req, method="luciddrag", progress=False, discriminator=Brightness(), **quick)
+    res = lucid(pipe)(req, progress=False, discriminator=Brightness(), **quick)
     assert res.info["discriminator"] == "Brightness" and "discriminator" not in res.info["profile"]
     brightness = [float(__import__("numpy").asarray(r.image, dtype=float).mean()) for r in (plain, res)]
     assert brightness[1] > brightness[0]
     with pytest.raises(ParameterError, match="discriminator: expected a torch.nn.Module"):
-        pipe(req, method="luciddrag", progress=False, discriminator="big", **quick)
-    with pytest.raises(ParameterError, match="num_results: only for sampler=guidance"):
-        pipe(req, method="dragdiffusion", progress=False, num_results=2, **quick)
+        lucid(pipe)(req, progress=False, discriminator="big", **quick)
+    with pytest.raises(ParameterError, match="GuidanceOptions: only for methods whose sampler takes them"):
+        lucid(pipe)(req, method="dragdiffusion", progress=False, num_results=2, **quick)
     with pytest.raises(ParameterError, match="num_results=0"):
-        pipe(req, method="luciddrag", progress=False, num_results=0, **quick)
+        lucid(pipe)(req, progress=False, num_results=0, **quick)
+    with pytest.raises(ParameterError, match="unknown parameter 'num_results'"):  # not a parameter of the base call
+        pipe(req, method="luciddrag", progress=False, num_results=2, **quick)
 
 
+@pytest.mark.subprocess
 def test_several_results_and_an_endpoint_from_the_cli(tiny_sd, tmp_path, face_png):
-    from .test_intentions import GOOD, Endpoint
-
     out = tmp_path / "l.png"
     args = ["edit", face_png, "--method", "luciddrag", "--model", tiny_sd, "--prompt", "a horse", "-q"]
     args += ["--lora", "none", "--drag", "20,30:30,20", "-o", out, "--num-results", "3"]

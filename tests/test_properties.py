@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis) at every input boundary: whatever a stranger hands us, the answer is a value
-that passed validation or one clear :class:`~dragkit.errors.DragkitError`, never another exception, and nothing is
+that passed validation or one clear :class:`~dragkit.core.errors.DragkitError`, never another exception, and nothing is
 written. ``HYPOTHESIS_PROFILE=long`` runs many more examples per property (the CI runs the default)."""
 
 import contextlib
@@ -8,8 +8,6 @@ import json
 import math
 import os
 import pickle
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -25,6 +23,8 @@ from dragkit.core.params import REGISTRY, parse_assignment
 from dragkit.interfaces.cli import parse_drag
 from dragkit.methods import METHODS, get_method
 from dragkit.utils.io import load_image, load_mask
+
+from .helpers import png_claiming
 
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
@@ -236,24 +236,12 @@ def test_sixteen_bit_palette_alpha_and_exif_rotation(tmp_path):
     assert load_image(tmp_path / "rot.jpg").size == (6, 8)
 
 
-def _png_claiming(w, h):
-    """A few-hundred-byte PNG whose header claims ``w``x``h`` (a decompression bomb's shape)."""
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
-
-
 @FILES
 @given(w=st.integers(1, 2**31 - 1), h=st.integers(1, 2**31 - 1))
 def test_images_over_the_pixel_budget_are_refused_from_the_header(tmp_path, w, h):
     assume(w * h > max_pixels())
     f = tmp_path / "bomb.png"
-    f.write_bytes(_png_claiming(w, h))
+    f.write_bytes(png_claiming(w, h))
     with pytest.raises(InputError, match="over the limit"):
         load_image(f)
 
@@ -299,7 +287,7 @@ def test_all_zero_all_one_and_wrong_size_masks(tmp_path):
     assert load_mask(tmp_path / "one.png", (10, 12)).all()
     with pytest.raises(InputError, match="10x12 but the image is 12x10"):
         load_mask(tmp_path / "one.png", (12, 10))
-    (tmp_path / "bomb.png").write_bytes(_png_claiming(100_000, 100_000))
+    (tmp_path / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
     with pytest.raises(InputError, match="over the limit"):  # refused before its size is even compared
         load_mask(tmp_path / "bomb.png", (10, 12))
 

@@ -32,7 +32,7 @@ def scene(true_at, true_look, distractor_at=(10, 16), distractor_look=(1.0, 0.4)
 
 def ctx_for(f0: torch.Tensor, handle=(10.0, 10.0)) -> DragContext:
     h = torch.tensor([handle], dtype=torch.float64)
-    return DragContext(features0=f0, extras0={}, handles0=h, targets=h + torch.tensor([[0.0, 4.0]]), mask=None)
+    return DragContext.from_features(f0, h, h + torch.tensor([[0.0, 4.0]]))
 
 
 def test_a_look_alike_fools_nearest_neighbour_but_not_the_discriminative_tracker():

@@ -18,6 +18,7 @@ __all__ = [
     "FeatureOutput",
     "GANSample",
     "InputError",
+    "LucidDragPipeline",
     "Method",
     "ModelError",
     "ParameterError",
@@ -28,8 +29,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "DragDiffusionPipeline":  # imported on first use: diffusers takes seconds to import
-        from .pipelines.diffusion import DragDiffusionPipeline
+    if name in ("DragDiffusionPipeline", "LucidDragPipeline"):  # imported on first use: diffusers takes seconds
+        from .pipelines import diffusion
 
-        return DragDiffusionPipeline
+        return getattr(diffusion, name)
     raise AttributeError(name)

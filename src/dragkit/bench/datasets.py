@@ -3,7 +3,7 @@ mask and the prompt), read from three formats.
 
 - **DragBench** (Shi et al., CVPR 2024): ``<category>/<sample>/original_image.png`` and ``meta_data.pkl`` (a dict
   with ``prompt``, ``points`` — handle, target, handle, target, ... as ``[x, y]`` — and ``mask``, ``(H, W)`` with 1
-  where the image may change). The pickle is read with :class:`dragkit.io.RestrictedUnpickler`: plain data and
+  where the image may change). The pickle is read with :class:`dragkit.utils.io.RestrictedUnpickler`: plain data and
   numpy arrays only, so a crafted file cannot run code.
 - **GoodDrag / Drag100**: ``<category>/<sample>/original.jpg`` (or ``.png``), ``mask.png`` (white = may change)
   and ``points.json`` (``{"points": [[x, y], ...]}``, handle and target alternating; an optional ``prompt``). A

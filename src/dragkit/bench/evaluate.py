@@ -1,7 +1,9 @@
-"""``dragkit eval RUNDIR``: DragBench's measures over a run folder (:mod:`dragkit.bench`), per category and overall.
+"""``dragkit eval RUNDIR``: DragBench's measures over a run folder (:mod:`dragkit.bench.runner`), per category and
+overall.
 
-- **MD (DIFT)**, the official mean distance (EVALUATION.md): DIFT features of SD 2.1 (:mod:`dragkit.metrics.dift`;
-  model configurable), whole-image cosine argmax, mean over **all pairs** of the run; torch seeded 42 once.
+- **MD (DIFT)**, the official mean distance (EVALUATION.md): DIFT features of SD 2.1
+  (:mod:`dragkit.bench.metrics.dift`; model configurable), whole-image cosine argmax, mean over **all pairs** of
+  the run; torch seeded 42 once.
 - **MD (LPIPS-alex)**: the same matching with the offline LPIPS-AlexNet features (:class:`AlexFeatures`).
   Labelled as such: it is not the official MD and its numbers are not comparable with papers'.
 - **IF** = 1 − LPIPS-alex v0.1 at 224×224 (bilinear, aspect not kept), mean over images; LPIPS is reported too.
@@ -65,7 +67,7 @@ def dai(source: np.ndarray, result: np.ndarray, handles: Sequence, targets: Sequ
 class GScoreJudge:
     """GScore (GoodDrag): a vision-language model rates an edited image's naturalness from 1 to 10, through any
     OpenAI-compatible chat endpoint (the transport, key handling and timeouts of
-    :class:`dragkit.intentions.LLMReasoner`)."""
+    :class:`dragkit.parts.intentions.LLMReasoner`)."""
 
     base_url: str
     model: str
@@ -92,6 +94,14 @@ class GScoreJudge:
         if not m or not 1 <= float(m.group(1)) <= 10:
             raise ReasonerError(f"the GScore judge answered {answer[:80]!r}, not a score from 1 to 10")
         return float(m.group(1))
+
+
+def load_dift(model: str) -> Any:
+    """DIFT's Stable Diffusion checkpoint (hub id or folder) in float32, through the same loading code as every
+    diffusion model (one-line :class:`ModelError` when it cannot be had)."""
+    from ..pipelines.diffusion import DragDiffusionPipeline
+
+    return DragDiffusionPipeline.from_pretrained(model, dtype=torch.float32).engine
 
 
 def _config(md: Sequence[str], dift_model: str, judge: GScoreJudge | None) -> dict[str, Any]:
@@ -196,7 +206,7 @@ def evaluate_run(
             from .metrics.dift import DiftFeatures
 
             try:
-                extractors["dift"] = DiftFeatures(dift_model, device=device)
+                extractors["dift"] = DiftFeatures(load_dift(dift_model), device=device)
             except ModelError as e:
                 raise ModelError(
                     f"{e}\nthe official MD needs DIFT's model; give a local copy with --dift-model FOLDER, or measure "

@@ -1,5 +1,5 @@
 """``dragkit bench-speed``: one DragDiffusion edit done twice in one process, on the same model, image, points and
-seed: (a) the **reference recipe**, DragDiffusion's steps the way its code does them (``recipe="reference"``: the
+seed: (a) the **reference recipe**, DragDiffusion's steps the way its code does them (:func:`reference_edit`: the
 UNet's weights requiring gradients in the drag, the whole UNet every drag step, one more forward for the initial
 features, both branches denoised, the LoRA trained every time) and (b) dragkit's default path, first with its LoRA
 trained (and cached), then again with the LoRA from the cache (as a new process would: no source cache), then
@@ -27,7 +27,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.types import DragRequest
+from ..core.errors import ParameterError
+from ..core.geometry import GridMap
+from ..core.loop import drag_loop
+from ..core.types import DragRequest, DragResult
 
 # the one edit: a DCGAN face (real weights, offline) at 512x512, one drag, a mask around it
 FACE_SEED = 27
@@ -45,6 +48,89 @@ ABLATIONS: list[tuple[str, dict[str, Any], bool, str, str]] = [
     ("channels_last", {"channels_last": True}, False, "dragkit", "CPU: none; GPU: 1.1-1.3x"),
     ("grad_checkpointing", {"grad_checkpointing": True}, False, "dragkit", "drag memory -50% or more, time +30%"),
 ]
+
+
+@torch.no_grad()
+def reference_edit(
+    pipe: Any, request: DragRequest, *, progress: bool = False, callback: Any = None, **overrides: Any
+) -> DragResult:
+    """DragDiffusion's steps done the way its code does them, on a :class:`DragDiffusionPipeline`'s engine: the
+    identity LoRA trained every time (the cache neither read nor written), the inversion, the drag with the UNet's
+    weights requiring gradients (their gradients computed and kept, then dropped) and the whole UNet every step,
+    the initial features from one more forward, both branches denoised with mutual self-attention. The numbers
+    are ``dragdiffusion``'s up to float noise; only the time and memory differ — what ``bench-speed`` compares."""
+    from ..engines.diffusion import inversion_step_count, weights_require_grad
+    from ..methods import adam, build_parts
+    from ..methods.drivers import DiffusionEdit, loop_terms
+    from ..pipelines.common import editable_mask, make_result, resolve_params
+    from ..utils.profiler import StageProfiler
+
+    params = resolve_params("dragdiffusion", "diffusion", request, {**pipe.model_defaults, **overrides})
+    if params["source_kv"] != "recompute":
+        raise ParameterError("the reference recipe recomputes the source branch: source_kv must be recompute")
+    engine, prof = pipe.engine, StageProfiler(pipe.device)
+    (W, H), (w, h) = request.size, engine.working_size(request.size, params)
+    grid, steps = (int(0.5 * h), int(0.5 * w)), params["inference_steps"]
+    n_inv = inversion_step_count(params["inversion_strength"], steps)
+    gm = GridMap((H, W), grid, convention="corner")
+    mutual = engine.mutual_layers(params["mutual_attn_start_layer"])
+    info: dict[str, Any] = {"recipe": "reference", "source_cache": "off", "mutual_attention_blocks": mutual}
+    with engine.editing(params):
+        with prof.stage("encode"):
+            embeds = engine.encode_prompt(request.prompt)
+            x = engine.image_tensor(request.image, (w, h))
+            posterior = engine.encode(x)
+        with prof.stage("lora"):
+            args = (params, request.image, request.prompt, request.seed, (w, h), posterior, embeds)
+            info.update(engine.identity_lora(*args, progress=progress, cache=False))
+        with prof.stage("inversion"):
+            zt = engine.invert(posterior.mean, embeds, steps, n_inv, progress=progress)
+        start = steps - n_inv
+        t = engine.timesteps(steps)[start]
+        handles, targets = torch.round(gm.to_grid(request.handles)), torch.round(gm.to_grid(request.targets))
+        plain = engine.features_at(t, embeds, params["feature_block"], grid)
+        mask, image_mask = editable_mask(request, params, plain, zt.float(), handles, targets, gm, info, prof)
+        mask = None if mask is None else mask.to(pipe.device)
+        edit = DiffusionEdit(
+            engine, request, "dragdiffusion", params, embeds, x, zt, start, t, grid, gm, handles, targets, mask,
+            mutual, None, None, False, info, prof,
+        )  # fmt: skip
+        terms, denoised, clip = loop_terms(edit)
+        features = engine.features_at(
+            t, embeds, params["feature_block"], grid, denoised=denoised, x0_image=clip, full=True
+        )
+        parts = build_parts(params, terms=terms)
+        with prof.stage("drag"), weights_require_grad(engine.unet, True):
+            features(zt.float())  # their code computes the initial features with one more forward
+            out = drag_loop(
+                zt.float(),
+                features,
+                handles,
+                targets,
+                tracker=parts.tracker,
+                supervision=parts.supervision,
+                schedule=parts.schedule,
+                terms=parts.terms,
+                fusion=parts.fusion,
+                optimizer=adam(params["latent_lr"]),
+                mask=mask,
+                callback=callback,
+                total=params["drag_steps"],
+            )
+        with prof.stage("sampling"):
+            _, z = engine.denoise(out.latent.to(zt.dtype), embeds, start, z_src=zt, mutual=mutual, progress=progress)
+        with prof.stage("decode"):
+            image = engine.decode_image(z, (H, W))
+    return make_result(
+        request, image, out, gm, method="dragdiffusion", params=params, info=info, prof=prof, mask=image_mask
+    )
+
+
+def _edit(pipe: Any, request: DragRequest, recipe: str, **overrides: Any) -> DragResult:
+    """One edit by ``recipe``: ``reference`` (:func:`reference_edit`) or ``dragkit`` (the pipeline)."""
+    if recipe == "reference":
+        return reference_edit(pipe, request, **overrides)
+    return pipe(request, progress=False, **overrides)
 
 
 def default_request() -> DragRequest:
@@ -141,7 +227,7 @@ def run_speed_bench(
                 log(f"{name}: one edit ...")
                 if name == "dragkit":
                     pipe.clear_source_cache()
-                out = pipe(request, recipe=recipe, progress=False, **overrides)
+                out = _edit(pipe, request, recipe, **overrides)
                 runs[name] = {
                     "stages": _stages(out),
                     "steps": out.info["steps"],
@@ -188,7 +274,7 @@ def _ablations(pipe: Any, request: DragRequest, overrides: dict[str, Any], log: 
         req = unmasked if no_mask else request
         if (against, no_mask) not in baselines:
             log(f"ablation baseline: {against} ({'no mask' if no_mask else 'mask'}) ...")
-            baselines[against, no_mask] = pipe(req, recipe=against, progress=False, **base)
+            baselines[against, no_mask] = _edit(pipe, req, against, **base)
         ref = baselines[against, no_mask]
         log(f"ablation {name} ...")
         out = pipe(req, progress=False, **base, **extra) if extra or against != "dragkit" else ref

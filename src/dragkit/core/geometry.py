@@ -7,6 +7,7 @@ coordinates on both, so sampling at an integer ``(row, col)`` returns exactly th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,6 +51,19 @@ class GridMap:
         """Nearest-resize an ``(H, W)`` mask (1 = may change) to the grid; returns float ``(h, w)``."""
         m = torch.as_tensor(mask, dtype=torch.float32)[None, None]
         return F.interpolate(m, size=self.grid_size, mode="nearest")[0, 0]
+
+
+def dragdiffusion_points(xy: Sequence[tuple[float, float]], image_size: tuple[int, int], grid_size: tuple[int, int]):
+    """``(N, 2)`` grid ``(row, col)`` of image ``(x, y)`` points the way DragDiffusion's code maps them
+    (``drag_bench_evaluation/run_drag_diffusion.py``): ``(y / H · h, x / W · w)`` in Python floats, made a float32
+    tensor, rounded half to even. The same as ``GridMap(..., "corner")`` followed by rounding, except at the rare
+    points where float32 moves a value onto a half (``size_rule=official`` reproduces it exactly). Returns float64."""
+    (H, W), (h, w) = image_size, grid_size
+    rows = [torch.round(torch.tensor([y / H * h, x / W * w])) for x, y in xy]
+    return torch.stack(rows).to(torch.float64)
+
+
+PATCH_SHAPES = ("square", "disc")
 
 
 def patch_offsets(radius: int, shape: Literal["square", "disc"] = "square") -> Tensor:

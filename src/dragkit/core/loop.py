@@ -14,107 +14,61 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .errors import DivergedError
-
-
-@dataclass
-class FeatureOutput:
-    """What a feature function returns for one latent.
-
-    ``features``: ``(1, C, h, w)`` on the supervision grid, differentiable w.r.t. the latent. ``extras``: whatever
-    an engine-specific term needs (for diffusion, the one-step-denoised latent of the mask term).
-    """
-
-    features: Tensor
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-FeatureFn = Callable[[Tensor], FeatureOutput]
-
-
-@dataclass
-class DragContext:
-    """Per-edit state the parts share: built once by the loop, read by every part.
-
-    ``state`` is where a part keeps what it learns during one edit (for example a tracker's filters), keyed by
-    the part's name, so the part objects themselves stay stateless and reusable across edits.
-    """
-
-    features0: Tensor
-    extras0: dict[str, Any]
-    handles0: Tensor
-    targets: Tensor
-    mask: Tensor | None
-    step: int = 0
-    confidences: Tensor | None = None
-    state: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TrackResult:
-    """New handle positions; optionally a confidence per handle in [0, 1] and ``notes``, JSON-ready per-step facts
-    (e.g. which handles a backtracking tracker held back) that the loop copies into the step's trajectory record."""
-
-    handles: Tensor
-    confidences: Tensor | None = None
-    notes: dict[str, Any] | None = None
-
-
-@runtime_checkable
-class Tracker(Protocol):
-    """Finds where each handle's content went after a latent update."""
-
-    def prepare(self, ctx: DragContext) -> None: ...
-
-    def track(self, features: Tensor, handles: Tensor, ctx: DragContext) -> TrackResult: ...
-
-
-@runtime_checkable
-class Supervision(Protocol):
-    """The motion-supervision loss: pulls content at each active handle one step towards its target."""
-
-    def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor: ...
-
-
-@runtime_checkable
-class LossTerm(Protocol):
-    """An extra loss term (e.g. the mask term). ``group`` names the gradient group it belongs to (see fusion)."""
-
-    name: str
-    group: str
-
-    def __call__(self, out: FeatureOutput, ctx: DragContext) -> Tensor | None: ...
-
-
-@runtime_checkable
-class Schedule(Protocol):
-    """Decides when the loop stops. ``stop_distance``: a handle closer than this to its target has arrived."""
-
-    stop_distance: float
-
-    def should_stop(self, step: int, distances: Tensor, ctx: DragContext) -> str | None: ...
-
-
-GradientFusion = Callable[[Mapping[str, Tensor], DragContext], Tensor]
-"""Combines per-group gradients w.r.t. the latent into one (CLIPDrag's global-local fusion)."""
+from .protocols import (  # noqa: F401 - the loop's contracts, importable from here too
+    DragContext,
+    FeatureFn,
+    FeatureOutput,
+    GradientFusion,
+    LossTerm,
+    Schedule,
+    Supervision,
+    Tracker,
+    TrackResult,
+)
 
 
 @dataclass
 class DragLoopOutput:
+    """The optimized latent, the handles tracked on it, why the loop stopped, its per-step records and the context
+    its parts built (pass it to the next phase of an edit to keep the same templates)."""
+
     latent: Tensor
     handles: Tensor
     steps: int
     stop_reason: str
     trajectory: list[dict[str, Any]]
     seconds: float
+    context: DragContext | None = None
+
+
+class TrajectoryRecorder:
+    """The observer that turns the loop's callback dicts into the per-step records every result carries (``step``,
+    ``handles`` and ``distances`` on the grid, ``losses``, the tracker's ``confidences`` and notes). The loop builds
+    its own trajectory with one, through the same callback every other observer reads."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        record: dict[str, Any] = {
+            "step": event["step"],
+            "handles": event["handles"].tolist(),
+            "distances": event["distances"].tolist(),
+            "losses": dict(event["losses"]),
+        }
+        if event["confidences"] is not None:
+            record["confidences"] = event["confidences"].tolist()
+        record.update(event["notes"])
+        self.records.append(record)
 
 
 def drag_loop(
@@ -130,6 +84,7 @@ def drag_loop(
     terms: Sequence[LossTerm] = (),
     fusion: GradientFusion | None = None,
     mask: Tensor | None = None,
+    context: DragContext | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     disable: bool | None = True,
@@ -154,8 +109,12 @@ def drag_loop(
         fusion: when given, gradients are taken per term ``group`` ("motion" is the supervision's) and combined by
             it, instead of back-propagating the summed loss.
         mask: ``(h, w)`` float on the grid, 1 = may change; ``None`` = no mask. Parts read it from the context.
-        callback: receives one dict per step: ``step``, ``latent``, ``features``, ``handles``, ``targets``,
-            ``distances``, ``active``, ``losses`` (floats; empty on the final step), ``confidences``, ``final``.
+        context: the context of an earlier phase of the same edit (its initial features, templates and the state
+            its parts learned) instead of a new one built from this latent's features; the tracker is not prepared
+            again. ``handles`` are where that phase left them.
+        callback: receives one dict per step: ``step``, ``latent`` (a detached copy: observers may keep it),
+            ``features`` (detached), ``handles``, ``targets``, ``distances``, ``active``, ``losses`` (floats; empty
+            on the final step), ``confidences``, ``notes`` (the tracker's), ``final``.
         cancel: polled once per step; returning True stops the loop with ``stop_reason="cancelled"``.
         disable: hide the progress bar (``None``: hide it when stderr is not a terminal, tqdm's rule).
         desc, total: the progress bar's label and expected length (the step budget; the loop may stop sooner).
@@ -170,16 +129,15 @@ def drag_loop(
 
     with torch.enable_grad():
         out = features(z)
-    ctx = DragContext(
-        features0=out.features.detach(),
-        extras0={k: (v.detach() if isinstance(v, Tensor) else v) for k, v in out.extras.items()},
-        handles0=handles.clone(),
-        targets=targets,
-        mask=mask,
-    )
-    tracker.prepare(ctx)
+    if context is None:
+        ctx = DragContext(initial=out.detached(), handles0=handles.clone(), targets=targets, mask=mask)
+        tracker.prepare(ctx)
+    else:
+        ctx = context
+        ctx.mask = mask
 
-    trajectory: list[dict[str, Any]] = []
+    recorder = TrajectoryRecorder()
+    observers = [recorder] if callback is None else [recorder, callback]
     bar = tqdm(desc=desc, total=total, disable=disable, unit="step", leave=False)
     step = 0
     reason = "max_steps"
@@ -195,34 +153,25 @@ def drag_loop(
                 ctx.confidences = tracked.confidences
                 notes = tracked.notes or {}
             distances = (targets - handles).norm(dim=-1)
-            record: dict[str, Any] = {
-                "step": step,
-                "handles": handles.tolist(),
-                "distances": distances.tolist(),
-                "losses": {},
-            }
-            if ctx.confidences is not None:
-                record["confidences"] = ctx.confidences.tolist()
-            record.update(notes)
             stop = schedule.should_stop(step, distances, ctx)
             if stop is None and cancel is not None and cancel():
                 stop = "cancelled"
             active = distances >= schedule.stop_distance
             event = {
                 "step": step,
-                "latent": z.detach(),
+                "latent": z.detach().clone(),
                 "features": out.features.detach(),
                 "handles": handles.clone(),
                 "targets": targets,
                 "distances": distances,
                 "active": active,
                 "confidences": ctx.confidences,
+                "notes": notes,
             }
             if stop is not None:
                 reason = stop
-                trajectory.append(record)
-                if callback is not None:
-                    callback({**event, "losses": {}, "final": True})
+                for observe in observers:
+                    observe({**event, "losses": {}, "final": True})
                 break
 
             with torch.enable_grad():
@@ -251,10 +200,8 @@ def drag_loop(
                         (grad,) = torch.autograd.grad(per_group[g], z, retain_graph=i < len(names) - 1)
                         grads[g] = grad
                     z.grad = fusion(grads, ctx)
-            record["losses"] = floats
-            trajectory.append(record)
-            if callback is not None:
-                callback({**event, "losses": floats, "final": False})
+            for observe in observers:
+                observe({**event, "losses": floats, "final": False})
             opt.step()
             step += 1
             bar.update(1)
@@ -266,6 +213,7 @@ def drag_loop(
         handles=handles,
         steps=step,
         stop_reason=reason,
-        trajectory=trajectory,
+        trajectory=recorder.records,
         seconds=time.perf_counter() - t0,
+        context=ctx,
     )

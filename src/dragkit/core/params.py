@@ -147,6 +147,11 @@ def lookup(name: str) -> Param:
         ) from None
 
 
+def default(name: str) -> Any:
+    """The registered default of ``name``. A part's dataclass field defaults to it, so the value has one home."""
+    return lookup(name).default
+
+
 def parse_assignment(text: str) -> tuple[str, Any]:
     """Parse one ``NAME=VALUE`` string from ``--set``."""
     name, sep, value = text.partition("=")

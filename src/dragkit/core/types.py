@@ -2,7 +2,7 @@
 
 Points are ``(x, y)`` in pixels of the source image everywhere outside the math (x to the right, y down, pixel
 centres at integer coordinates, valid range ``0 <= x <= W - 1`` and ``0 <= y <= H - 1``). One function,
-:class:`dragkit.geometry.GridMap`, converts them to ``(row, col)`` on a feature grid.
+:class:`dragkit.core.geometry.GridMap`, converts them to ``(row, col)`` on a feature grid.
 """
 
 from __future__ import annotations

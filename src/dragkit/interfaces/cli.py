@@ -194,12 +194,12 @@ def edit(
     from ..pipelines import load_pipeline
 
     pipe: Any = load_pipeline(m.engine, model, dev, torch_dtype, quiet)
-    if num_results is not None:
-        overrides["num_results"] = num_results
-    if llm_url is not None:
+    if num_results is not None or llm_url is not None:  # LucidDrag's driver options
+        from ..methods.drivers import GuidanceOptions
         from ..parts.intentions import LLMReasoner
 
-        overrides["llm"] = LLMReasoner(llm_url, str(llm_model))
+        llm = LLMReasoner(llm_url, str(llm_model)) if llm_url is not None else None
+        overrides["options"] = GuidanceOptions(num_results=num_results, llm=llm)
     results = pipe(req, method=method, progress=not quiet, **overrides)
     results = results if isinstance(results, list) else [results]
     for result in results:
@@ -337,7 +337,10 @@ def app_(
     host: Annotated[str, typer.Option("--host", help="address to serve on (127.0.0.1: this machine only)")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int | None, typer.Option("--port", help="port (default: the first free one from 7860)")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=0, max=65535, help="port (default: the first free one from 7860; 0: any free one)"),
+    ] = None,
     share: Annotated[
         bool, typer.Option("--share", help="also open a public gradio.live link (off by default)")
     ] = False,
@@ -463,10 +466,26 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("dragkit: interrupted; no partial output written", err=True)
-        sys.exit(130)
+        _stop(130)
     except _Terminated:
         typer.echo("dragkit: terminated; no partial output written", err=True)
-        sys.exit(143)
+        _stop(143)
+
+
+def _stop(status: int) -> None:
+    """Exit with ``status`` now that the main thread has cleaned up its writes. Other threads may still be inside
+    torch (the app's edit thread): the cleanup registered with ``atexit`` runs, then the process ends without
+    tearing down torch's C++ state under them, which aborts the process ("terminate called without an active
+    exception", exit −6 instead of ``status``; found by the app's SIGTERM test)."""
+    import atexit
+    import os
+
+    if threading.active_count() == 1:  # nothing else running: the ordinary exit
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

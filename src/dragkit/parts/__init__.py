@@ -1,14 +1,22 @@
-"""Interchangeable parts of the drag loop: trackers, motion supervisions, extra loss terms, schedules,
-gradient fusions, the automatic mask and CLoss while sampling.
+"""Interchangeable parts: of the drag loop (trackers, motion supervisions, extra loss terms, schedules, gradient
+fusions, the automatic mask) and of sampling (CLoss, LucidDrag's editing, quality and semantic guidance), and
+LucidDrag's intention reasoner.
 
 Each part is a small class with its paper cited, its parameters registered under stable names
-(:mod:`dragkit.params`), built from a resolved parameter dict by ``from_params``.
+(:mod:`dragkit.core.params`), built from a resolved parameter dict by ``from_params``.
 """
 
 from .clip_guidance import ClipGuidanceTerm, load_clip
-from .closs import closs_step, correspondence_loss
+from .closs import CorrespondenceGuide, correspondence_loss
 from .fusion import FUSIONS, GlobalLocalFusion, build_fusion, glms
-from .guidance import PatchDiscriminator, editing_energy, fit_patch_discriminator
+from .guidance import (
+    EditingEnergyGuide,
+    PatchDiscriminator,
+    QualityGuide,
+    SemanticGuide,
+    editing_energy,
+    fit_patch_discriminator,
+)
 from .schedules import SCHEDULES, AdaptiveSchedule, FixedSchedule
 from .supervision import (
     SUPERVISIONS,
@@ -37,7 +45,9 @@ __all__ = [
     "BacktrackingTracker",
     "ClipGuidanceTerm",
     "ConfidenceGatedSupervision",
+    "CorrespondenceGuide",
     "DiscriminativeTracker",
+    "EditingEnergyGuide",
     "FastTracker",
     "FeatureMaskTerm",
     "FixedSchedule",
@@ -47,11 +57,12 @@ __all__ = [
     "NearestTracker",
     "PatchDiscriminator",
     "PatchSupervision",
+    "QualityGuide",
+    "SemanticGuide",
     "SemanticRegionSupervision",
     "SemanticRegionTracker",
     "build_fusion",
     "build_tracker",
-    "closs_step",
     "correspondence_loss",
     "editing_energy",
     "fit_patch_discriminator",

@@ -132,8 +132,9 @@ def clip_loss(image: Tensor, text: Tensor, source_image: Tensor | None = None, s
 
 @dataclass
 class ClipGuidanceTerm:
-    """The loop term: ``weight · clip_loss`` of the decoded x0-prediction the engine puts in the features' extras
-    (``x0_image``, ``(1, 3, H, W)`` in [0, 1]). Group ``clip``: the global gradient of CLIPDrag's fusion."""
+    """The loop term: ``weight · clip_loss`` of the decoded x0-prediction the engine puts in the feature output
+    (``FeatureOutput.x0_image``, ``(1, 3, H, W)`` in [0, 1]). Group ``clip``: the global gradient of CLIPDrag's
+    fusion."""
 
     clip: ClipBundle
     text: Tensor
@@ -156,8 +157,8 @@ class ClipGuidanceTerm:
         return cls(clip, text, weight)
 
     def __call__(self, out: Any, ctx: Any) -> Tensor | None:
-        x0 = out.extras.get("x0_image")
+        x0 = out.x0_image
         if x0 is None:
-            raise RuntimeError("CLIP guidance needs the engine's decoded x0-prediction (extras['x0_image'])")
+            raise RuntimeError("CLIP guidance needs the engine's decoded x0-prediction (FeatureOutput.x0_image)")
         emb = image_embeds(self.clip, x0)
         return self.weight * clip_loss(emb, self.text, self.source_image, self.source_text)

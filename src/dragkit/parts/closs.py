@@ -1,8 +1,9 @@
 """AdaptiveDrag's correspondence loss (CLoss) while sampling: the edited latent's features at each target are
 pulled toward the source branch's features at its handle (Chen et al. 2024, §3.4).
 
-The pure loss lives here; the diffusion pipeline applies it during sampling (``closs_weight > 0``): at each of the
-first ``closs_steps`` denoising steps after the drag, one Adam step (a fresh optimizer, lr ``closs_lr``) on the
+The pure loss, and :class:`CorrespondenceGuide`, the sampling-time part (a ``latent`` guide, see
+:class:`~dragkit.core.protocols.SamplingGuide`) that applies it while sampling (``closs_weight > 0``): at each of
+the first ``closs_steps`` denoising steps after the drag, one Adam step (a fresh optimizer, lr ``closs_lr``) on the
 edited latent, **carried forward** into that step's denoising (AdaptiveDrag's released code computes it but never
 applies it to the latent it samples from).
 
@@ -16,11 +17,15 @@ automatic one) the step is confined to it, at the latent's resolution: what may 
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
 from torch import Tensor
 
 from ..core.geometry import inside, patch_offsets, sample
 from ..core.params import Param, register
+from ..core.protocols import GuideStep
 
 register(
     Param(
@@ -68,18 +73,31 @@ def correspondence_loss(edited: Tensor, source: Tensor, handles: Tensor, targets
     return total
 
 
-def closs_step(latent: Tensor, loss_of: object, lr: float, where: Tensor | None = None) -> tuple[Tensor, float]:
-    """One Adam step (fresh state, so about ``lr`` per element along the gradient's sign) on ``latent`` for the
-    loss ``loss_of(latent)``; returns the new latent (detached) and the loss before the step. ``where`` (a 0/1
-    tensor broadcastable to the latent) zeroes the gradient outside it, and a fresh Adam step moves an element
-    with zero gradient by exactly 0: only the editable region changes."""
-    z = latent.detach().float().clone().requires_grad_(True)  # never update the caller's tensor in place
-    with torch.enable_grad():
-        loss = loss_of(z)  # type: ignore[operator]
-        (grad,) = torch.autograd.grad(loss, z)
-    if where is not None:
-        grad = grad * where.to(grad)
-    opt = torch.optim.Adam([z], lr=lr)
-    z.grad = grad
-    opt.step()
-    return z.detach().to(latent.dtype), float(loss.detach())
+@dataclass(frozen=True)
+class CorrespondenceGuide:
+    """CLoss as a sampling-time part: the energy ``weight · CLoss`` of the edited branch's features at the targets
+    against the source branch's at the handles; the engine takes one fresh Adam step of size ``lr`` on the edited
+    latent before each of the first ``steps`` denoising steps, confined to ``where`` (the editable region at the
+    latent's resolution, or ``None``)."""
+
+    weight: float
+    lr: float
+    steps: int
+    radius: int
+    handles: Tensor
+    targets: Tensor
+    where: Tensor | None = None
+    name: str = "closs"
+    kind: Literal["latent"] = "latent"
+
+    @classmethod
+    def from_params(
+        cls, p: Mapping[str, Any], handles: Tensor, targets: Tensor, rows: tuple[int, int], where: Tensor | None
+    ) -> CorrespondenceGuide:
+        """``rows``: the supervision grid's and the latent's heights (AdaptiveDrag's radius is in latent pixels; the
+        features are compared on the grid)."""
+        radius = round(p["closs_radius"] * rows[0] / rows[1])
+        return cls(p["closs_weight"], p["closs_lr"], p["closs_steps"], radius, handles, targets, where)
+
+    def __call__(self, step: GuideStep) -> Tensor:
+        return self.weight * correspondence_loss(step.edited, step.source, self.handles, self.targets, self.radius)

@@ -1,4 +1,4 @@
-"""Gradient fusion parts: how the loop combines the gradients of several term groups (``dragkit.loop``'s
+"""Gradient fusion parts: how the loop combines the gradients of several term groups (``dragkit.core.loop``'s
 ``fusion``). CLIPDrag's global-local motion supervision (Jiang, Wang, Chen, ICLR 2025, §3.2) is the first: the
 local gradient of the drag (motion supervision and the mask term) and the global gradient of a CLIP loss on the
 edit prompt are combined by the angle between them.
@@ -13,17 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core.params import Param, register
+from ..core.params import Param, default, register
+
+GLMS_FORMS = ("projection", "code")  # how glms fuses the two gradients (see glms)
 
 register(
-    Param(
-        "fusion",
-        str,
-        "none",
-        "gradient-fusion part: none (sum the losses) or glms (CLIPDrag)",
-        "fusion",
-        choices=("none", "glms"),
-    ),
     Param(
         "fusion_form",
         str,
@@ -31,7 +25,7 @@ register(
         "glms: projection (the paper's: drop the part of the global gradient that opposes the local one) or code "
         "(the authors' code: the global gradient scaled by sin θ when the angle is acute, by cos θ when obtuse)",
         "fusion",
-        choices=("projection", "code"),
+        choices=GLMS_FORMS,
     ),
     Param("fusion_lambda", float, 0.7, "glms: weight λ of the global (CLIP) gradient", "fusion", min=0),
 )
@@ -40,7 +34,9 @@ LOCAL_GROUP = "motion"  # the drag: motion supervision and the mask term
 GLOBAL_GROUP = "clip"  # the edit prompt's CLIP term
 
 
-def glms(local: Tensor, global_: Tensor, form: str = "projection", lam: float = 0.7) -> Tensor:
+def glms(
+    local: Tensor, global_: Tensor, form: str = default("fusion_form"), lam: float = default("fusion_lambda")
+) -> Tensor:
     """Fuse a local gradient ``g_l`` and a global one ``g_g`` (same shape) by the angle ``θ`` between them.
 
     - ``projection``: ``g = g_l + λ·(g_g − min(0, ⟨g_g, ĝ_l⟩)·ĝ_l)``. Aligned or orthogonal, the global gradient is
@@ -75,8 +71,8 @@ class GlobalLocalFusion:
     local one, the ``clip`` group's the global one (:func:`glms`); any other group is added as it is. Without a
     ``clip`` gradient (no edit prompt) the result is exactly the sum of the others — the drag alone."""
 
-    form: str = "projection"
-    lam: float = 0.7
+    form: str = default("fusion_form")
+    lam: float = default("fusion_lambda")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> GlobalLocalFusion:
@@ -94,6 +90,17 @@ class GlobalLocalFusion:
 
 
 FUSIONS = {"glms": GlobalLocalFusion}
+
+register(
+    Param(
+        "fusion",
+        str,
+        "none",
+        "gradient-fusion part: none (sum the losses) or glms (CLIPDrag)",
+        "fusion",
+        choices=("none", *FUSIONS),
+    )
+)
 
 
 def build_fusion(p: Mapping[str, Any]) -> GlobalLocalFusion | None:

@@ -13,23 +13,19 @@ collaborative guidance sampler differentiates with respect to the latent at each
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.params import Param, register
+from ..core.params import Param, default, register
+from ..core.protocols import GuideStep
 from .closs import correspondence_loss
 
 register(
-    Param(
-        "sampler",
-        str,
-        "drag",
-        "diffusion: drag (optimize the latent, then sample: DragDiffusion and its kin) or guidance (no optimization; "
-        "energy guidance while sampling: LucidDrag)",
-        "engine:diffusion",
-        choices=("drag", "guidance"),
-    ),
     Param(
         "guide_edit",
         float,
@@ -139,6 +135,76 @@ def editing_energy(
     return energy
 
 
+@dataclass(frozen=True)
+class EditingEnergyGuide:
+    """LucidDrag's editing guidance as a sampling-time part (a ``noise`` guide): ``weight`` × :func:`editing_energy`
+    of the edited branch's features against the source branch's, over the first ``steps`` denoising steps. Reports
+    the unweighted energy as ``edit``."""
+
+    weight: float
+    steps: int
+    radius: int
+    handles: Tensor
+    targets: Tensor
+    keep: Tensor | None
+    keep_weight: float
+    vacate_weight: float
+    name: str = "edit"
+    kind: Literal["noise"] = "noise"
+
+    def __call__(self, step: GuideStep) -> Tensor:
+        e = editing_energy(
+            step.edited,
+            step.source,
+            self.handles,
+            self.targets,
+            self.radius,
+            self.keep,
+            self.keep_weight,
+            self.vacate_weight,
+        )
+        step.report[self.name] = round(float(e.detach()), 6)
+        return self.weight * e
+
+
+@dataclass(frozen=True)
+class QualityGuide:
+    """LucidDrag's quality guidance (a ``noise`` guide): the energy ``−weight · D(x̂₀)``, ``D`` an image-fidelity
+    discriminator's score of the decoded x0-prediction of the edited branch. Reports the score as ``quality``."""
+
+    discriminator: nn.Module
+    weight: float
+    steps: int
+    name: str = "quality"
+    kind: Literal["noise"] = "noise"
+
+    def __call__(self, step: GuideStep) -> Tensor:
+        if step.x0_image is None:
+            raise RuntimeError("quality guidance needs the engine's decoded x0-prediction")
+        q = score(self.discriminator, step.x0_image()).sum()
+        step.report[self.name] = round(float(q.detach()), 6)
+        return -self.weight * q
+
+
+@dataclass(frozen=True)
+class SemanticGuide:
+    """LucidDrag's semantic guidance (a ``direction`` guide): the offset ``weight · (ε(target prompt) − ε(source
+    prompt))`` of the edited branch's noise prediction, the intention's direction in the prompt space.
+    ``target``/``source``: the UNet's conditioning for the two prompts (the whole batch's)."""
+
+    weight: float
+    steps: int
+    target: Mapping[str, Tensor]
+    source: Mapping[str, Tensor]
+    name: str = "semantic"
+    kind: Literal["direction"] = "direction"
+
+    def __call__(self, step: GuideStep) -> Tensor:
+        if step.noise is None:
+            raise RuntimeError("semantic guidance needs the engine's noise prediction under other prompts")
+        return self.weight * (step.noise(self.target) - step.noise(self.source))
+
+
 class PatchDiscriminator(nn.Module):
     """A small fully-convolutional patch discriminator: ``(B, 3, H, W)`` images in [0, 1] → ``(B, 1, H/2, W/2)``
     logits, one per ~10-px patch."""
@@ -197,7 +263,12 @@ def degrade(x: Tensor, g: torch.Generator) -> Tensor:
 
 
 def fit_patch_discriminator(
-    image: Tensor, steps: int = 200, crop: int = 48, batch: int = 8, lr: float = 2e-3, seed: int = 0
+    image: Tensor,
+    steps: int = default("discriminator_steps"),
+    crop: int = 48,
+    batch: int = 8,
+    lr: float = 2e-3,
+    seed: int = 0,
 ) -> PatchDiscriminator:
     """Fit a :class:`PatchDiscriminator` to one image ``(1, 3, H, W)`` in [0, 1]: random crops of it (with flips)
     are real, degraded copies of the same crops fake; logistic loss, Adam. Returns the model in eval mode with

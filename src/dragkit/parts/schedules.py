@@ -9,10 +9,9 @@ from typing import Any
 from torch import Tensor
 
 from ..core.loop import DragContext
-from ..core.params import Param, register
+from ..core.params import Param, default, register
 
 register(
-    Param("schedule", str, "fixed", "step-schedule part", "loop", choices=("fixed", "adaptive")),
     Param(
         "adaptive_step_cap",
         int,
@@ -32,8 +31,8 @@ class FixedSchedule:
     ``"max_steps"`` once ``max_steps`` optimizer steps have been taken.
     """
 
-    max_steps: int = 80
-    stop_distance: float = 2.0
+    max_steps: int = default("drag_steps")
+    stop_distance: float = default("stop_distance")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> FixedSchedule:
@@ -70,9 +69,9 @@ class AdaptiveSchedule:
     spent, and with ``"step_cap"`` when the cap is reached.
     """
 
-    max_steps: int = 160
-    stop_distance: float = 2.0
-    cap: int = 500
+    max_steps: int = default("drag_steps")
+    stop_distance: float = default("stop_distance")
+    cap: int = default("adaptive_step_cap")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> AdaptiveSchedule:
@@ -102,3 +101,5 @@ class AdaptiveSchedule:
 
 
 SCHEDULES = {"fixed": FixedSchedule, "adaptive": AdaptiveSchedule}
+
+register(Param("schedule", str, "fixed", "step-schedule part", "loop", choices=tuple(SCHEDULES)))

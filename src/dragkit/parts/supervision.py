@@ -9,19 +9,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ..core.geometry import inside, patch_offsets, sample
+from ..core.geometry import PATCH_SHAPES, inside, patch_offsets, sample
 from ..core.loop import DragContext
-from ..core.params import Param, register
+from ..core.params import Param, default, register
+from . import automask  # noqa: F401 - registers the auto_mask_* parameters the semantic parts default to
 
 register(
-    Param(
-        "supervision",
-        str,
-        "patch",
-        "motion-supervision part",
-        "loop",
-        choices=("patch", "confidence_gated", "semantic", "initial"),
-    ),
     Param(
         "tau",
         float,
@@ -48,7 +41,7 @@ register(
         "square",
         "shape of the motion-supervision patch: square (DragDiffusion) or disc (DragGAN)",
         "supervision",
-        choices=("square", "disc"),
+        choices=PATCH_SHAPES,
     ),
 )
 
@@ -67,8 +60,8 @@ class PatchSupervision:
     ``L = Σ_i L_i``. Handles that have arrived (``active`` False) are left out.
     """
 
-    r_m: int = 1
-    shape: Literal["square", "disc"] = "square"
+    r_m: int = default("r_m")
+    shape: Literal["square", "disc"] = default("patch_shape")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> PatchSupervision:
@@ -128,9 +121,9 @@ class ConfidenceGatedSupervision:
     always) fewer drags move (docs/stabledrag.md).
     """
 
-    r_m: int = 1
-    shape: Literal["square", "disc"] = "square"
-    tau: float = 0.85
+    r_m: int = default("r_m")
+    shape: Literal["square", "disc"] = default("patch_shape")
+    tau: float = default("tau")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> ConfidenceGatedSupervision:
@@ -154,9 +147,9 @@ class SemanticRegionSupervision:
     fixed at the start and travel with the handle.
     """
 
-    shape: Literal["square", "disc"] = "square"
-    n_segments: int = 200
-    compactness: float = 10.0
+    shape: Literal["square", "disc"] = default("patch_shape")
+    n_segments: int = default("auto_mask_segments")
+    compactness: float = default("auto_mask_compactness")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> SemanticRegionSupervision:
@@ -176,9 +169,9 @@ class InitialTemplateSupervision:
     current handle, with ``s_i = min(motion_step, ‖t_i − p_i‖)``. The template never drifts with the edit, and
     the pull reaches up to ``motion_step`` grid pixels ahead instead of one."""
 
-    r_m: int = 1
-    shape: str = "square"
-    step: float = 4.0
+    r_m: int = default("r_m")
+    shape: str = default("patch_shape")
+    step: float = default("motion_step")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> InitialTemplateSupervision:
@@ -195,3 +188,14 @@ SUPERVISIONS = {
     "semantic": SemanticRegionSupervision,
     "initial": InitialTemplateSupervision,
 }
+
+register(
+    Param(
+        "supervision",
+        str,
+        "patch",
+        "motion-supervision part",
+        "loop",
+        choices=tuple(SUPERVISIONS),
+    )
+)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core.loop import DragContext, FeatureOutput
-from ..core.params import Param, register
+from ..core.params import Param, default, register
 
 register(
     Param("lam", float, 0.1, "weight of the mask (background) term; used only when a mask is given", "terms", min=0)
@@ -25,7 +25,7 @@ class FeatureMaskTerm:
     (1 = may change). Returns ``None`` (no term) when no mask is given.
     """
 
-    lam: float = 10.0
+    lam: float = default("lam")
     name: str = "mask"
     group: str = "motion"
 
@@ -45,11 +45,11 @@ class LatentMaskTerm:
     """DragDiffusion's mask term on one-step-denoised latents (Shi et al. 2024, eq. 5; their code's form).
 
     ``lam · Σ |x_{t−1}(ẑ) − x_{t−1}(z₀)| ⊙ (1 − M)`` summed over the ``4 × h × w`` latent, with ``x_{t−1}`` the DDIM
-    one-step denoise the engine puts in ``extras["prev"]`` and ``M`` the supervision-grid mask nearest-resized to
-    the latent grid. ``None`` (no term) without a mask: DragDiffusion has no background term then.
+    one-step denoise the engine puts in ``FeatureOutput.denoised`` and ``M`` the supervision-grid mask
+    nearest-resized to the latent grid. ``None`` (no term) without a mask: DragDiffusion has no background term then.
     """
 
-    lam: float = 0.1
+    lam: float = default("lam")
     name: str = "mask"
     group: str = "motion"
 
@@ -58,8 +58,8 @@ class LatentMaskTerm:
         return cls(lam=p["lam"])
 
     def __call__(self, out: FeatureOutput, ctx: DragContext) -> Tensor | None:
-        if ctx.mask is None or self.lam == 0 or "prev" not in out.extras:
+        if ctx.mask is None or self.lam == 0 or out.denoised is None or ctx.initial.denoised is None:
             return None
-        prev, prev0 = out.extras["prev"], ctx.extras0["prev"]
+        prev, prev0 = out.denoised, ctx.initial.denoised
         m = F.interpolate(ctx.mask[None, None].float(), size=prev.shape[-2:], mode="nearest").to(prev)
         return self.lam * ((prev - prev0).abs() * (1 - m)).sum()

@@ -12,17 +12,10 @@ from torch import Tensor
 
 from ..core.geometry import inside, sample, values_at, window
 from ..core.loop import DragContext, Tracker, TrackResult
-from ..core.params import Param, register
+from ..core.params import Param, default, register
+from . import automask  # noqa: F401 - registers the auto_mask_* parameters the semantic parts default to
 
 register(
-    Param(
-        "tracker",
-        str,
-        "nearest",
-        "point-tracking part",
-        "loop",
-        choices=("nearest", "discriminative", "semantic", "fast"),
-    ),
     Param("r_p", int, 3, "tracking search radius (supervision-grid pixels)", "tracker", min=0),
     Param(
         "track_learn_steps",
@@ -89,7 +82,7 @@ class NearestTracker:
     confidence.
     """
 
-    r_p: int = 3
+    r_p: int = default("r_p")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> NearestTracker:
@@ -119,7 +112,7 @@ class FastTracker:
     converges in fewer steps). Gives no confidence.
     """
 
-    r_p: int = 3
+    r_p: int = default("r_p")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> FastTracker:
@@ -170,12 +163,12 @@ class DiscriminativeTracker:
     (mostly the filter, some feature matching) tracked the content best on both the tuning and held-out drags.
     """
 
-    r_p: int = 3
-    learn_steps: int = 30
-    sigma: float = 1.0
-    ridge: float = 0.1
-    fusion: float = 0.75
-    train_radius: int = 6
+    r_p: int = default("r_p")
+    learn_steps: int = default("track_learn_steps")
+    sigma: float = default("track_sigma")
+    ridge: float = default("track_ridge")
+    fusion: float = default("track_fusion")
+    train_radius: int = default("track_train_radius")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> DiscriminativeTracker:
@@ -248,7 +241,7 @@ class BacktrackingTracker:
     """
 
     inner: Tracker
-    max_jump: float = 3.0
+    max_jump: float = default("backtrack_max_jump")
 
     def prepare(self, ctx: DragContext) -> None:
         self.inner.prepare(ctx)
@@ -274,8 +267,8 @@ class SemanticRegionTracker:
     Candidates outside the grid are left out.
     """
 
-    n_segments: int = 200
-    compactness: float = 10.0
+    n_segments: int = default("auto_mask_segments")
+    compactness: float = default("auto_mask_compactness")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> SemanticRegionTracker:
@@ -308,6 +301,17 @@ TRACKERS = {
     "semantic": SemanticRegionTracker,
     "fast": FastTracker,
 }
+
+register(
+    Param(
+        "tracker",
+        str,
+        "nearest",
+        "point-tracking part",
+        "loop",
+        choices=tuple(TRACKERS),
+    )
+)
 
 
 def build_tracker(p: Mapping[str, Any]) -> Tracker:

@@ -1,6 +1,6 @@
 """Python API: pipeline objects in the diffusers style (``from_pretrained``, ``.to``, one ``__call__``).
 
-``DragDiffusionPipeline`` is imported on first use (diffusers takes seconds to import).
+``DragDiffusionPipeline`` and ``LucidDragPipeline`` are imported on first use (diffusers takes seconds to import).
 """
 
 from typing import Any
@@ -8,7 +8,14 @@ from typing import Any
 from .gan import DragGANPipeline, GANSample
 from .identity import IdentityPipeline
 
-__all__ = ["DragDiffusionPipeline", "DragGANPipeline", "GANSample", "IdentityPipeline", "load_pipeline"]
+__all__ = [
+    "DragDiffusionPipeline",
+    "DragGANPipeline",
+    "GANSample",
+    "IdentityPipeline",
+    "LucidDragPipeline",
+    "load_pipeline",
+]
 
 
 def load_pipeline(engine: str, model: str | None = None, device: str = "cpu", dtype: Any = None, quiet: bool = False):
@@ -30,8 +37,8 @@ def load_pipeline(engine: str, model: str | None = None, device: str = "cpu", dt
 
 
 def __getattr__(name: str) -> Any:
-    if name == "DragDiffusionPipeline":
-        from .diffusion import DragDiffusionPipeline
+    if name in ("DragDiffusionPipeline", "LucidDragPipeline"):
+        from . import diffusion
 
-        return DragDiffusionPipeline
+        return getattr(diffusion, name)
     raise AttributeError(name)

@@ -50,7 +50,7 @@ def _open_checked(p: Path, what: str) -> Image.Image:
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Read an image file fully (so truncated files fail here, not later), honour EXIF rotation, return RGB.
-    Images over the pixel budget (:func:`dragkit.limits.max_pixels`) are refused from their header, undecoded."""
+    Images over the pixel budget (:func:`dragkit.core.limits.max_pixels`) are refused from their header, undecoded."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"image file not found: {p}")
@@ -141,7 +141,7 @@ def check_output_path(path: str | os.PathLike, suffix: str = ".png") -> Path:
 @contextlib.contextmanager
 def writing(path: str | os.PathLike) -> Iterator[None]:
     """Turn an ``OSError`` while writing ``path`` (read-only folder, full disk, ...) into one clear
-    :class:`~dragkit.errors.OutputError` naming the path and the reason."""
+    :class:`~dragkit.core.errors.OutputError` naming the path and the reason."""
     try:
         yield
     except OSError as e:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ...core.errors import ModelError, ParameterError
-from ...core.params import Param, register
+from ...core.params import Param, default, register
 
 logger = logging.getLogger(__name__)
 
@@ -237,8 +237,8 @@ class GANEngine:
         self,
         target: Tensor,
         latent_block: int,
-        steps: int = 300,
-        restarts: int = 8,
+        steps: int = default("invert_steps"),
+        restarts: int = default("invert_restarts"),
         seed: int = 42,
         progress: bool = True,
         cancel: Callable[[], bool] | None = None,

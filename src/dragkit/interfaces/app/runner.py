@@ -102,7 +102,9 @@ class Runner:
             if m.engine == "gan":
                 kwargs["record_frames"] = PREVIEW_EVERY
             if num_results is not None and params.get("sampler") == "guidance":
-                kwargs["num_results"] = num_results
+                from ...methods.drivers import GuidanceOptions
+
+                kwargs["options"] = GuidanceOptions(num_results=num_results)
             try:
                 with lock:
                     if timer is not None:  # the limit counts from the start of the edit, not the wait for the lock

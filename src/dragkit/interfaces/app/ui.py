@@ -1,6 +1,6 @@
 """The Gradio page of ``dragkit app``: every event handler is a thin wrapper over :mod:`.session` and
-:mod:`.runner`; per-user state lives in ``gr.State`` (one :class:`~dragkit.app.session.Session` per browser
-session), loaded models in one shared :class:`~dragkit.app.runner.Runner`."""
+:mod:`.runner`; per-user state lives in ``gr.State`` (one :class:`~dragkit.interfaces.app.session.Session` per browser
+session), loaded models in one shared :class:`~dragkit.interfaces.app.runner.Runner`."""
 
 import atexit
 import hashlib
@@ -58,7 +58,7 @@ def build(
     refused with "queue is full"). The pictures and bundles it serves are written under ``files_dir`` (default: a
     temporary folder removed at exit) and, like Gradio's cached copies of them, removed ``keep_files`` seconds
     later, so a long-running app does not fill its disk. A model typed in the page must be a hub id, a packaged
-    model or a name under one of ``model_dirs`` (:func:`~dragkit.app.session.resolve_model`)."""
+    model or a name under one of ``model_dirs`` (:func:`~dragkit.interfaces.app.session.resolve_model`)."""
     import gradio as gr
 
     runner = runner or Runner()
@@ -311,6 +311,22 @@ def launch(
     keep_files: int = KEEP_FILES,
 ) -> None:
     """Serve the app (blocks). It binds ``host`` (this machine only by default); uploads over ``MAX_UPLOAD``
-    are refused by the server."""
+    are refused by the server. ``port=0`` takes a free port. Once the server answers, one line on stdout says where:
+    ``dragkit app: serving on URL`` (what scripts and tests wait for)."""
     demo = build(Runner(device, time_limit=time_limit), concurrency, model_dirs, queue_size, keep_files)
-    demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True)
+    if port == 0:
+        import socket
+
+        with socket.socket() as s:  # the operating system's choice of a free port, handed to the server
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=MAX_UPLOAD,
+        show_error=True,
+        prevent_thread_lock=True,
+    )
+    print(f"dragkit app: serving on {demo.local_url}", flush=True)
+    demo.block_thread()

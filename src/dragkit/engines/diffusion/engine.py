@@ -1,0 +1,572 @@
+"""``DiffusionEngine``: a diffusion model's state for drag editing, the way ``GANEngine`` holds a generator.
+
+It owns the components (UNet, VAE, text encoder and tokenizer, the DDIM scheduler and its aligned inverse) and
+offers what every diffusion method is built from: ``encode``/``decode``, ``invert(z0, …)``, ``features_at(t, …)`` (a
+feature function for the drag loop at any timestep), ``denoise(…, start, stop)`` (any span of the schedule, with
+mutual self-attention and sampling-time parts), the source cache and the identity LoRA. Methods compose these in
+drivers (``dragkit.methods.drivers``); the pipeline only orders the steps of an edit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from ...core.errors import ParameterError
+from ...core.params import Param, register
+from ...core.protocols import FeatureFn, SamplingGuide
+from . import lora as L
+from .attention import MutualSelfAttentionProcessor, attention_processors, self_attentions
+from .features import autocast, feature_function
+from .sampling import (
+    Variation,
+    active,
+    aligned_inverse_scheduler,
+    apply_latent_guides,
+    check_alignment,
+    check_feed,
+    guided_noise,
+    regional_step,
+    run_steps,
+)
+from .source_cache import Records, SourceCache
+
+logger = logging.getLogger(__name__)
+
+register(
+    Param(
+        "inference_steps", int, 50, "diffusion: DDIM steps of the full schedule", "engine:diffusion", min=1, max=1000
+    ),
+    Param(
+        "inversion_strength",
+        float,
+        0.7,
+        "diffusion: fraction of the schedule inverted (the drag optimizes the latent there)",
+        "engine:diffusion",
+        min=0,
+        max=1,
+        min_exclusive=True,
+    ),
+    Param(
+        "mutual_attn_start_layer",
+        int,
+        10,
+        "diffusion: first transformer block (execution order: down, mid, up) whose self-attention uses the source "
+        "branch's K/V while sampling",
+        "engine:diffusion",
+        min=0,
+    ),
+    Param(
+        "source_kv",
+        str,
+        "recompute",
+        "sampling: where the edited branch's mutual self-attention reads the source's keys/values. recompute: "
+        "denoise the source branch alongside (DragDiffusion, exact); inversion: reuse the layer inputs recorded "
+        "while inverting at the same timestep and denoise the edited branch alone (about half the sampling time; "
+        "an approximation, measured in docs/speed.md)",
+        "engine:diffusion",
+        choices=("recompute", "inversion"),
+    ),
+    Param(
+        "source_cache",
+        bool,
+        True,
+        "diffusion: keep the last source's inverted latent and its source branch's inputs to the mutual layers in "
+        "memory (one image per pipeline); a later edit of the same image with the same prompt, LoRA and schedule "
+        "skips inversion and denoises the edited branch alone (exact: the source branch never reads the edit). "
+        "Costs the mutual layers' inputs for every sampling step (about 1 GB for SD 1.5 at 512x512)",
+        "engine:diffusion",
+    ),
+    Param(
+        "autocast",
+        str,
+        "none",
+        "diffusion: mixed precision for the UNet calls of inversion, drag and sampling (none, bf16, fp16); changes "
+        "the numbers, see docs/speed.md",
+        "engine:diffusion",
+        choices=("none", "bf16", "fp16"),
+    ),
+    Param(
+        "grad_checkpointing",
+        bool,
+        False,
+        "drag: recompute the UNet's activations in the backward pass instead of keeping them (less memory, more "
+        "time; same numbers)",
+        "engine:diffusion",
+    ),
+    Param(
+        "channels_last",
+        bool,
+        False,
+        "diffusion: run the UNet's convolutions in channels-last memory layout (a speed option on some GPUs)",
+        "engine:diffusion",
+    ),
+    Param(
+        "resize_width",
+        int,
+        512,
+        "diffusion: resize the image to this width (aspect kept, sides rounded to multiples of 8); 0 = keep its "
+        "width. Pixel-space models always work at their own resolution",
+        "engine:diffusion",
+        min=0,
+    ),
+    Param(
+        "size_rule",
+        str,
+        "rounded",
+        "diffusion: the size an image is edited at. rounded: resized so that its sides are multiples of the VAE's "
+        "factor (8 for SD), points mapped to that size; official: DragDiffusion's code, the image at its own size "
+        "(the VAE crops the remainder), the supervision grid int(0.5*side) of it, the points scaled by grid/side "
+        "in float32 and rounded, as their DragBench script does (to reproduce its numbers; needs resize_width=0 "
+        "or the image's own width)",
+        "engine:diffusion",
+        choices=("rounded", "official"),
+    ),
+)
+
+
+@contextlib.contextmanager
+def weights_require_grad(module: torch.nn.Module, on: bool) -> Iterator[None]:
+    """Every parameter's ``requires_grad`` set to ``on`` for the block, each flag restored after (even on error).
+    ``on=False``: a backward pass computes only the gradients it is asked for (the latent's), not the weights'."""
+    saved = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(on)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(unet: torch.nn.Module, on: bool) -> Iterator[None]:
+    """diffusers' gradient checkpointing for the block (activations recomputed in the backward pass)."""
+    was = bool(getattr(unet, "is_gradient_checkpointing", False))
+    if on and not was:
+        unet.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        if on and not was:
+            unet.disable_gradient_checkpointing()
+
+
+@dataclass
+class Posterior:
+    """An image's latent: ``mean`` (× the VAE's scaling factor; DragDiffusion edits it) and ``sample(g)``, a draw
+    from the VAE's posterior (the identity LoRA trains on those). For pixel-space models both are the image."""
+
+    mean: Tensor
+    sample: Callable[[torch.Generator], Tensor]
+
+
+def ddim_schedulers(scheduler: Any, inverse: Any = None) -> tuple[Any, Any]:
+    """DragDiffusion's DDIM, whatever scheduler a checkpoint ships (no clipping of x0: inversion is only exact
+    without it; alphas start at ᾱ₀), and a ``DDIMInverseScheduler`` whose timesteps mirror it."""
+    from diffusers import DDIMScheduler
+
+    forward = DDIMScheduler.from_config(
+        scheduler.config, clip_sample=False, set_alpha_to_one=False, steps_offset=scheduler.config.steps_offset
+    )
+    return forward, inverse if inverse is not None else aligned_inverse_scheduler(forward)
+
+
+class DiffusionEngine:
+    """A diffusion model for drag editing: Stable Diffusion 1.x/2.x (``UNet2DConditionModel`` with a VAE and a CLIP
+    text encoder) or a pixel-space unconditional ``UNet2DModel`` (no VAE, no text).
+
+    ``progress_bar`` wraps an iterable of timesteps in a progress bar (the pipeline's, so that its configuration
+    applies); the default is tqdm's.
+    """
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        scheduler: Any,
+        inverse_scheduler: Any,
+        vae: torch.nn.Module | None = None,
+        text_encoder: torch.nn.Module | None = None,
+        tokenizer: Any = None,
+        name: str = "custom",
+        progress_bar: Callable[[Iterable], Iterable] | None = None,
+    ) -> None:
+        self.unet, self.vae = unet, vae
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.scheduler, self.inverse_scheduler = scheduler, inverse_scheduler
+        self.name = name
+        self.source_cache = SourceCache()
+        if progress_bar is None:
+            from tqdm.auto import tqdm
+
+            progress_bar = lambda it: tqdm(it, leave=False)  # noqa: E731
+        self.progress_bar = progress_bar
+
+    # ---- the model ---------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the UNet reads text (``encoder_hidden_states``); pixel-space unconditional models do not."""
+        return self.text_encoder is not None
+
+    @property
+    def scale_factor(self) -> int:
+        """Image pixels per latent pixel: ``2^(VAE levels − 1)`` from the VAE's config (8 for SD); 1 without a VAE."""
+        if self.vae is None:
+            return 1
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def working_size(self, size: tuple[int, int], params: dict[str, Any]) -> tuple[int, int]:
+        """``(w, h)`` the model sees for an image of ``size = (W, H)``: a pixel-space model's own resolution, else by
+        ``size_rule`` — ``rounded``: width ``resize_width`` (aspect kept; 0 keeps it), sides rounded half-up to
+        multiples of :attr:`scale_factor`; ``official``: the image's own size (DragDiffusion's code)."""
+        if self.vae is None:  # a pixel-space model only knows its training resolution
+            side = int(self.unet.config.sample_size)
+            return side, side
+        W, H = size
+        if params["size_rule"] == "official":
+            if params["resize_width"] not in (0, W):
+                raise ParameterError(
+                    f"size_rule=official edits the image at its own size ({W}x{H}), as DragDiffusion's DragBench "
+                    f"script does; resize_width={params['resize_width']} would resize it: set resize_width=0"
+                )
+            return W, H
+        w, h = float(W), float(H)
+        if params["resize_width"]:
+            h = h * params["resize_width"] / w
+            w = params["resize_width"]
+        f = self.scale_factor
+        return max(f, int(w / f + 0.5) * f), max(f, int(h / f + 0.5) * f)  # half-up, not banker's rounding
+
+    def self_attentions(self) -> list[str]:
+        return self_attentions(self.unet)
+
+    def mutual_layers(self, start_layer: int) -> list[str]:
+        """The self-attentions from the ``start_layer``-th on (execution order) that read the source branch's keys
+        and values while sampling; a warning when there are none."""
+        names = self.self_attentions()
+        if not names[start_layer:]:
+            logger.warning(
+                "mutual_attn_start_layer=%d: this UNet has only %d self-attention layers; no reference-latent control",
+                start_layer,
+                len(names),
+            )
+        return names[start_layer:]
+
+    # ---- text and images ---------------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str) -> Tensor | None:
+        """CLIP text embeddings of ``prompt``; a prompt longer than the tokenizer's limit is truncated (warned).
+        ``None`` for unconditional models, which ignore prompts (noted once per edit)."""
+        if not self.conditional:
+            if prompt:
+                logger.warning("this model is unconditional: the prompt is ignored")
+            return None
+        tok = self.tokenizer
+        limit = min(tok.model_max_length, self.text_encoder.config.max_position_embeddings)
+        full = tok(prompt, truncation=False, return_tensors="pt").input_ids
+        if full.shape[-1] > limit:
+            logger.warning(
+                "prompt is %d tokens; the text encoder reads %d: the rest is ignored", full.shape[-1], limit
+            )
+        ids = tok(prompt, padding="max_length", max_length=limit, truncation=True, return_tensors="pt").input_ids
+        return self.text_encoder(ids.to(self.device))[0].to(self.unet.dtype)
+
+    def cond(self, embeds: Tensor | None, batch: int = 1) -> dict[str, Tensor]:
+        """The UNet's conditioning keyword arguments for a batch."""
+        return {} if embeds is None else {"encoder_hidden_states": embeds.expand(batch, -1, -1)}
+
+    def image_tensor(self, image: Image.Image, size: tuple[int, int]) -> Tensor:
+        """PIL → ``(1, 3, H, W)`` in [-1, 1] at ``size`` = ``(W, H)`` (bilinear)."""
+        if image.size != size:
+            image = image.resize(size, Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+        return x.to(self.device, (self.vae or self.unet).dtype)
+
+    def encode(self, x: Tensor) -> Posterior:
+        """An image tensor's latent: the VAE posterior's mean × ``scaling_factor`` (DragDiffusion's choice) and draws
+        from it; the image itself for pixel-space models (identity codec)."""
+        if self.vae is None:
+            z0 = x.to(self.unet.dtype)
+            return Posterior(z0, lambda g: z0)
+        dist = self.vae.encode(x).latent_dist
+        sf = self.vae.config.scaling_factor
+        return Posterior(
+            dist.mean * sf,
+            lambda g: (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(dist.mean)) * sf,
+        )
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Latent → image in [0, 1]."""
+        if self.vae is None:
+            x = latent
+        else:
+            x = self.vae.decode(latent / self.vae.config.scaling_factor, return_dict=False)[0]
+        return (x / 2 + 0.5).clamp(0, 1)
+
+    def decode_image(self, latent: Tensor, size: tuple[int, int]) -> Image.Image:
+        """Decode one latent to a PIL image resized (bilinear) to ``size = (H, W)``; ×255 truncated to uint8, as
+        DragDiffusion's code does."""
+        img = F.interpolate(self.decode(latent).float(), size=size, mode="bilinear", align_corners=False)
+        return Image.fromarray((img[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8))
+
+    # ---- the schedule ------------------------------------------------------------------------------------------
+
+    def timesteps(self, steps: int) -> Tensor:
+        """The forward DDIM timesteps of a ``steps``-step schedule (the inverse scheduler set to mirror them)."""
+        check_alignment(self.scheduler, self.inverse_scheduler, steps)
+        return self.scheduler.timesteps
+
+    def invert(
+        self,
+        z0: Tensor,
+        embeds: Tensor | None,
+        steps: int,
+        n_invert: int,
+        *,
+        record: Sequence[str] = (),
+        records: Records | None = None,
+        progress: bool = True,
+        autocast_mode: str = "none",
+    ) -> Tensor:
+        """DDIM-invert ``z0`` for ``n_invert`` of ``steps`` steps with ``DDIMInverseScheduler`` (no CFG); the result
+        sits at the forward timestep ``timesteps[steps - n_invert]``. With ``record`` (self-attention module paths)
+        each step also keeps those layers' inputs in ``records``, by timestep: ``source_kv=inversion`` sampling reads
+        them instead of denoising the source branch."""
+        if record and records is None:
+            raise ValueError("record needs a records dict to fill")
+        check_alignment(self.scheduler, self.inverse_scheduler, steps)
+        timesteps = self.inverse_scheduler.timesteps[:n_invert]
+        return run_steps(
+            self.unet,
+            self.inverse_scheduler,
+            z0,
+            self.cond(embeds),
+            self.progress_bar(timesteps) if progress else timesteps,
+            record,
+            records if record else None,
+            autocast_mode,
+        )
+
+    def record_source(
+        self, z_src: Tensor, embeds: Tensor | None, start: int, mutual: Sequence[str], autocast_mode: str = "none"
+    ) -> Records:
+        """Denoise the source branch alone from ``timesteps[start]`` (its self-attention reads only itself, as in
+        the ``[source, edited]`` batch) and return its inputs to the ``mutual`` layers by timestep, for
+        :meth:`denoise`'s ``source``. The first edit of a source and every later one (``source_cache``) then sample
+        the edited branch the same way, so a re-run gives the same pixels."""
+        records: Records = {}
+        cond = self.cond(embeds)
+        run_steps(
+            self.unet, self.scheduler, z_src, cond, self.scheduler.timesteps[start:], mutual, records, autocast_mode
+        )
+        return records
+
+    # ---- features and denoising --------------------------------------------------------------------------------
+
+    def features_at(
+        self,
+        t: Tensor,
+        embeds: Tensor | None,
+        feature_block: int,
+        grid: tuple[int, int],
+        *,
+        denoised: bool = False,
+        x0_image: bool = False,
+        full: bool = False,
+        autocast_mode: str = "none",
+    ) -> FeatureFn:
+        """A feature function for the drag loop at timestep ``t``: ``up_blocks[feature_block]``'s output on the
+        supervision ``grid`` (gradients to the latent), plus the one-step denoise (``denoised``) and the decoded
+        x0-prediction (``x0_image``) when loss terms read them. The UNet stops at the feature block unless the noise
+        prediction is needed (or ``full``)."""
+        n = len(self.unet.up_blocks)
+        if not 0 <= feature_block < n:
+            raise ParameterError(f"feature_block={feature_block}: this UNet has up_blocks 0..{n - 1}")
+        return feature_function(
+            self.unet,
+            self.scheduler,
+            t,
+            self.cond(embeds),
+            feature_block,
+            grid,
+            denoised=denoised,
+            decode=self.decode if x0_image else None,
+            full=full,
+            autocast_mode=autocast_mode,
+        )
+
+    def denoise(
+        self,
+        z_edit: Tensor,
+        embeds: Tensor | None,
+        start: int,
+        stop: int | None = None,
+        *,
+        z_src: Tensor | None = None,
+        mutual: Sequence[str] = (),
+        source: Records | None = None,
+        guides: Sequence[SamplingGuide] = (),
+        feature_block: int = 0,
+        grid: tuple[int, int] = (1, 1),
+        variation: Variation | None = None,
+        progress: bool = True,
+        autocast_mode: str = "none",
+        reports: list[dict[str, float]] | None = None,
+    ) -> tuple[Tensor | None, Tensor]:
+        """Denoise from ``timesteps[start]`` to ``timesteps[stop]`` (the end when ``None``) with DDIM (η 0) and return
+        ``(source latent, edited latent)``. The schedule is the one :meth:`timesteps` set.
+
+        - With ``z_src``: the batch ``[source, edited]``; the self-attention of the ``mutual`` layers reads the
+          source branch's keys and values (reference-latent control). ``guides`` act on the edited branch at each
+          step (:class:`~dragkit.core.protocols.SamplingGuide`, features from ``up_blocks[feature_block]`` on
+          ``grid``); each step's reports are appended to ``reports``. ``variation``: a seed variant's regional SDE.
+        - With ``source`` (recorded inputs of the ``mutual`` layers by timestep, from :meth:`invert` or
+          :meth:`record_source`): the edited branch alone (batch 1), its mutual layers reading the recorded source;
+          the source latent comes back as ``None``.
+        - With neither: the edited branch alone, plain self-attention.
+        """
+        timesteps = self.scheduler.timesteps[start:stop]
+        bar = self.progress_bar(timesteps) if progress else timesteps
+        if z_src is None:
+            feed: dict[str, Tensor] = {}
+            if source is not None:
+                check_feed(source, timesteps, guides)
+                procs = {name: MutualSelfAttentionProcessor(feed, name) for name in mutual}
+            else:
+                procs = {}
+            cond, z = self.cond(embeds, 1), z_edit
+            with attention_processors(self.unet, procs):
+                for t in bar:
+                    if source is not None:
+                        feed.update(source[int(t)])
+                    with autocast(self.device, autocast_mode):
+                        eps = self.unet(z, t, **cond, return_dict=False)[0]
+                    z = self.scheduler.step(eps.to(z.dtype), t, z, return_dict=False)[0]
+            return None, z
+        z = torch.cat([z_src, z_edit])
+        cond = self.cond(embeds, 2)
+        procs = {name: MutualSelfAttentionProcessor() for name in mutual}
+        with attention_processors(self.unet, procs):
+            for k, t in enumerate(bar):
+                report: dict[str, float] = {}
+                latent = active(guides, "latent", k)
+                if latent:
+                    z = apply_latent_guides(self.unet, latent, z, t, cond, k, feature_block, grid, report)
+                noise, directions = active(guides, "noise", k), active(guides, "direction", k)
+                if noise or directions:
+                    eps = guided_noise(
+                        self.unet,
+                        self.scheduler,
+                        self.decode,
+                        noise,
+                        directions,
+                        z,
+                        t,
+                        cond,
+                        k,
+                        feature_block,
+                        grid,
+                        report,
+                    )
+                else:
+                    with autocast(self.device, autocast_mode):
+                        eps = self.unet(z, t, **cond, return_dict=False)[0].to(z.dtype)
+                if variation is not None and variation.eta > 0:
+                    z = regional_step(self.scheduler, eps, t, z, variation)
+                else:
+                    z = self.scheduler.step(eps, t, z, return_dict=False)[0]
+                if reports is not None:
+                    reports.append(report)
+        return z[:1], z[1:]
+
+    # ---- the identity LoRA and the engine's state during an edit -----------------------------------------------
+
+    def identity_lora(
+        self,
+        params: dict[str, Any],
+        image: Image.Image,
+        prompt: str,
+        seed: int,
+        size: tuple[int, int],
+        posterior: Posterior,
+        embeds: Tensor | None,
+        *,
+        progress: bool = True,
+        cache: bool = True,
+        cancel: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Put the identity LoRA ``params["lora"]`` in place (trained, cached, or loaded; see
+        :func:`~dragkit.engines.diffusion.lora.prepare_identity_lora`); it stays until :meth:`editing` ends."""
+        return L.prepare_identity_lora(
+            self.unet,
+            self.scheduler,
+            self.name,
+            params["lora"],
+            params,
+            image,
+            prompt,
+            seed,
+            size,
+            posterior.sample,
+            self.cond(embeds),
+            progress=progress,
+            cache=cache,
+            cancel=cancel,
+        )
+
+    def channels_last(self, on: bool) -> None:
+        """Run the UNet's convolutions in channels-last layout from here on (until :meth:`editing` ends)."""
+        if on:
+            self.unet.to(memory_format=torch.channels_last)
+
+    @contextlib.contextmanager
+    def editing(self, params: dict[str, Any]) -> Iterator[None]:
+        """The engine's state for one edit, restored afterwards even when the edit raised: the identity LoRA
+        removed, the UNet's memory layout (:meth:`channels_last`), every parameter's ``requires_grad`` flag (peft
+        marks every other weight as frozen when it injects an adapter) and gradient as they were."""
+        flags = [(q, q.requires_grad, q.grad) for q in self.unet.parameters()]
+        try:
+            yield
+        finally:
+            L.remove_identity_lora(self.unet)
+            if params["channels_last"]:
+                self.unet.to(memory_format=torch.contiguous_format)
+            for q, flag, grad in flags:
+                q.requires_grad_(flag)
+                q.grad = grad
+
+    def source_key(
+        self,
+        image: Image.Image,
+        prompt: str,
+        size: tuple[int, int],
+        params: dict[str, Any],
+        lora_cache: str | None,
+        mutual: Sequence[str],
+    ) -> tuple:
+        """``source_cache``'s key for this model (see :meth:`SourceCache.key`)."""
+        parts = {
+            "unet": id(self.unet),
+            "scheduler": id(self.scheduler),
+            "device": str(self.device),
+            "dtype": str(self.unet.dtype),
+        }
+        return SourceCache.key(parts, image, prompt, size, params, lora_cache, list(mutual))

@@ -1,0 +1,111 @@
+"""UNet features through forward hooks: the output of ``unet.up_blocks[i]`` with its graph back to the latent, the
+forward stopped (by an exception raised from the last hook) when the noise prediction is not needed, and the
+feature function the drag loop calls at one timestep (DragDiffusion, Shi et al. 2024, §3.3)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...core.errors import ParameterError
+from ...core.protocols import FeatureFn, FeatureOutput
+
+
+class _FeaturesReady(Exception):
+    """Raised by the last feature hook to stop the UNet forward once the features are captured."""
+
+
+@dataclass
+class UNetOutput:
+    features: dict[int, Tensor]
+    eps: Tensor | None
+
+
+def unet_forward(
+    unet: torch.nn.Module,
+    latent: Tensor,
+    t: Tensor | int,
+    cond: dict[str, Tensor],
+    feature_blocks: Sequence[int] = (),
+    need_eps: bool = True,
+) -> UNetOutput:
+    """One UNet call returning the outputs of ``up_blocks[i]`` for ``i`` in ``feature_blocks`` (graph kept) and,
+    when ``need_eps``, the noise prediction. Without ``need_eps`` the forward stops right after the last wanted
+    block. Hooks are removed in ``finally``. ``cond`` holds ``encoder_hidden_states`` for text-conditioned UNets
+    and nothing for unconditional ones."""
+    n = len(unet.up_blocks)
+    for i in feature_blocks:
+        if not 0 <= i < n:
+            raise ParameterError(f"feature_block={i}: this UNet has up_blocks 0..{n - 1}")
+    feats: dict[int, Tensor] = {}
+    last = max(feature_blocks) if feature_blocks else None
+    handles = []
+
+    def hook_for(i: int) -> Callable:
+        def hook(_module, _inputs, output):
+            feats[i] = output
+            if not need_eps and i == last:
+                raise _FeaturesReady
+
+        return hook
+
+    for i in set(feature_blocks):
+        handles.append(unet.up_blocks[i].register_forward_hook(hook_for(i)))
+    eps = None
+    try:
+        eps = unet(latent, t, **cond, return_dict=False)[0]
+    except _FeaturesReady:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return UNetOutput(feats, eps)
+
+
+def autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for the ``autocast`` parameter (``none`` is a no-op)."""
+    if mode == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[mode])
+
+
+def feature_function(
+    unet: torch.nn.Module,
+    scheduler: object,
+    timestep: Tensor,
+    cond: dict[str, Tensor],
+    feature_block: int,
+    grid: tuple[int, int],
+    *,
+    denoised: bool = False,
+    decode: Callable[[Tensor], Tensor] | None = None,
+    full: bool = False,
+    autocast_mode: str = "none",
+) -> FeatureFn:
+    """The drag loop's feature function at ``timestep``: ``up_blocks[feature_block]``'s output resized bilinearly to
+    the supervision ``grid``, and, when asked, what loss terms read: ``denoised`` (the scheduler's one-step denoise
+    ``x_{t−1}``, for DragDiffusion's mask term) and ``decode`` (a decoder: the x0-prediction decoded to an image, for
+    CLIP guidance). The UNet stops at the feature block unless one of those needs the noise prediction, or ``full``
+    asks for the whole forward anyway (DragDiffusion's own code always runs it)."""
+    need_eps = denoised or decode is not None or full
+    device = next(unet.parameters()).device
+
+    def features(latent: Tensor) -> FeatureOutput:
+        with autocast(device, autocast_mode):
+            out = unet_forward(unet, latent.to(unet.dtype), timestep, cond, [feature_block], need_eps=need_eps)
+        f = F.interpolate(out.features[feature_block].float(), size=grid, mode="bilinear", align_corners=False)
+        result = FeatureOutput(f)
+        if need_eps:  # the scheduler's own step gives the previous latent and the x0-prediction
+            prev, x0 = scheduler.step(out.eps.float(), timestep, latent.float(), return_dict=False)[:2]
+            if denoised:
+                result.denoised = prev
+            if decode is not None:
+                result.x0_image = decode(x0.to(unet.dtype))
+        return result
+
+    return features

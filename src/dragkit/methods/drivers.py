@@ -1,0 +1,444 @@
+"""Drivers: the few ways a diffusion method uses the engine once the source is inverted.
+
+A driver is a short function over the engine, the drag loop and the parts: it receives the edit the pipeline
+prepared (:class:`DiffusionEdit`: the inverted latent, the points and the mask on the supervision grid, the
+mutual-attention layers, ...) and returns one :class:`Outcome` per result — the edited latent to decode, the drag's
+steps and the result's facts. A preset names its driver through the ``sampler`` parameter, whose choices are the
+drivers registered here:
+
+- ``drag`` — :func:`optimize_then_sample`: the drag loop optimizes the latent, then both branches are denoised with
+  mutual self-attention (DragDiffusion and the methods built on it; CLoss acts while sampling);
+- ``guidance`` — :func:`guide_while_sampling`: nothing is optimized; sampling-time parts guide the denoising
+  (LucidDrag), one result per intention and seed variant.
+
+Adding a method that uses the engine another way (GoodDrag's alternation, FastDrag's warp) is a new driver here and
+a preset in :mod:`dragkit.methods.presets`; its new ideas are parts any other method can use by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..core.errors import ParameterError
+from ..core.geometry import GridMap, drag_region
+from ..core.loop import DragLoopOutput, drag_loop
+from ..core.params import Param, register
+from ..core.protocols import SamplingGuide
+from ..core.types import DragRequest
+from ..engines.diffusion import (
+    DiffusionEngine,
+    Records,
+    Variation,
+    gradient_checkpointing,
+    weights_require_grad,
+)
+from ..parts import (
+    ClipGuidanceTerm,
+    CorrespondenceGuide,
+    EditingEnergyGuide,
+    LatentMaskTerm,
+    QualityGuide,
+    SemanticGuide,
+    fit_patch_discriminator,
+    load_clip,
+)
+from ..parts.intentions import Intention, LLMReasoner, reason
+from ..utils.profiler import StageProfiler
+from .method import adam, build_parts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DiffusionEdit:
+    """One edit as the pipeline prepared it for a driver: everything up to the inverted latent.
+
+    ``latent`` is the inverted ``z_t`` at ``timesteps[start]`` (``timestep``); ``handles``/``targets`` are ``(row,
+    col)`` on the supervision ``grid`` (``grid_map`` maps them back to image pixels) and ``mask`` is the editable
+    region there (1 = may change) or ``None``. ``source`` holds the source branch's inputs to the ``mutual`` layers
+    when they need not be recomputed (``source_kv=inversion``, or a ``source_cache`` hit); ``cache_key`` is where
+    the source is kept once sampled (``source_cache``), ``None`` when it is not, and ``cache_hit`` says the source
+    came from there. ``info`` collects the facts every result reports.
+    """
+
+    engine: DiffusionEngine
+    request: DragRequest
+    method: str
+    params: dict[str, Any]
+    embeds: Tensor | None
+    image: Tensor
+    latent: Tensor
+    start: int
+    timestep: Tensor
+    grid: tuple[int, int]
+    grid_map: GridMap
+    handles: Tensor
+    targets: Tensor
+    mask: Tensor | None
+    mutual: list[str]
+    source: Records | None
+    cache_key: tuple | None
+    cache_hit: bool
+    info: dict[str, Any]
+    prof: StageProfiler
+    callback: Callable[[dict[str, Any]], None] | None = None
+    cancel: Callable[[], bool] | None = None
+    progress: bool = True
+
+    @property
+    def points(self) -> tuple[Tensor, Tensor]:
+        return self.handles, self.targets
+
+    @property
+    def source_image(self) -> Tensor:
+        """The input image at the working size, ``(1, 3, H, W)`` in [0, 1]."""
+        return (self.image.float() / 2 + 0.5).clamp(0, 1)
+
+
+@dataclass
+class Outcome:
+    """One result of a driver: the edited latent to decode, the drag loop's output (a stand-in with no steps when
+    nothing was optimized) and the facts this result reports on top of the edit's."""
+
+    latent: Tensor
+    loop: DragLoopOutput
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Driver:
+    """A registered driver: its function, what it is, the typed options it accepts beyond the parameters (``None``:
+    none), and whether its sampling reads the source branch beyond the mutual layers' inputs (then the source can be
+    neither read from the inversion, ``source_kv=inversion``, nor kept, ``source_cache``)."""
+
+    name: str
+    run: Callable[[DiffusionEdit, Any], list[Outcome]]
+    summary: str
+    options: type | None = None
+    reads_source_branch: bool = False
+
+
+DRIVERS: dict[str, Driver] = {}
+
+
+def register_driver(driver: Driver) -> Driver:
+    DRIVERS[driver.name] = driver
+    return driver
+
+
+def get_driver(name: str) -> Driver:
+    return DRIVERS[name]  # the ``sampler`` parameter's choices are DRIVERS' keys: a resolved name is registered
+
+
+# ---- optimize, then sample -------------------------------------------------------------------------------------
+
+
+def loop_terms(edit: DiffusionEdit) -> tuple[list[Any], bool, bool]:
+    """The drag's extra loss terms and what the feature function must provide for them: DragDiffusion's mask term
+    (the one-step denoise, only with a mask) and CLIPDrag's CLIP term (the decoded x0-prediction, only with an edit
+    prompt)."""
+    p, req = edit.params, edit.request
+    terms: list[Any] = [LatentMaskTerm.from_params(p)]
+    denoised = edit.mask is not None and p["lam"] > 0
+    clip = req.edit_prompt.strip() and p["clip_weight"] > 0
+    if clip:
+        with edit.prof.stage("clip_load"):
+            bundle = load_clip(p["clip_model"])
+            bundle.model.to(edit.engine.device)
+            terms.append(
+                ClipGuidanceTerm.build(
+                    bundle, req.edit_prompt, p["clip_weight"], p["clip_loss"], edit.source_image, req.prompt
+                )
+            )
+        edit.info["clip"] = {"model": p["clip_model"], "loss": p["clip_loss"]}
+    return terms, denoised, bool(clip)
+
+
+def drag(edit: DiffusionEdit) -> DragLoopOutput:
+    """The shared drag loop on the inverted latent at the edit's timestep, with the parts its parameters name: the
+    UNet's weights frozen (the backward computes the latent's gradient only), the forward stopped at the feature
+    block unless a term needs the noise prediction."""
+    p, engine = edit.params, edit.engine
+    terms, denoised, clip = loop_terms(edit)
+    features = engine.features_at(
+        edit.timestep,
+        edit.embeds,
+        p["feature_block"],
+        edit.grid,
+        denoised=denoised,
+        x0_image=clip,
+        autocast_mode=p["autocast"],
+    )
+    parts = build_parts(p, terms=terms)
+
+    def on_step(ev: dict[str, Any]) -> None:
+        ev["handles_xy"] = edit.grid_map.to_image(ev["handles"]).tolist()
+        if edit.callback is not None:
+            edit.callback(ev)
+
+    frozen = weights_require_grad(engine.unet, False)
+    with edit.prof.stage("drag"), frozen, gradient_checkpointing(engine.unet, p["grad_checkpointing"]):
+        return drag_loop(
+            edit.latent.float(),
+            features,
+            edit.handles,
+            edit.targets,
+            tracker=parts.tracker,
+            supervision=parts.supervision,
+            schedule=parts.schedule,
+            terms=parts.terms,
+            fusion=parts.fusion,
+            optimizer=adam(p["latent_lr"]),
+            mask=edit.mask,
+            callback=on_step,
+            cancel=edit.cancel,
+            disable=None if edit.progress else True,
+            total=p["drag_steps"],
+        )
+
+
+def closs_guides(edit: DiffusionEdit) -> list[SamplingGuide]:
+    """AdaptiveDrag's CLoss while sampling (``closs_weight > 0``), confined to the editable region when there is
+    one."""
+    p = edit.params
+    if p["closs_weight"] <= 0:
+        return []
+    where = None
+    if edit.mask is not None:
+        where = F.interpolate(edit.mask[None, None].float(), size=edit.latent.shape[-2:], mode="nearest")
+    rows = (edit.grid[0], edit.latent.shape[-2])
+    return [CorrespondenceGuide.from_params(p, edit.handles, edit.targets, rows, where)]
+
+
+def optimize_then_sample(edit: DiffusionEdit, options: None = None) -> list[Outcome]:
+    """DragDiffusion's way (Shi et al. 2024, §3): optimize the inverted latent with the drag loop, then denoise the
+    batch ``[source, edited]`` with mutual self-attention from the drag's timestep to the end.
+
+    The source branch is denoised alongside, or — when its mutual-layer inputs are in hand (``source_kv=inversion``,
+    a ``source_cache`` hit) or are to be kept (``source_cache``) — recorded once and read, the edited branch then
+    denoised alone. Sampling-time parts (CLoss) need the source branch in the batch."""
+    engine, p = edit.engine, edit.params
+    out = drag(edit)
+    guides = closs_guides(edit)
+    reports: list[dict[str, float]] = []
+    with edit.prof.stage("sampling"):
+        source = edit.source
+        if edit.cache_key is not None and source is None:  # the source branch alone, recorded to be kept
+            source = engine.record_source(edit.latent, edit.embeds, edit.start, edit.mutual, p["autocast"])
+        common = dict(mutual=edit.mutual, progress=edit.progress, autocast_mode=p["autocast"])
+        if source is not None:
+            _, z = engine.denoise(out.latent.to(edit.latent.dtype), edit.embeds, edit.start, source=source, **common)
+        else:
+            _, z = engine.denoise(
+                out.latent.to(edit.latent.dtype),
+                edit.embeds,
+                edit.start,
+                z_src=edit.latent,
+                guides=guides,
+                feature_block=p["feature_block"],
+                grid=edit.grid,
+                reports=reports,
+                **common,
+            )
+    if edit.cache_key is not None and not edit.cache_hit:
+        engine.source_cache.put(edit.cache_key, edit.latent, source)
+    info = {"closs": [r["closs"] for r in reports if "closs" in r]} if guides else {}
+    return [Outcome(z, out, info)]
+
+
+# ---- guide while sampling (LucidDrag) ---------------------------------------------------------------------------
+
+
+@dataclass
+class GuidanceOptions:
+    """What LucidDrag's guided sampling takes beyond parameters.
+
+    ``intention``: the intention whose prompts steer the semantic guidance (default: the reasoner's most likely).
+    ``num_results``: this many results, best first — one per intention, most confident first, then seed variants
+    (``variant_eta``); ``None``: one. ``llm``: the endpoint proposing the intentions (default: the built-in geometry
+    reasoner). ``discriminator``: the quality term's image-fidelity model, any module mapping ``(B, 3, H, W)`` images
+    in [0, 1] to logits (default: a patch discriminator fitted to the input image).
+    """
+
+    intention: Intention | None = None
+    num_results: int | None = None
+    llm: LLMReasoner | None = None
+    discriminator: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        n = self.num_results
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+            raise ParameterError(f"num_results={n!r}: expected a whole number of results, 1 or more")
+        if n is not None and n < 1:
+            raise ParameterError(f"num_results={n}: ask for at least 1 result")
+        if self.discriminator is not None and not isinstance(self.discriminator, torch.nn.Module):
+            raise ParameterError(f"discriminator: expected a torch.nn.Module, got {type(self.discriminator).__name__}")
+
+
+def keep_region(edit: DiffusionEdit) -> Tensor:
+    """What must stay, on the grid (1 = keep): outside the mask, or without one outside the drag's path."""
+    if edit.mask is not None:
+        return 1 - edit.mask.float()
+    pairs = [
+        ((float(h[1]), float(h[0])), (float(t[1]), float(t[0])))
+        for h, t in zip(edit.handles, edit.targets, strict=True)
+    ]
+    return torch.from_numpy(~drag_region(edit.grid, pairs, max(2.0, 0.1 * max(edit.grid)))).float()
+
+
+def energy_guides(edit: DiffusionEdit, options: GuidanceOptions, keep: Tensor) -> list[SamplingGuide]:
+    """The guides every result shares: the editing energy and the quality term's discriminator (the user's, or a
+    patch discriminator fitted to the input image)."""
+    p, info = edit.params, edit.info
+    guides: list[SamplingGuide] = []
+    if p["guide_edit"] > 0:
+        guides.append(
+            EditingEnergyGuide(
+                p["guide_edit"],
+                p["guide_steps"],
+                p["guide_radius"],
+                edit.handles,
+                edit.targets,
+                keep.to(edit.engine.device),
+                p["guide_keep"],
+                p["guide_vacate"],
+            )
+        )
+    disc = options.discriminator
+    if disc is not None:
+        disc = disc.to(edit.engine.device).eval()  # only the input's gradient is taken
+        info["discriminator"] = type(options.discriminator).__name__
+    elif p["guide_quality"] > 0:
+        with edit.prof.stage("discriminator"):
+            disc = fit_patch_discriminator(
+                edit.source_image, steps=p["discriminator_steps"], seed=edit.request.seed
+            ).to(edit.engine.device)
+        info["discriminator"] = "PatchDiscriminator fitted to the input image"
+    if p["guide_quality"] > 0 and disc is not None:
+        guides.append(QualityGuide(disc, p["guide_quality"], p["guide_steps"]))
+    return guides
+
+
+def result_plan(edit: DiffusionEdit, options: GuidanceOptions) -> list[tuple[Intention, int]]:
+    """``(intention, variant)`` for each result, best first: the intentions in order of confidence, then seed
+    variants of them (variant ``v`` re-noises the edit region with seed ``seed + v``). When the intentions cannot
+    steer (an unconditional model, or ``guide_semantic=0``) only the most likely one is used and the other results
+    are all seed variants."""
+    req, n_results = edit.request, options.num_results or 1
+    if options.intention is not None:
+        intentions = [options.intention]
+    else:
+        with edit.prof.stage("intentions"):
+            intentions = reason(
+                req.handles, req.targets, req.prompt, image=req.image, mask=req.mask, n=n_results, llm=options.llm
+            )
+    if not (edit.engine.conditional and edit.params["guide_semantic"] > 0):
+        intentions = intentions[:1]
+    n = len(intentions)
+    return [(intentions[k % n], k // n) for k in range(n_results)]
+
+
+def guide_while_sampling(edit: DiffusionEdit, options: GuidanceOptions | None = None) -> list[Outcome]:
+    """LucidDrag's way (Cui et al., NeurIPS 2024, §3.2): no latent optimization; the inverted latent is denoised with
+    mutual self-attention while the edited branch is guided by the editing energy, the discriminator's quality
+    score and the chosen intention's prompt direction. One result per ``(intention, variant)`` of the plan; a seed
+    variant re-noises the edit region (DiffEditor's regional SDE). The reported handles are the targets: nothing is
+    tracked."""
+    options = options or GuidanceOptions()
+    engine, p, info = edit.engine, edit.params, edit.info
+    info["handles_tracked"] = False
+    keep = keep_region(edit)
+    region = F.interpolate((1 - keep)[None, None], size=edit.latent.shape[-2:], mode="nearest").to(engine.device)
+    shared = energy_guides(edit, options, keep)
+    if p["guide_semantic"] > 0 and not engine.conditional:
+        info["semantic_guidance"] = "not applied: this model has no text conditioning"
+        logger.warning("semantic guidance does not apply: %s has no text conditioning", engine.name)
+    plan = result_plan(edit, options)
+    undragged = DragLoopOutput(edit.latent.float(), edit.targets.clone(), 0, "guidance", [], 0.0)
+    outcomes = []
+    for k, (chosen, variant) in enumerate(plan):
+        guides = [*shared, *semantic_guides(edit, chosen), *closs_guides(edit)]
+        variation = None
+        if variant > 0:  # a seed variant: fresh noise in the edit region
+            variation = Variation(p["variant_eta"], region, torch.Generator().manual_seed(edit.request.seed + variant))
+        reports: list[dict[str, float]] = []
+        with edit.prof.stage("sampling"):
+            _, z = engine.denoise(
+                edit.latent.float().to(edit.latent.dtype),
+                edit.embeds,
+                edit.start,
+                z_src=edit.latent,
+                mutual=edit.mutual,
+                guides=guides,
+                feature_block=p["feature_block"],
+                grid=edit.grid,
+                variation=variation,
+                progress=edit.progress,
+                reports=reports,
+            )
+        result = {
+            "intention": chosen.to_dict(),
+            "guidance": [{e: r[e] for e in ("edit", "quality") if e in r} for r in reports[: p["guide_steps"]]],
+            "result": {"index": k, "of": len(plan), "variant": variant, "eta": p["variant_eta"] if variant else 0.0},
+        }
+        if p["closs_weight"] > 0:
+            result["closs"] = [r["closs"] for r in reports if "closs" in r]
+        outcomes.append(Outcome(z, undragged, result))
+    return outcomes
+
+
+def semantic_guides(edit: DiffusionEdit, chosen: Intention) -> list[SamplingGuide]:
+    """The chosen intention's source → target prompt direction (text-conditioned models only)."""
+    p, engine = edit.params, edit.engine
+    if not (p["guide_semantic"] > 0 and engine.conditional):
+        return []
+    target = engine.cond(engine.encode_prompt(chosen.target_prompt), 2)
+    source = engine.cond(engine.encode_prompt(chosen.source_prompt), 2)
+    return [SemanticGuide(p["guide_semantic"], p["guide_steps"], target, source)]
+
+
+register_driver(
+    Driver(
+        "drag",
+        optimize_then_sample,
+        "optimize the latent with the drag loop, then sample with mutual self-attention (DragDiffusion and its kin)",
+    )
+)
+register_driver(
+    Driver(
+        "guidance",
+        guide_while_sampling,
+        "no optimization; sampling-time parts guide the denoising (LucidDrag)",
+        options=GuidanceOptions,
+        reads_source_branch=True,
+    )
+)
+
+register(
+    Param(
+        "sampler",
+        str,
+        "drag",
+        "diffusion: how the method uses the engine (its driver): "
+        + "; ".join(f"{d.name}: {d.summary}" for d in DRIVERS.values()),
+        "engine:diffusion",
+        choices=tuple(DRIVERS),
+    )
+)
+
+
+def check_options(driver: Driver, options: Any, method: str) -> None:
+    """Options only for the driver that takes them, of its type."""
+    if options is None:
+        return
+    if driver.options is None or not isinstance(options, driver.options):
+        raise ParameterError(
+            f"{type(options).__name__}: only for methods whose sampler takes them; {method} uses sampler={driver.name}"
+        )
