@@ -29,7 +29,6 @@ from PIL import Image
 
 from ..core.errors import ParameterError
 from ..core.geometry import GridMap
-from ..core.loop import drag_loop
 from ..core.types import DragRequest, DragResult
 
 # the one edit: a DCGAN face (real weights, offline) at 512x512, one drag, a mask around it
@@ -60,9 +59,8 @@ def reference_edit(
     the initial features from one more forward, both branches denoised with mutual self-attention. The numbers
     are ``dragdiffusion``'s up to float noise; only the time and memory differ — what ``bench-speed`` compares."""
     from ..engines.diffusion import inversion_step_count, weights_require_grad
-    from ..methods import adam, build_parts
     from ..methods.drivers import DiffusionEdit, loop_terms
-    from ..pipelines.common import editable_mask, make_result, resolve_params
+    from ..pipelines.common import editable_mask, make_result, resolve_params, run_preset_loop
     from ..utils.profiler import StageProfiler
 
     params = resolve_params("dragdiffusion", "diffusion", request, {**pipe.model_defaults, **overrides})
@@ -99,24 +97,12 @@ def reference_edit(
         features = engine.features_at(
             t, embeds, params["feature_block"], grid, denoised=denoised, x0_image=clip, full=True
         )
-        parts = build_parts(params, terms=terms)
         with prof.stage("drag"), weights_require_grad(engine.unet, True):
             features(zt.float())  # their code computes the initial features with one more forward
-            out = drag_loop(
-                zt.float(),
-                features,
-                handles,
-                targets,
-                tracker=parts.tracker,
-                supervision=parts.supervision,
-                schedule=parts.schedule,
-                terms=parts.terms,
-                fusion=parts.fusion,
-                optimizer=adam(params["latent_lr"]),
-                mask=mask,
-                callback=callback,
-                total=params["drag_steps"],
-            )
+            out = run_preset_loop(
+                zt.float(), features, handles, targets, params, terms, mask=mask, callback=callback, cancel=None,
+                progress=False,
+            )  # fmt: skip
         with prof.stage("sampling"):
             _, z = engine.denoise(out.latent.to(zt.dtype), embeds, start, z_src=zt, mutual=mutual, progress=progress)
         with prof.stage("decode"):

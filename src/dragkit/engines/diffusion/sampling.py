@@ -109,6 +109,21 @@ def latent_step(latent: Tensor, energy: Callable[[Tensor], Tensor], lr: float, w
     return z.detach().to(latent.dtype), float(loss.detach())
 
 
+def branch_features(
+    unet: torch.nn.Module,
+    batch: Tensor,
+    t: Tensor,
+    cond: dict[str, Tensor],
+    block: int,
+    grid: tuple[int, int],
+    eps: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """One forward of the batch ``[source, edited]``: ``up_blocks[block]``'s output of both on the supervision grid,
+    and the noise prediction when ``eps`` (else the forward stops at the block)."""
+    out = unet_forward(unet, batch, t, cond, [block], need_eps=eps)
+    return F.interpolate(out.features[block].float(), size=grid, mode="bilinear", align_corners=False), out.eps
+
+
 def active(guides: Sequence[SamplingGuide], kind: str, index: int) -> list[SamplingGuide]:
     """The guides of ``kind`` that act on the ``index``-th denoising step."""
     return [g for g in guides if g.kind == kind and index < g.steps]
@@ -133,8 +148,7 @@ def apply_latent_guides(
 
         def energy(z_edit: Tensor, guide: SamplingGuide = guide) -> Tensor:
             batch = torch.cat([z_src.to(z_edit.dtype), z_edit]).to(unet.dtype)
-            out = unet_forward(unet, batch, t, cond, [feature_block], need_eps=False)
-            f = F.interpolate(out.features[feature_block].float(), size=grid, mode="bilinear", align_corners=False)
+            f, _ = branch_features(unet, batch, t, cond, feature_block, grid, eps=False)
             value = guide(GuideStep(index, t, source=f[:1], edited=f[1:]))
             if value is None:
                 raise RuntimeError(f"latent guide {guide.name} returned no energy")
@@ -166,13 +180,12 @@ def guided_noise(
     ze = z[1:].detach().float().requires_grad_(True)
     with torch.enable_grad():
         batch = torch.cat([z[:1].float(), ze]).to(unet.dtype)
-        out = unet_forward(unet, batch, t, cond, [feature_block], need_eps=True)
-        f = F.interpolate(out.features[feature_block].float(), size=grid, mode="bilinear", align_corners=False)
+        f, noise = branch_features(unet, batch, t, cond, feature_block, grid, eps=True)
         decoded: list[Tensor] = []
 
         def x0_image() -> Tensor:  # decoded once, by the first guide that reads it
             if not decoded:
-                x0 = scheduler.step(out.eps[1:].float(), t, ze, return_dict=False)[1]
+                x0 = scheduler.step(noise[1:].float(), t, ze, return_dict=False)[1]
                 decoded.append(decode(x0.to(unet.dtype)).float())
             return decoded[0]
 
@@ -183,7 +196,7 @@ def guided_noise(
             if value is not None:
                 energy = energy + value
         grad = torch.autograd.grad(energy, ze)[0] if energy.requires_grad else torch.zeros_like(ze)
-    eps = out.eps.detach().clone()
+    eps = noise.detach().clone()
     a = scheduler.alphas_cumprod[int(t)].to(eps.device, torch.float32)
     eps[1:] = (eps[1:].float() + (1 - a).sqrt() * grad).to(eps.dtype)
     if directions:
