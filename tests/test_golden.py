@@ -1,5 +1,6 @@
 """Golden outputs of every preset on both engines, recorded before the diffusion side was rebuilt (issue 22): the
-rebuilt code must give the same pixels, the same handles at every step and the same losses.
+rebuilt code must give the same pixels, the same handles at every step and the same losses. Presets added since
+(``fastdrag``) were recorded when they were added.
 
 Each case is one edit on small fixed inputs: the bundled DCGAN, a tiny random Stable Diffusion and a tiny random
 CLIP built here from fixed seeds, and ``faces64``. What is kept per case (``tests/golden/<case>.json`` and
@@ -148,9 +149,15 @@ def run_case(case: str, models: dict[str, Any]) -> list[tuple[Any, list[dict[str
         return one(
             sd, sd_request(), method="luciddrag", options=opts, discriminator_steps=10, **{**SD, "drag_steps": 0}
         )
+    if case == "fastdrag":  # recorded when the preset was added (issue 23), not before the rebuild
+        sd.clear_source_cache()
+        return one(sd, sd_request(), method="fastdrag", **{**SD, "lora": "none", "inference_steps": 10})
     if case == "faces64-dragdiffusion":
         f64.clear_source_cache()
         return one(f64, faces64_request(gan), lora_steps=4, drag_steps=30, inference_steps=25)
+    if case == "faces64-fastdrag":
+        f64.clear_source_cache()
+        return one(f64, faces64_request(gan), method="fastdrag")
     if case == "faces64-luciddrag":
         f64.clear_source_cache()
         opts = GuidanceOptions(num_results=2)
@@ -174,8 +181,10 @@ CASES = [
     "adaptivedrag",
     "clipdrag",
     "luciddrag",
+    "fastdrag",
     "faces64-dragdiffusion",
     "faces64-luciddrag",
+    "faces64-fastdrag",
 ]
 
 INFO_KEYS = ("steps", "stop_reason", "closs", "guidance", "intention", "result", "auto_mask", "source_cache", "lora")

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..core.errors import ParameterError
 from ..core.geometry import GridMap, drag_region
-from ..core.loop import DragLoopOutput, drag_loop
+from ..core.loop import DragContext, DragLoopOutput, drag_loop
 from ..core.params import Param, register
 from ..core.protocols import SamplingGuide
 from ..core.types import DragRequest
@@ -50,6 +50,7 @@ from ..parts import (
     load_clip,
 )
 from ..parts.intentions import Intention, LLMReasoner, reason
+from ..parts.warp import displacement, latent_region, latent_warp
 from ..utils.profiler import StageProfiler
 from .method import adam, build_parts
 
@@ -164,7 +165,11 @@ def loop_terms(edit: DiffusionEdit) -> tuple[list[Any], bool, bool]:
 def drag(edit: DiffusionEdit) -> DragLoopOutput:
     """The shared drag loop on the inverted latent at the edit's timestep, with the parts its parameters name: the
     UNet's weights frozen (the backward computes the latent's gradient only), the forward stopped at the feature
-    block unless a term needs the noise prediction."""
+    block unless a term needs the noise prediction.
+
+    With ``init=warp`` the loop starts from FastDrag's warp of the inverted latent (:func:`warped`), its handles
+    where the warp moved them, its templates (``F₀``) from the un-warped latent: the warp does the drag and the loop
+    only finishes what it left (usually nothing: the handles start on their targets)."""
     p, engine = edit.params, edit.engine
     terms, denoised, clip = loop_terms(edit)
     features = engine.features_at(
@@ -177,6 +182,13 @@ def drag(edit: DiffusionEdit) -> DragLoopOutput:
         autocast_mode=p["autocast"],
     )
     parts = build_parts(p, terms=terms)
+    start, handles, context = edit.latent.float(), edit.handles, None
+    if p["init"] == "warp":
+        start, handles = warped(edit)
+        with torch.enable_grad():  # the templates come from the content before the warp moved it
+            initial = features(edit.latent.float().requires_grad_(True)).detached()
+        context = DragContext(initial, edit.handles.clone(), edit.targets, edit.mask)
+        parts.tracker.prepare(context)
 
     def on_step(ev: dict[str, Any]) -> None:
         ev["handles_xy"] = edit.grid_map.to_image(ev["handles"]).tolist()
@@ -186,9 +198,9 @@ def drag(edit: DiffusionEdit) -> DragLoopOutput:
     frozen = weights_require_grad(engine.unet, False)
     with edit.prof.stage("drag"), frozen, gradient_checkpointing(engine.unet, p["grad_checkpointing"]):
         return drag_loop(
-            edit.latent.float(),
+            start.float(),
             features,
-            edit.handles,
+            handles,
             edit.targets,
             tracker=parts.tracker,
             supervision=parts.supervision,
@@ -197,11 +209,34 @@ def drag(edit: DiffusionEdit) -> DragLoopOutput:
             fusion=parts.fusion,
             optimizer=adam(p["latent_lr"]),
             mask=edit.mask,
+            context=context,
             callback=on_step,
             cancel=edit.cancel,
             disable=None if edit.progress else True,
             total=p["drag_steps"],
         )
+
+
+def warped(edit: DiffusionEdit) -> tuple[Tensor, Tensor]:
+    """FastDrag's one-step warp of the inverted latent (:func:`dragkit.parts.warp.latent_warp`): the points, rounded
+    on the supervision grid, scaled to the latent's grid (not rounded again, as their code does), the editable region
+    at the latent's resolution. Returns the warped latent and where the warp put each handle, on the grid."""
+    if edit.mask is None:
+        raise ParameterError(
+            f"init=warp ({edit.method}) moves the editable region's content: paint a mask, or use mask=auto"
+        )
+    (h, w), (lh, lw) = edit.grid, edit.latent.shape[-2:]
+    scale = torch.tensor([lh / h, lw / w], dtype=torch.float64)
+    region = latent_region(edit.mask.cpu(), (lh, lw))
+    a, b = edit.handles * scale, edit.targets * scale
+    with edit.prof.stage("warp"):
+        z = latent_warp(edit.latent, a, b, region, edit.params["warp_fill"])
+    at = [i for i, (r, c) in enumerate(a.round().long().tolist()) if bool(region[min(r, lh - 1), min(c, lw - 1)])]
+    moved = edit.handles.clone()
+    if at:  # a handle inside the region moves as its cell does
+        moved[at] = (a[at] + displacement(a[at], a, b, region)) / scale
+    edit.info["warp"] = {"region_cells": int(region.sum()), "fill": edit.params["warp_fill"]}
+    return z, moved
 
 
 def closs_guides(edit: DiffusionEdit) -> list[SamplingGuide]:
@@ -217,27 +252,24 @@ def closs_guides(edit: DiffusionEdit) -> list[SamplingGuide]:
     return [CorrespondenceGuide.from_params(p, edit.handles, edit.targets, rows, where)]
 
 
-def optimize_then_sample(edit: DiffusionEdit, options: None = None) -> list[Outcome]:
-    """DragDiffusion's way (Shi et al. 2024, §3): optimize the inverted latent with the drag loop, then denoise the
-    batch ``[source, edited]`` with mutual self-attention from the drag's timestep to the end.
-
-    The source branch is denoised alongside, or — when its mutual-layer inputs are in hand (``source_kv=inversion``,
-    a ``source_cache`` hit) or are to be kept (``source_cache``) — recorded once and read, the edited branch then
-    denoised alone. Sampling-time parts (CLoss) need the source branch in the batch."""
+def sample(
+    edit: DiffusionEdit, z_edit: Tensor, guides: list[SamplingGuide], reports: list[dict[str, float]]
+) -> Tensor:
+    """Denoise the edited latent from the drag's timestep to the end with mutual self-attention. The source branch is
+    read from its recorded inputs when they are in hand (``source_kv=inversion``, a ``source_cache`` hit) or are to
+    be kept (``source_cache``: recorded once here), the edited branch then denoised alone; otherwise it is denoised
+    alongside, as sampling-time parts (CLoss) need."""
     engine, p = edit.engine, edit.params
-    out = drag(edit)
-    guides = closs_guides(edit)
-    reports: list[dict[str, float]] = []
     with edit.prof.stage("sampling"):
         source = edit.source
         if edit.cache_key is not None and source is None:  # the source branch alone, recorded to be kept
             source = engine.record_source(edit.latent, edit.embeds, edit.start, edit.mutual, p["autocast"])
         common = dict(mutual=edit.mutual, progress=edit.progress, autocast_mode=p["autocast"])
         if source is not None:
-            _, z = engine.denoise(out.latent.to(edit.latent.dtype), edit.embeds, edit.start, source=source, **common)
+            _, z = engine.denoise(z_edit, edit.embeds, edit.start, source=source, **common)
         else:
             _, z = engine.denoise(
-                out.latent.to(edit.latent.dtype),
+                z_edit,
                 edit.embeds,
                 edit.start,
                 z_src=edit.latent,
@@ -249,8 +281,34 @@ def optimize_then_sample(edit: DiffusionEdit, options: None = None) -> list[Outc
             )
     if edit.cache_key is not None and not edit.cache_hit:
         engine.source_cache.put(edit.cache_key, edit.latent, source)
+    return z
+
+
+def optimize_then_sample(edit: DiffusionEdit, options: None = None) -> list[Outcome]:
+    """DragDiffusion's way (Shi et al. 2024, §3): optimize the inverted latent with the drag loop, then denoise the
+    batch ``[source, edited]`` with mutual self-attention from the drag's timestep to the end (:func:`sample`);
+    CLoss, when on, acts while sampling."""
+    out = drag(edit)
+    guides = closs_guides(edit)
+    reports: list[dict[str, float]] = []
+    z = sample(edit, out.latent.to(edit.latent.dtype), guides, reports)
     info = {"closs": [r["closs"] for r in reports if "closs" in r]} if guides else {}
     return [Outcome(z, out, info)]
+
+
+# ---- warp, then sample (FastDrag) ------------------------------------------------------------------------------
+
+
+def warp_then_sample(edit: DiffusionEdit, options: None = None) -> list[Outcome]:
+    """FastDrag's way (Zhao et al., NeurIPS 2024): no optimization; the inverted latent is warped in one step
+    (:func:`warped`) and denoised (:func:`sample`). Its consistency-preserving strategy is sampling from recorded
+    source inputs: the mutual layers' keys and values come from what the inversion recorded at the same timestep
+    (``source_kv=inversion``, the preset's default; with ``recompute`` the source branch is denoised alongside or
+    recorded). The reported handles are where the warp put them: nothing is tracked."""
+    zw, moved = warped(edit)
+    edit.info["handles_tracked"] = False
+    z = sample(edit, zw, [], [])
+    return [Outcome(z, DragLoopOutput(zw.float(), moved, 0, "warp", [], 0.0))]
 
 
 # ---- guide while sampling (LucidDrag) ---------------------------------------------------------------------------
@@ -409,6 +467,13 @@ register_driver(
         "drag",
         optimize_then_sample,
         "optimize the latent with the drag loop, then sample with mutual self-attention (DragDiffusion and its kin)",
+    )
+)
+register_driver(
+    Driver(
+        "warp",
+        warp_then_sample,
+        "no optimization; the latent warped in one step along the drags, then sampled (FastDrag)",
     )
 )
 register_driver(

@@ -1,0 +1,139 @@
+"""FastDrag's one-step latent warp (Zhao et al., NeurIPS 2024): the latent warpage function, the relocation of the
+editable region's cells, and bilateral nearest-neighbour interpolation (BNNI) of the places they left empty. No
+optimization: the drag happens in one step on the inverted latent, and sampling then repairs it.
+
+Read from the released code (``XuanjiaZ/FastDrag`` @ def3c4e, ``utils/continuous_drag.py``; the paper's own formulas
+were not checked), on the latent grid in ``(row, col)``:
+
+- **Stretch.** ``O`` is the centre of the editable region's bounding box and ``R`` its half-diagonal. For a cell ``C``
+  of the region and handle ``A_k``, ``P_k`` is where the ray from ``A_k`` through ``C`` leaves that circle, and
+  ``s_k(C) = 1 − |C − A_k| / |P_k − A_k|``: 1 at the handle, 0 on the circle, linear along the ray.
+- **Several drags.** ``v(C) = Σ_k w_k · s_k(C) · (B_k − A_k)`` with ``w_k ∝ 1 / (|C − A_k| + 1e-4)``, normalized.
+- **Relocation.** Every cell of the region is cleared; then, in row-major order, each moves to ``round(C + v(C))``
+  (clamped to the grid); the first to reach a place keeps it. Places outside the region may be written.
+- **BNNI.** Every cleared place nothing moved into is filled, in row-major order and in place (places filled
+  earlier count as known), from the nearest known cell in each of the four axis directions, weighted by 1/distance.
+
+Two guards the released code lacks: a cell exactly at a handle moves with that handle (theirs computes 0/0 and
+drops it), and a handle outside the circle cannot make a negative square root. Empty places are tracked explicitly
+(theirs takes a cell whose first channel is exactly 0 as empty).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..core.params import Param, register
+
+WARP_FILLS = ("interpolation", "original", "zero")
+
+register(
+    Param(
+        "init",
+        str,
+        "inverted",
+        "diffusion: the latent the method starts from: inverted (the inversion's) or warp (FastDrag's one-step latent "
+        "warp of it: content moved along the drags inside the editable region, the emptied places interpolated)",
+        "engine:diffusion",
+        choices=("inverted", "warp"),
+    ),
+    Param(
+        "warp_fill",
+        str,
+        "interpolation",
+        "latent warp: how places the region's content left are filled: interpolation (FastDrag's BNNI), original "
+        "(their values before the warp) or zero",
+        "engine:diffusion",
+        choices=WARP_FILLS,
+    ),
+)
+
+
+def latent_region(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """A supervision-grid mask ``(h, w)`` (1 = may change) at the latent's ``size``: a cell belongs to the region when
+    any of the mask's pixels it covers does (FastDrag's bilinear resize keeps every cell with any overlap)."""
+    m = (mask.float() > 0)[None, None].float()
+    if m.shape[-2] >= size[0] and m.shape[-1] >= size[1]:
+        m = F.adaptive_max_pool2d(m, size)
+    else:
+        m = F.interpolate(m, size=size, mode="nearest")
+    return m[0, 0] > 0
+
+
+def displacement(cells: Tensor, handles: Tensor, targets: Tensor, region: Tensor) -> Tensor:
+    """FastDrag's latent warpage function: the displacement ``v(C)`` ``(K, 2)`` of each region cell ``(K, 2)`` for
+    handles and targets ``(N, 2)`` on the latent grid (float ``(row, col)``)."""
+    rows, cols = torch.nonzero(region, as_tuple=True)
+    lo = torch.stack([rows.min(), cols.min()]).double()
+    hi = torch.stack([rows.max(), cols.max()]).double()
+    centre, radius = (lo + hi) / 2, float((hi - lo).norm()) / 2
+    c = cells.double()[:, None, :]  # (K, 1, 2)
+    a, drag = handles.double()[None], (targets - handles).double()[None]  # (1, N, 2)
+    ca = c - a
+    dist = ca.norm(dim=-1)  # |C − A_k|, (K, N)
+    ao = a - centre
+    l0 = (ca * ao).sum(-1) / dist.clamp_min(1e-12)
+    reach = ((radius**2 - (ao * ao).sum(-1) + l0**2).clamp_min(0)).sqrt() - l0  # |P_k − A_k|
+    stretch = torch.where(dist > 0, 1 - dist / reach.clamp_min(1e-12), torch.ones_like(dist)).clamp(0, 1)
+    w = 1 / (dist + 1e-4)
+    w = w / w.sum(-1, keepdim=True)
+    return ((w * stretch)[..., None] * drag).sum(1)
+
+
+def bnni(z: Tensor, empty: Tensor) -> Tensor:
+    """Bilateral nearest-neighbour interpolation, in place and row-major: each empty cell of ``z`` ``(1, C, h, w)``
+    takes the 1/distance-weighted mean of the nearest known cell left, right, above and below it. Returns ``z``."""
+    empty = empty.clone()
+    h, w = empty.shape
+    for r, c in torch.nonzero(empty).tolist():
+        total, weight = torch.zeros_like(z[0, :, 0, 0]), 0.0
+        for dr, dc in ((0, -1), (0, 1), (-1, 0), (1, 0)):
+            rr, cc, k = r + dr, c + dc, 1
+            while 0 <= rr < h and 0 <= cc < w and bool(empty[rr, cc]):
+                rr, cc, k = rr + dr, cc + dc, k + 1
+            if 0 <= rr < h and 0 <= cc < w:
+                total += z[0, :, rr, cc] / k
+                weight += 1 / k
+        if weight > 0:  # (a cell with no known cell in any direction keeps its value)
+            z[0, :, r, c] = total / weight
+            empty[r, c] = False
+    return z
+
+
+def latent_warp(z: Tensor, handles: Tensor, targets: Tensor, region: Tensor, fill: str = "interpolation") -> Tensor:
+    """FastDrag's one-step warp of a latent ``(1, C, h, w)``: the cells of ``region`` (``(h, w)`` bool) move by the
+    latent warpage function of the drags (``handles``/``targets`` ``(N, 2)`` float ``(row, col)`` on the latent's
+    grid); the places left empty are filled by ``fill`` (``interpolation``: BNNI; ``original``: as they were;
+    ``zero``). Returns a new latent."""
+    if fill not in WARP_FILLS:
+        raise ValueError(f"warp_fill={fill!r}: choose one of {', '.join(WARP_FILLS)}")
+    if z.ndim != 4 or z.shape[0] != 1:
+        raise ValueError(f"latent must be (1, C, h, w), got {tuple(z.shape)}")
+    h, w = z.shape[-2:]
+    region = region.to(torch.bool).cpu()
+    if not bool(region.any()):
+        return z.clone()
+    cells = torch.nonzero(region)  # row-major order
+    move = displacement(cells.to(torch.float64), handles.cpu(), targets.cpu(), region)
+    dest = torch.round(cells + move)
+    dest[:, 0].clamp_(0, h - 1)
+    dest[:, 1].clamp_(0, w - 1)
+    dest = dest.long()
+    out = z.clone()
+    src = z.detach().cpu() if z.device.type != "cpu" else z
+    written = torch.zeros(h, w, dtype=torch.bool)
+    moved = torch.zeros_like(src)
+    for (r, c), (dr, dc) in zip(cells.tolist(), dest.tolist(), strict=True):
+        if not written[dr, dc]:  # the first cell to reach a place keeps it
+            written[dr, dc] = True
+            moved[0, :, dr, dc] = src[0, :, r, c]
+    empty = region & ~written
+    result = src.clone()  # "original": the empty places keep their values
+    if fill == "zero":
+        result[0, :, region] = 0
+    result[0, :, written] = moved[0, :, written]
+    if fill == "interpolation":  # the empty places' old values are never read: BNNI skips them as unknown
+        result = bnni(result, empty)
+    return out.copy_(result.to(out.device))

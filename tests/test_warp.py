@@ -1,0 +1,133 @@
+"""FastDrag's one-step latent warp on synthetic latents, then the ``fastdrag`` preset and ``init=warp`` end to end on
+the tiny models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dragkit import DragRequest, ParameterError
+from dragkit.parts.warp import bnni, displacement, latent_region, latent_warp
+
+from .helpers import dragkit, image
+
+
+def grid_latent(h=16, w=16, channels=4):
+    """A latent whose every cell holds its own coordinates (channel 0: row, 1: col), so a moved cell says where it
+    came from."""
+    rr, cc = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    extra = [rr * 0 + k for k in range(channels - 2)]
+    return torch.stack([rr, cc, *extra])[None]
+
+
+def test_the_handle_moves_by_the_whole_drag_and_the_rim_stays():
+    region = torch.zeros(16, 16, dtype=torch.bool)
+    region[4:12, 4:12] = True
+    a, b = torch.tensor([[8.0, 6.0]]), torch.tensor([[8.0, 9.0]])  # 3 cells to the right
+    cells = torch.nonzero(region).double()
+    v = displacement(cells, a, b, region)
+    at_handle = v[(cells == a.double()).all(-1)][0]
+    assert at_handle.tolist() == pytest.approx([0.0, 3.0])  # the stretch is 1 at the handle
+    assert float(v.norm(dim=-1).max()) <= 3.0 + 1e-9 and float(v[:, 0].abs().max()) < 1e-9  # along the drag only
+    far = v[(cells == torch.tensor([4.0, 11.0], dtype=torch.float64)).all(-1)][0]
+    assert float(far.norm()) < 1.5  # near the circle the stretch fades out
+
+
+def test_the_warp_carries_content_along_the_drag_and_fills_the_emptied_place():
+    z = grid_latent()
+    region = torch.zeros(16, 16, dtype=torch.bool)
+    region[4:12, 4:12] = True
+    a, b = torch.tensor([[8.0, 6.0]]), torch.tensor([[8.0, 9.0]])
+    out = latent_warp(z, a, b, region)
+    assert out[0, :2, 8, 9].tolist() == [8.0, 6.0]  # the target holds what was at the handle
+    cells = torch.nonzero(region)
+    dest = torch.round(cells + displacement(cells.double(), a, b, region)).long()
+    outside = ~region
+    outside[dest[:, 0], dest[:, 1]] = False  # destinations may leave the region
+    assert torch.equal(out[0, :, outside], z[0, :, outside])  # the rest is untouched
+    assert (~region)[dest[:, 0], dest[:, 1]].any()  # (and some do)
+    assert out[0, :2, 8, 6].tolist() != [8.0, 6.0]  # the handle's own place no longer holds what moved away
+    written = torch.zeros(16, 16, dtype=torch.bool)
+    written[dest[:, 0], dest[:, 1]] = True
+    emptied = region & ~written
+    assert emptied.any() and torch.isfinite(out).all()
+    r, c = torch.nonzero(emptied)[0].tolist()  # the first emptied place: BNNI from the four nearest known cells
+    total, weight = torch.zeros(4), 0.0
+    for dr, dc in ((0, -1), (0, 1), (-1, 0), (1, 0)):
+        rr, cc, k = r + dr, c + dc, 1
+        while 0 <= rr < 16 and 0 <= cc < 16 and emptied[rr, cc]:
+            rr, cc, k = rr + dr, cc + dc, k + 1
+        if 0 <= rr < 16 and 0 <= cc < 16:
+            total, weight = total + out[0, :, rr, cc] / k, weight + 1 / k
+    assert torch.allclose(out[0, :, r, c], total / weight)
+    for fill in ("zero", "original"):
+        other = latent_warp(z, a, b, region, fill)
+        assert torch.equal(other[0, :2, 8, 9], out[0, :2, 8, 9])  # the same relocation, another fill
+
+
+def test_bnni_interpolates_from_the_four_nearest_known_cells():
+    z = torch.zeros(1, 1, 5, 5)
+    z[0, 0, 2, 0], z[0, 0, 2, 4], z[0, 0, 0, 2], z[0, 0, 4, 2] = 1.0, 3.0, 5.0, 7.0
+    empty = torch.zeros(5, 5, dtype=torch.bool)
+    empty[1:4, 1:4] = True
+    out = bnni(z.clone(), empty)
+    # (2, 1) is filled before (2, 2) and counts as known then; (1, 1) sees (1, 0) and (0, 1), both 0, at distance 1
+    assert float(out[0, 0, 1, 1]) == pytest.approx(0.0)
+    left, up = float(out[0, 0, 2, 1]), float(out[0, 0, 1, 2])
+    # the centre: left (2, 1) and up (1, 2) filled already at distance 1, right (2, 4) and down (4, 2) at distance 2
+    expected = (left + up + 3.0 / 2 + 7.0 / 2) / (1 + 1 + 0.5 + 0.5)
+    assert float(out[0, 0, 2, 2]) == pytest.approx(expected)
+
+
+def test_the_editable_region_reaches_every_latent_cell_it_overlaps():
+    mask = torch.zeros(32, 32)
+    mask[9, 9] = 1  # one grid pixel
+    assert torch.nonzero(latent_region(mask, (8, 8))).tolist() == [[2, 2]]  # the cell covering it, at 1/4
+    assert latent_region(mask, (64, 64)).sum() == 4  # upsampled: the 2x2 cells it covers
+
+
+SD = dict(resize_width=0, mutual_attn_start_layer=4)
+
+
+def masked_request(**kw):
+    m = np.zeros((80, 96), bool)
+    m[16:64, 24:88] = True
+    return DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo", mask=m, seed=3, **kw)
+
+
+def test_fastdrag_warps_and_samples_without_optimizing_and_reuses_the_inversion(pipe):
+    pipe.clear_source_cache()
+    steps = []
+    out = pipe(masked_request(), method="fastdrag", progress=False, callback=steps.append, **SD)
+    assert out.params["sampler"] == "warp" and out.params["lora"] == "none" and out.params["inference_steps"] == 10
+    assert steps == [] and out.info["steps"] == 0 and out.info["stop_reason"] == "warp"
+    assert out.info["handles_tracked"] is False and out.handles == [(56.0, 40.0)]  # the warp put the handle there
+    assert out.info["warp"]["region_cells"] > 0 and "warp" in out.info["profile"] and "drag" not in out.info["profile"]
+    again = pipe(masked_request(), method="fastdrag", progress=False, **SD)
+    assert again.info["source_cache"] == "hit" and again.image.tobytes() == out.image.tobytes()
+    plain = pipe(masked_request(), method="fastdrag", progress=False, source_kv="recompute", source_cache=False, **SD)
+    assert plain.image.tobytes() != out.image.tobytes()  # the inversion's keys and values act
+    with pytest.raises(ParameterError, match="init=warp .* paint a mask, or use mask=auto"):
+        pipe(DragRequest(image(), [(40, 40)], [(56, 40)]), method="fastdrag", progress=False, mask="none", **SD)
+
+
+def test_init_warp_starts_an_optimizing_method_from_the_warped_latent(pipe):
+    pipe.clear_source_cache()
+    fast = dict(SD, lora="none", drag_steps=5)
+    warped = pipe(masked_request(), progress=False, init="warp", **fast)
+    plain = pipe(masked_request(), progress=False, **fast)
+    assert warped.trajectory[0]["handles"] == [[56.0, 40.0]]  # the loop starts where the warp left the handle
+    assert warped.info["stop_reason"] == "arrived" and warped.info["steps"] == 0
+    assert plain.info["steps"] > 0 and warped.image.tobytes() != plain.image.tobytes()
+
+
+@pytest.mark.subprocess
+def test_fastdrag_from_the_cli_with_the_automatic_mask(tiny_sd, tmp_path, face_png):
+    out = tmp_path / "f.png"
+    args = ["edit", face_png, "--method", "fastdrag", "--model", tiny_sd, "--drag", "20,30:28,30", "-o", out, "-q"]
+    r = dragkit(*args, "--set", "mutual_attn_start_layer=4", "--set", "resize_width=0")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["method"] == "fastdrag" and rec["info"]["stop_reason"] == "warp" and "auto_mask" in rec["info"]
+    assert (tmp_path / "f.mask.png").exists()
