@@ -166,6 +166,7 @@ def test_bench_speed_command(tiny_sd, tmp_path, face_png):
     r = dragkit(
         "bench-speed", "--model", tiny_sd, "--image", face_png, "--drag", "30,40:30,34", "--mask", mask,
         "--set", "lora_steps=30", "--set", "drag_steps=4", "--set", "resize_width=0", "--json", out,
+        "--method", "fastdrag", "--set", "mutual_attn_start_layer=4",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "| drag + sampling time |" in r.stdout and "| **total** |" in r.stdout
@@ -177,9 +178,11 @@ def test_bench_speed_command(tiny_sd, tmp_path, face_png):
         assert {"lora", "inversion", "drag", "sampling"} <= set(rep[run]["stages"])
         assert all(v["seconds"] >= 0 and v["peak_bytes"] > 0 for v in rep[run]["stages"].values())
         assert all(rep[run]["stages"][k]["seconds"] > 0 for k in ("drag", "sampling"))
-    assert rep["dragkit_reedit"]["stages"]["inversion"]["seconds"] < rep["dragkit"]["stages"]["inversion"]["seconds"]
     assert set(rep["ratios"]) >= {"drag_and_sampling_time", "whole_edit_time_lora_cached", "drag_peak_memory"}
-    assert rep["ratios"]["whole_edit_time_lora_cached"] > 1  # no LoRA training: the cached edit is faster
+    assert all(0 < v < float("inf") for v in rep["ratios"].values())  # figures, printed; no timing is asserted
+    fast = rep["methods"]["fastdrag"]  # another preset beside the reference, as a user runs it
+    assert fast["steps"] == 0 and {"warp", "sampling"} <= set(fast["stages"]) and "drag" not in fast["stages"]
+    assert "| fastdrag |" in r.stdout
     bad = dragkit("bench-speed", "--drag", "1,1:2,2")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "dragkit: error: --drag and --mask go with --image (the default edit has its own)"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -176,11 +176,14 @@ def run_speed_bench(
     overrides: dict[str, Any] | None = None,
     ablations: bool = False,
     log: Callable[[str], None] = print,
+    methods: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run the benchmark and return its figures (what ``--json`` writes): ``reference``, ``dragkit`` (LoRA
     cached), ``dragkit_first`` (LoRA trained) and ``dragkit_reedit`` (LoRA and source cached) per-stage
     ``seconds``/``peak_bytes``/``stage_bytes``, the ``ratios``, the largest pixel difference of any dragkit output
-    from the reference's, and ``ablations`` when asked for."""
+    from the reference's, ``ablations`` when asked for, and ``methods``: one edit of each other diffusion preset
+    named (as a user runs it: its own LoRA setting, trained when it trains one), with its stages and its whole
+    time against the reference's."""
     from ..pipelines.diffusion import DragDiffusionPipeline
 
     request = request or default_request()
@@ -244,9 +247,30 @@ def run_speed_bench(
             "ratios": ratios,
             "output_max_pixel_difference": diff,
         }
+        if methods:
+            with _cache_in(Path(tmp) / "cache-methods"):  # each preset trains its own LoRA, as a new user's would
+                report["methods"] = _methods(pipe, request, overrides, methods, _total(ref["stages"]), log)
         if ablations:
             report["ablations"] = _ablations(pipe, request, overrides, log)
     return report
+
+
+def _methods(
+    pipe: Any, request: DragRequest, overrides: dict[str, Any], methods: Sequence[str], reference: float, log: Any
+) -> dict[str, Any]:
+    """One edit of each named diffusion preset on the same model, image and points (no source cache)."""
+    from ..methods import get_method
+
+    rows = {}
+    for name in methods:
+        if get_method(name).engine != "diffusion":
+            raise ParameterError(f"--method {name}: bench-speed times diffusion presets")
+        log(f"{name}: one edit ...")
+        pipe.clear_source_cache()
+        out = pipe(request, method=name, progress=False, **overrides)
+        stages = _stages(out)
+        rows[name] = {"stages": stages, "steps": out.info["steps"], "speedup_vs_reference": reference / _total(stages)}
+    return rows
 
 
 def _ablations(pipe: Any, request: DragRequest, overrides: dict[str, Any], log: Callable[[str], None]) -> list:
@@ -332,6 +356,20 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if "drag_stage_memory" in r:
         lines.append(f"| drag stage's own memory (peak above its start) | {r['drag_stage_memory']:.2f} | |")
+    if report.get("methods"):
+        names = sorted({k for m in report["methods"].values() for k in m["stages"]} | set(ref["stages"]))
+        lines += [
+            "",
+            "| preset | " + " | ".join(f"{k} s" for k in names) + " | total s | whole edit vs reference |",
+            "|---|" + "---:|" * (len(names) + 2),
+        ]
+
+        def row(label: str, stages: dict[str, Any], speedup: float) -> str:
+            cells = " | ".join(f"{stages[k]['seconds'] if k in stages else 0:.2f}" for k in names)
+            return f"| {label} | {cells} | {_total(stages):.2f} | {speedup:.2f}x |"
+
+        lines.append(row("reference recipe", ref["stages"], 1.0))
+        lines += [row(name, m["stages"], m["speedup_vs_reference"]) for name, m in report["methods"].items()]
     if report.get("ablations"):
         lines += [
             "",

@@ -398,6 +398,10 @@ def bench_speed(
         list[str] | None, typer.Option("--set", help="NAME=VALUE for every edit, e.g. lora_steps=20")
     ] = None,
     ablations: Annotated[bool, typer.Option("--ablations", help="also each optimization on its own")] = False,
+    methods: Annotated[
+        list[str] | None,
+        typer.Option("--method", help="also one edit of this diffusion preset, as a user runs it (repeatable)"),
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
 ) -> None:
     """One DragDiffusion edit twice in one process: DragDiffusion's reference recipe, then dragkit's default path
@@ -425,8 +429,19 @@ def bench_speed(
         req = DragRequest(src, [p[0] for p in pairs], [p[1] for p in pairs], mask=m, prompt=prompt)
     elif drag or mask_spec:
         raise InputError("--drag and --mask go with --image (the default edit has its own)")
+    from ..methods import get_method
+
+    for name in methods or []:
+        get_method(name)  # an unknown name fails before any work
     report = run_speed_bench(
-        model, dev, width, req, overrides, ablations, log=lambda msg: typer.echo(f"dragkit: {msg}", err=True)
+        model,
+        dev,
+        width,
+        req,
+        overrides,
+        ablations,
+        log=lambda msg: typer.echo(f"dragkit: {msg}", err=True),
+        methods=methods or [],
     )
     typer.echo(format_report(report))
     if json_out is not None:
