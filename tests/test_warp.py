@@ -117,9 +117,11 @@ def test_init_warp_starts_an_optimizing_method_from_the_warped_latent(pipe):
     fast = dict(SD, lora="none", drag_steps=5)
     warped = pipe(masked_request(), progress=False, init="warp", **fast)
     plain = pipe(masked_request(), progress=False, **fast)
-    assert warped.trajectory[0]["handles"] == [[56.0, 40.0]]  # the loop starts where the warp left the handle
-    assert warped.info["stop_reason"] == "arrived" and warped.info["steps"] == 0
-    assert plain.info["steps"] > 0 and warped.image.tobytes() != plain.image.tobytes()
+    # the loop starts where the warp left the handle (on its target) and tracks it there first: within the
+    # tracker's window (r_p 3 grid px = 6 image px) of the target, not back at the handle's old place
+    ((x, y),) = warped.trajectory[0]["handles"]
+    assert abs(x - 56) <= 6 and y == 40 and plain.trajectory[0]["handles"] == [[40.0, 40.0]]
+    assert warped.image.tobytes() != plain.image.tobytes()
 
 
 @pytest.mark.subprocess

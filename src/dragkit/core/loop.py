@@ -109,9 +109,10 @@ def drag_loop(
         fusion: when given, gradients are taken per term ``group`` ("motion" is the supervision's) and combined by
             it, instead of back-propagating the summed loss.
         mask: ``(h, w)`` float on the grid, 1 = may change; ``None`` = no mask. Parts read it from the context.
-        context: the context of an earlier phase of the same edit (its initial features, templates and the state
-            its parts learned) instead of a new one built from this latent's features; the tracker is not prepared
-            again. ``handles`` are where that phase left them.
+        context: a context built for this phase of an edit (its initial features and templates, and a state its
+            parts share with earlier phases) instead of a new one from this latent's features; the tracker is not
+            prepared here (prepare it on the context). ``handles`` are where the last phase left them, and since
+            the latent has changed since (a denoising step, a warp), the handles are tracked at step 0 too.
         callback: receives one dict per step: ``step``, ``latent`` (a detached copy: observers may keep it),
             ``features`` (detached), ``handles``, ``targets``, ``distances``, ``active``, ``losses`` (floats; empty
             on the final step), ``confidences``, ``notes`` (the tracker's), ``final``.
@@ -145,9 +146,10 @@ def drag_loop(
         while True:
             ctx.step = step
             notes: dict[str, Any] = {}
-            if step > 0:
-                with torch.enable_grad():
-                    out = features(z)
+            if step > 0 or context is not None:  # a continued phase tracks first: its latent moved since
+                if step > 0:
+                    with torch.enable_grad():
+                        out = features(z)
                 tracked = tracker.track(out.features.detach(), handles, ctx)
                 handles = tracked.handles.to(torch.float64)
                 ctx.confidences = tracked.confidences

@@ -296,6 +296,94 @@ def optimize_then_sample(edit: DiffusionEdit, options: None = None) -> list[Outc
     return [Outcome(z, out, info)]
 
 
+# ---- alternate drag and denoise (GoodDrag) ---------------------------------------------------------------------
+
+
+def alternate_drag_denoise(edit: DiffusionEdit, options: None = None) -> list[Outcome]:
+    """GoodDrag's alternating drag and denoising (AlDD; Zhang et al., ICLR 2025; its released code's order): instead of
+    dragging all at once at one timestep, drag a little at each of the first ``drag_phases`` timesteps of the
+    sampling and denoise one step between, so that each denoising step repairs what the last drag did.
+
+    0. The un-edited trajectory: the inverted latent is denoised alone through those timesteps, keeping at each its
+       features and its one-step denoise. These are each phase's references: the motion template and the tracking
+       template (information-preserving supervision, ``supervision=initial``: always the original handle's
+       features, at the phase's own timestep) and the mask term's reference.
+    1. At each phase's timestep: a drag phase — the shared loop with a fresh optimizer, up to ``drag_steps`` updates,
+       tracking first and then every ``track_every`` updates — on the edited latent, its handles carried over; then
+       one DDIM step of the batch ``[original, edited]`` with plain self-attention.
+    2. Dragging ends after the last phase, when every handle has arrived, or when ``stuck_rounds`` tracking rounds in
+       a row moved nothing (counted across phases); the rest of the schedule is sampled with mutual self-attention.
+
+    GoodDrag's mask term is always on: without a mask it keeps the whole latent near the un-edited trajectory."""
+    engine, p = edit.engine, edit.params
+    terms, _, clip = loop_terms(edit)
+    parts = build_parts(p, terms=terms)
+    mask = edit.mask if edit.mask is not None else torch.zeros(edit.grid, device=engine.device)
+    timesteps = engine.scheduler.timesteps[edit.start :]
+    phases = min(p["drag_phases"], len(timesteps))
+    fb, amp = p["feature_block"], p["autocast"]
+
+    def at(t: Tensor, **kw: Any) -> Any:
+        return engine.features_at(t, edit.embeds, fb, edit.grid, denoised=True, autocast_mode=amp, **kw)
+
+    originals, z_orig = [], edit.latent.float()
+    with edit.prof.stage("trajectory"), torch.no_grad():
+        for t in timesteps[:phases]:
+            out = at(t)(z_orig)
+            originals.append(out.detached())
+            z_orig = out.denoised
+    z, z_orig, handles = edit.latent, edit.latent, edit.handles
+    state: dict[str, Any] = {}
+    records: list[dict[str, Any]] = []
+    stop, done = "max_steps", 0
+    for k, t in enumerate(timesteps[:phases]):
+        context = DragContext(originals[k], edit.handles.clone(), edit.targets, mask, state=state)
+        parts.tracker.prepare(context)
+
+        def on_step(ev: dict[str, Any], k: int = k, base: int = done) -> None:
+            ev["phase"], ev["step"] = k, base + ev["step"]
+            ev["handles_xy"] = edit.grid_map.to_image(ev["handles"]).tolist()
+            if edit.callback is not None:
+                edit.callback(ev)
+
+        frozen = weights_require_grad(engine.unet, False)
+        with edit.prof.stage("drag"), frozen, gradient_checkpointing(engine.unet, p["grad_checkpointing"]):
+            out = drag_loop(
+                z.float(),
+                at(t, x0_image=clip),
+                handles,
+                edit.targets,
+                tracker=parts.tracker,
+                supervision=parts.supervision,
+                schedule=parts.schedule,
+                terms=parts.terms,
+                fusion=parts.fusion,
+                optimizer=adam(p["latent_lr"]),
+                mask=mask,
+                context=context,
+                callback=on_step,
+                cancel=edit.cancel,
+                disable=None if edit.progress else True,
+                total=p["drag_steps"],
+            )
+        records += [{**r, "step": done + r["step"], "phase": k} for r in out.trajectory]
+        z, handles, stop, done = out.latent.to(edit.latent.dtype), out.handles, out.stop_reason, done + out.steps
+        with edit.prof.stage("sampling"):  # one step of both branches; mutual attention only once dragging is over
+            z_orig, z = engine.denoise(
+                z, edit.embeds, edit.start + k, edit.start + k + 1, z_src=z_orig, progress=False
+            )
+        if stop != "max_steps":  # arrived, stuck or cancelled: no more dragging
+            break
+    with edit.prof.stage("sampling"):
+        _, z = engine.denoise(
+            z, edit.embeds, edit.start + k + 1, z_src=z_orig, mutual=edit.mutual, progress=edit.progress,
+            autocast_mode=amp,
+        )  # fmt: skip
+    edit.info["drag_phases"] = k + 1
+    loop = DragLoopOutput(z.float(), handles, done, stop, records, 0.0)
+    return [Outcome(z, loop)]
+
+
 # ---- warp, then sample (FastDrag) ------------------------------------------------------------------------------
 
 
@@ -471,6 +559,14 @@ register_driver(
 )
 register_driver(
     Driver(
+        "alternate",
+        alternate_drag_denoise,
+        "drag a little at each of the first timesteps of the sampling, one denoising step between (GoodDrag)",
+        reads_source_branch=True,
+    )
+)
+register_driver(
+    Driver(
         "warp",
         warp_then_sample,
         "no optimization; the latent warped in one step along the drags, then sampled (FastDrag)",
@@ -488,6 +584,16 @@ register_driver(
 
 register(
     Param(
+        "drag_phases",
+        int,
+        7,
+        "sampler=alternate: the number of timesteps, from the drag's on, each with a drag phase before its denoising "
+        "step (GoodDrag's drag_end_step)",
+        "engine:diffusion",
+        min=1,
+        max=1000,
+    ),
+    Param(
         "sampler",
         str,
         "drag",
@@ -495,7 +601,7 @@ register(
         + "; ".join(f"{d.name}: {d.summary}" for d in DRIVERS.values()),
         "engine:diffusion",
         choices=tuple(DRIVERS),
-    )
+    ),
 )
 
 

@@ -185,6 +185,40 @@ add_method(
 )
 
 
+# GoodDrag (Zhang et al., ICLR 2025): DragDiffusion's LoRA, inversion and features; alternating drag and denoising
+# (sampler=alternate, dragkit/methods/drivers.py) with information-preserving motion supervision (supervision=initial:
+# the template is always the original handle's features, those of the un-edited trajectory at each phase's timestep),
+# strides of 4 grid pixels, tracking every 3 updates in a 25x25 window, an early stop when 10 tracking rounds in a
+# row move nothing. The numbers are those its UI and benchmark run (ALGORITHMS.md, GoodDrag: gooddrag_ui.py,
+# utils/ui_utils.py): lr 0.02, 7 phases of 10 tracking rounds x 3 updates, r1 4, r2 12, beta 4, inversion 0.75
+# (t = 741), LoRA 70 steps. Their loss weighs a patch by (2·r1)² = 64 where ours weighs it by its (2·r1+1)² = 81
+# positions: lam 0.2 × 81/64 keeps their ratio of motion to mask term, and Adam is blind to the common factor.
+add_method(
+    Method(
+        name="gooddrag",
+        engine="diffusion",
+        summary="GoodDrag: alternating drag and denoising (AlDD) with information-preserving motion supervision, "
+        "strides of 4 px, periodic tracking and an early stop, on DragDiffusion's LoRA and features",
+        citation="Zhang et al., GoodDrag: Towards Good Practices for Drag Editing with Diffusion Models, ICLR 2025",
+        defaults={
+            **METHODS["dragdiffusion"].defaults,
+            "sampler": "alternate",
+            "supervision": "initial",
+            "motion_step": 4.0,
+            "r_m": 4,
+            "r_p": 12,
+            "latent_lr": 0.02,
+            "lam": 0.2 * 81 / 64,
+            "inversion_strength": 0.75,
+            "drag_phases": 7,
+            "drag_steps": 30,  # per phase: 10 tracking rounds of 3 updates
+            "track_every": 3,
+            "stuck_rounds": 10,
+            "lora_steps": 70,
+        },
+    )
+)
+
 # FastDrag (Zhao et al., NeurIPS 2024): no optimization and no LoRA; the inverted latent is warped in one step along
 # the drags inside the editable region (dragkit/parts/warp.py), then sampled with the self-attention of the up blocks
 # reading the keys and values the inversion recorded at each timestep (source_kv=inversion). Its released code's

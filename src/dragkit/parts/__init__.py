@@ -32,6 +32,7 @@ from .trackers import (
     DiscriminativeTracker,
     FastTracker,
     NearestTracker,
+    PeriodicTracker,
     SemanticRegionTracker,
     build_tracker,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "NearestTracker",
     "PatchDiscriminator",
     "PatchSupervision",
+    "PeriodicTracker",
     "QualityGuide",
     "SemanticGuide",
     "SemanticRegionSupervision",

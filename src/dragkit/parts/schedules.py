@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..core.loop import DragContext
 from ..core.params import Param, default, register
+from . import trackers  # noqa: F401 - registers stuck_rounds, the rounds this schedule may read
 
 register(
     Param(
@@ -23,24 +24,34 @@ register(
 )
 
 
+def is_stuck(rounds: int, ctx: DragContext) -> bool:
+    """Whether ``rounds`` (> 0) tracking rounds in a row have left every handle where it was."""
+    return rounds > 0 and ctx.state.get("track.unchanged", 0) >= rounds
+
+
 @dataclass(frozen=True)
 class FixedSchedule:
     """A fixed step budget with early stop (DragGAN, Pan et al. 2023, §3.2; DragDiffusion's loop).
 
-    Stops with ``"arrived"`` when every handle is strictly closer than ``stop_distance`` to its target, else with
-    ``"max_steps"`` once ``max_steps`` optimizer steps have been taken.
+    Stops with ``"arrived"`` when every handle is strictly closer than ``stop_distance`` to its target, with
+    ``"stuck"`` when ``stuck`` tracking rounds in a row left every handle where it was (GoodDrag's early stop; needs
+    :class:`~dragkit.parts.trackers.PeriodicTracker`'s count; 0 = never), else with ``"max_steps"`` once
+    ``max_steps`` optimizer steps have been taken.
     """
 
     max_steps: int = default("drag_steps")
     stop_distance: float = default("stop_distance")
+    stuck: int = default("stuck_rounds")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> FixedSchedule:
-        return cls(max_steps=p["drag_steps"], stop_distance=p["stop_distance"])
+        return cls(max_steps=p["drag_steps"], stop_distance=p["stop_distance"], stuck=p["stuck_rounds"])
 
     def should_stop(self, step: int, distances: Tensor, ctx: DragContext) -> str | None:
         if bool((distances < self.stop_distance).all()):
             return "arrived"
+        if is_stuck(self.stuck, ctx):
+            return "stuck"
         if step >= self.max_steps:
             return "max_steps"
         return None
@@ -72,10 +83,16 @@ class AdaptiveSchedule:
     max_steps: int = default("drag_steps")
     stop_distance: float = default("stop_distance")
     cap: int = default("adaptive_step_cap")
+    stuck: int = default("stuck_rounds")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> AdaptiveSchedule:
-        return cls(max_steps=p["drag_steps"], stop_distance=p["stop_distance"], cap=p["adaptive_step_cap"])
+        return cls(
+            max_steps=p["drag_steps"],
+            stop_distance=p["stop_distance"],
+            cap=p["adaptive_step_cap"],
+            stuck=p["stuck_rounds"],
+        )
 
     def should_stop(self, step: int, distances: Tensor, ctx: DragContext) -> str | None:
         st = ctx.state
@@ -93,6 +110,8 @@ class AdaptiveSchedule:
                 st["adaptive.added"] += 1
         if bool((distances < self.stop_distance).all()):
             return "arrived"
+        if is_stuck(self.stuck, ctx):
+            return "stuck"
         if step >= self.cap:
             return "step_cap"
         if step >= st["adaptive.budget"]:

@@ -61,6 +61,25 @@ register(
         "tracker",
     ),
     Param(
+        "track_every",
+        int,
+        1,
+        "track the handles every this many optimizer steps instead of after each (GoodDrag's max_drag_per_track: 3)",
+        "tracker",
+        min=1,
+        max=1000,
+    ),
+    Param(
+        "stuck_rounds",
+        int,
+        0,
+        "stop the drag when this many tracking rounds in a row leave every handle exactly where it was (GoodDrag's "
+        "max_track_no_change: 10; 0 = never)",
+        "schedule",
+        min=0,
+        max=10_000,
+    ),
+    Param(
         "backtrack_max_jump",
         float,
         3.0,
@@ -257,6 +276,29 @@ class BacktrackingTracker:
 
 
 @dataclass(frozen=True)
+class PeriodicTracker:
+    """Tracking every ``every`` optimizer steps instead of after each (GoodDrag, Zhang et al., ICLR 2025: several
+    drags per tracking, ``max_drag_per_track``), around any tracker. On the other steps the handles stay where they
+    were. It also counts the tracking rounds in a row that leave every handle exactly where it was
+    (``ctx.state["track.unchanged"]``, kept across the phases of an edit that share a state), which a schedule's
+    ``stuck`` rule reads (GoodDrag's ``max_track_no_change``)."""
+
+    inner: Tracker
+    every: int = default("track_every")
+
+    def prepare(self, ctx: DragContext) -> None:
+        self.inner.prepare(ctx)
+
+    def track(self, features: Tensor, handles: Tensor, ctx: DragContext) -> TrackResult:
+        if ctx.step % self.every:
+            return TrackResult(handles=handles, confidences=ctx.confidences)
+        res = self.inner.track(features, handles, ctx)
+        same = torch.equal(res.handles.to(handles.dtype), handles)
+        ctx.state["track.unchanged"] = ctx.state.get("track.unchanged", 0) + 1 if same else 0
+        return res
+
+
+@dataclass(frozen=True)
 class SemanticRegionTracker:
     """Semantic-driven point tracking (AdaptiveDrag, Chen et al. 2024, §3.3): nearest-neighbour matching of the
     handle's initial feature over a search window shaped by its superpixel.
@@ -315,6 +357,11 @@ register(
 
 
 def build_tracker(p: Mapping[str, Any]) -> Tracker:
-    """The tracker a resolved parameter set names, wrapped in backtracking when ``backtrack`` is set."""
+    """The tracker a resolved parameter set names, wrapped in backtracking when ``backtrack`` is set, and in periodic
+    tracking when ``track_every > 1`` or ``stuck_rounds > 0`` (which needs its count)."""
     tracker = TRACKERS[p["tracker"]].from_params(p)
-    return BacktrackingTracker(tracker, max_jump=p["backtrack_max_jump"]) if p["backtrack"] else tracker
+    if p["backtrack"]:
+        tracker = BacktrackingTracker(tracker, max_jump=p["backtrack_max_jump"])
+    if p["track_every"] > 1 or p["stuck_rounds"] > 0:
+        tracker = PeriodicTracker(tracker, every=p["track_every"])
+    return tracker
