@@ -162,6 +162,52 @@ def loop_terms(edit: DiffusionEdit) -> tuple[list[Any], bool, bool]:
     return terms, denoised, bool(clip)
 
 
+def run_loop(
+    edit: DiffusionEdit,
+    parts: Any,
+    latent: Tensor,
+    features: Any,
+    handles: Tensor,
+    mask: Tensor | None,
+    context: DragContext | None,
+    extra: dict[str, Any] | None = None,
+) -> DragLoopOutput:
+    """One run of the shared drag loop for a driver: the parts, Adam at ``latent_lr``, the UNet's weights frozen (the
+    backward computes the latent's gradient only), gradient checkpointing when asked, the "drag" stage profiled.
+    The caller's callback sees each step with ``handles_xy`` (image pixels) and ``extra``'s keys; ``extra["step"]``,
+    when given, is added to the step number (a phase's offset)."""
+    p, engine = edit.params, edit.engine
+    extra = dict(extra or {})
+    offset = extra.pop("step", 0)
+
+    def on_step(ev: dict[str, Any]) -> None:
+        ev.update(extra, step=offset + ev["step"])
+        ev["handles_xy"] = edit.grid_map.to_image(ev["handles"]).tolist()
+        if edit.callback is not None:
+            edit.callback(ev)
+
+    frozen = weights_require_grad(engine.unet, False)
+    with edit.prof.stage("drag"), frozen, gradient_checkpointing(engine.unet, p["grad_checkpointing"]):
+        return drag_loop(
+            latent.float(),
+            features,
+            handles,
+            edit.targets,
+            tracker=parts.tracker,
+            supervision=parts.supervision,
+            schedule=parts.schedule,
+            terms=parts.terms,
+            fusion=parts.fusion,
+            optimizer=adam(p["latent_lr"]),
+            mask=mask,
+            context=context,
+            callback=on_step,
+            cancel=edit.cancel,
+            disable=None if edit.progress else True,
+            total=p["drag_steps"],
+        )
+
+
 def drag(edit: DiffusionEdit) -> DragLoopOutput:
     """The shared drag loop on the inverted latent at the edit's timestep, with the parts its parameters name: the
     UNet's weights frozen (the backward computes the latent's gradient only), the forward stopped at the feature
@@ -189,32 +235,7 @@ def drag(edit: DiffusionEdit) -> DragLoopOutput:
             initial = features(edit.latent.float().requires_grad_(True)).detached()
         context = DragContext(initial, edit.handles.clone(), edit.targets, edit.mask)
         parts.tracker.prepare(context)
-
-    def on_step(ev: dict[str, Any]) -> None:
-        ev["handles_xy"] = edit.grid_map.to_image(ev["handles"]).tolist()
-        if edit.callback is not None:
-            edit.callback(ev)
-
-    frozen = weights_require_grad(engine.unet, False)
-    with edit.prof.stage("drag"), frozen, gradient_checkpointing(engine.unet, p["grad_checkpointing"]):
-        return drag_loop(
-            start.float(),
-            features,
-            handles,
-            edit.targets,
-            tracker=parts.tracker,
-            supervision=parts.supervision,
-            schedule=parts.schedule,
-            terms=parts.terms,
-            fusion=parts.fusion,
-            optimizer=adam(p["latent_lr"]),
-            mask=edit.mask,
-            context=context,
-            callback=on_step,
-            cancel=edit.cancel,
-            disable=None if edit.progress else True,
-            total=p["drag_steps"],
-        )
+    return run_loop(edit, parts, start, features, handles, edit.mask, context)
 
 
 def warped(edit: DiffusionEdit) -> tuple[Tensor, Tensor]:
@@ -339,33 +360,7 @@ def alternate_drag_denoise(edit: DiffusionEdit, options: None = None) -> list[Ou
     for k, t in enumerate(timesteps[:phases]):
         context = DragContext(originals[k], edit.handles.clone(), edit.targets, mask, state=state)
         parts.tracker.prepare(context)
-
-        def on_step(ev: dict[str, Any], k: int = k, base: int = done) -> None:
-            ev["phase"], ev["step"] = k, base + ev["step"]
-            ev["handles_xy"] = edit.grid_map.to_image(ev["handles"]).tolist()
-            if edit.callback is not None:
-                edit.callback(ev)
-
-        frozen = weights_require_grad(engine.unet, False)
-        with edit.prof.stage("drag"), frozen, gradient_checkpointing(engine.unet, p["grad_checkpointing"]):
-            out = drag_loop(
-                z.float(),
-                at(t, x0_image=clip),
-                handles,
-                edit.targets,
-                tracker=parts.tracker,
-                supervision=parts.supervision,
-                schedule=parts.schedule,
-                terms=parts.terms,
-                fusion=parts.fusion,
-                optimizer=adam(p["latent_lr"]),
-                mask=mask,
-                context=context,
-                callback=on_step,
-                cancel=edit.cancel,
-                disable=None if edit.progress else True,
-                total=p["drag_steps"],
-            )
+        out = run_loop(edit, parts, z, at(t, x0_image=clip), handles, mask, context, {"phase": k, "step": done})
         records += [{**r, "step": done + r["step"], "phase": k} for r in out.trajectory]
         z, handles, stop, done = out.latent.to(edit.latent.dtype), out.handles, out.stop_reason, done + out.steps
         with edit.prof.stage("sampling"):  # one step of both branches; mutual attention only once dragging is over
