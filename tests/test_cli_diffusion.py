@@ -112,3 +112,35 @@ def test_adaptivedrag_end_to_end_with_its_automatic_mask_and_without(tiny_sd, tm
     assert r.returncode == 0, r.stderr
     rec = json.loads(out2.with_suffix(".json").read_text())
     assert rec["params"]["mask"] == "none" and not rec["has_mask"] and not (tmp_path / "nomask.mask.png").exists()
+
+
+@pytest.mark.skipif(not SAMPLE.exists(), reason="../shared/data/dragbench is not beside the checkout")
+@pytest.mark.parametrize(
+    ("method", "sets", "sampler"),
+    [
+        ("gooddrag", ["lora_steps=2", "drag_steps=2", "drag_phases=2", "inference_steps=10"], "alternate"),
+        ("fastdrag", [], "warp"),
+    ],
+)
+def test_the_new_presets_run_a_dragbench_sample_through_bench_and_eval(tiny_sd, tmp_path, method, sets, sampler):
+    dragbench = SAMPLE.parents[1]
+    run = tmp_path / "run"
+    args = ["bench", dragbench, "--categories", SAMPLE.parent.name, "--limit", "1", "--method", method]
+    args += ["--model", tiny_sd, "-o", run, "-q", "--set", "mutual_attn_start_layer=4"]
+    args += [a for s in sets for a in ("--set", s)]
+    r = dragkit(*args, env_extra={"DRAGKIT_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    (rec_path,) = run.glob("samples/*/*/result.json")
+    rec = json.loads(rec_path.read_text())
+    assert rec["method"] == method and rec["params"]["sampler"] == sampler and rec["has_mask"]
+    assert Image.open(rec_path.with_name("result.png")).size == Image.open(rec_path.with_name("source.png")).size
+    if method == "fastdrag":  # one warp, no optimization, no LoRA
+        assert rec["info"]["lora"] == "none" and rec["info"]["steps"] == 0 and rec["info"]["warp"]["region_cells"] > 0
+    else:  # LoRA, then two drag phases of two updates each, both in the trajectory
+        assert rec["info"]["lora"] == "trained" and rec["info"]["drag_phases"] == 2 and rec["info"]["steps"] == 4
+        assert {s["phase"] for s in rec["trajectory"]} == {0, 1}
+    r = dragkit("eval", run, "--md", "alex", "-q")
+    assert r.returncode == 0, r.stderr
+    o = json.loads((run / "metrics.json").read_text())["overall"]
+    assert o["samples"] == 1 and o["pairs"] >= 1 and 0 < o["if"] < 1 and np.isfinite(o["md_alex"])
+    assert f"# {method} on dragbench" in (run / "metrics.md").read_text()
