@@ -320,17 +320,24 @@ def test_model_defaults_file(tmp_path, caplog):
     from dragkit.utils.testing import build_tiny_pixel
 
     folder = build_tiny_pixel(tmp_path / "px")
-    (folder / "dragkit.json").write_text(json.dumps({"defaults": {"feature_block": 1, "stop_distance": 1.5}}))
+    measured = {"defaults": {"feature_block": 1, "stop_distance": 1.5}, "methods": {"gooddrag": {"latent_lr": 0.05}}}
+    (folder / "dragkit.json").write_text(json.dumps(measured))
     p = DragDiffusionPipeline.from_pretrained(folder)
     p.set_progress_bar_config(disable=True)
     assert p.model_defaults == {"feature_block": 1, "stop_distance": 1.5}
+    assert p.defaults_for("gooddrag") == {"feature_block": 1, "stop_distance": 1.5, "latent_lr": 0.05}
     img = Image.fromarray(np.full((32, 32, 3), 128, np.uint8))
     req = DragRequest(img, [(10, 10)], [(14, 12)], seed=0)
     res = p(req, lora="none", drag_steps=1, feature_block=0, progress=False)
-    # the model's measured defaults sit between the preset's and the caller's
-    assert res.params["stop_distance"] == 1.5 and res.params["feature_block"] == 0
+    # the model's measured defaults sit between the preset's and the caller's; a method's own apply to it alone
+    assert res.params["stop_distance"] == 1.5 and res.params["feature_block"] == 0 and res.params["latent_lr"] == 0.01
     assert res.info["model_defaults"] == {"stop_distance": 1.5}
+    res = p(req, method="gooddrag", lora="none", drag_steps=1, drag_phases=1, inference_steps=4, progress=False)
+    assert res.params["latent_lr"] == 0.05 and res.info["model_defaults"]["latent_lr"] == 0.05
     for bad, why in [
+        ({"defaults": {}, "methods": {"gooddrug": {}}}, r"unknown method 'gooddrug' \(did you mean gooddrag\?\)"),
+        ({"defaults": {}, "methods": {"draggan": {}}}, "'draggan' in 'methods' is not a diffusion preset"),
+        ({"defaults": {}, "methods": {"gooddrag": {"latent_lr": -1}}}, "latent_lr"),
         ({"defaults": {"feature_blok": 1}}, "feature_blok"),
         ({"defaults": {"stop_distance": -1}}, "stop_distance"),
         ({"defaults": {"latent_block": 1}}, "cannot be a model default"),

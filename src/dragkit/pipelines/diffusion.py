@@ -20,6 +20,7 @@ from ..core.errors import ModelError, ParameterError
 from ..core.geometry import GridMap, dragdiffusion_points
 from ..core.types import DragRequest, DragResult
 from ..engines.diffusion import DiffusionEngine, Records, ddim_schedulers, inversion_step_count
+from ..methods import get_method
 from ..methods.drivers import DiffusionEdit, GuidanceOptions, check_options, get_driver
 from ..parts.intentions import Intention, LLMReasoner
 from ..utils.profiler import StageProfiler
@@ -32,23 +33,37 @@ DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 MODEL_DEFAULTS_FILE = "dragkit.json"
 
 
-def read_model_defaults(path: Path) -> dict[str, Any]:
-    """A model folder's measured parameter defaults: ``{"defaults": {name: value}, "why": "..."}``. Every name
-    must be a parameter of the loop, a part or the diffusion engine, and every value valid; a bad file is a
-    :class:`ModelError`."""
+def read_model_defaults(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A model folder's measured parameter defaults: ``{"defaults": {name: value}, "methods": {method: {name:
+    value}}, "why": "..."}``. ``defaults`` apply to every method; ``methods`` (optional) hold values measured for
+    one method, on top of ``defaults`` for that method only (a learning rate tuned for DragDiffusion is not
+    GoodDrag's). Every name must be a parameter of the loop, a part or the diffusion engine, every value valid and
+    every method a diffusion preset; a bad file is a :class:`ModelError`. Returns ``(defaults, per_method)``."""
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
         data = json.loads(path.read_text())
-        defaults = data["defaults"]
-        if not isinstance(defaults, dict):
-            raise TypeError("'defaults' is not an object")
-        for k in defaults:
-            if P.lookup(k).owner in ("interface", "engine:gan"):
-                raise ParameterError(f"{k} cannot be a model default")
-        return P.resolve({}, defaults)
+        defaults = _checked_defaults(data["defaults"], "'defaults'")
+        methods = data.get("methods", {})
+        if not isinstance(methods, dict):
+            raise TypeError("'methods' is not an object")
+        per_method = {}
+        for name, values in methods.items():
+            if get_method(name).engine != "diffusion":
+                raise ParameterError(f"method {name!r} in 'methods' is not a diffusion preset")
+            per_method[name] = _checked_defaults(values, f"'methods.{name}'")
+        return defaults, per_method
     except (ValueError, KeyError, TypeError, ParameterError) as e:
         raise ModelError(f"{path}: not a valid model defaults file ({e})") from None
+
+
+def _checked_defaults(values: Any, where: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise TypeError(f"{where} is not an object")
+    for k in values:
+        if P.lookup(k).owner in ("interface", "engine:gan"):
+            raise ParameterError(f"{k} cannot be a model default")
+    return P.resolve({}, values)
 
 
 # Models that ship inside the package, addressable by name wherever a model is named.
@@ -119,8 +134,9 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         self.model_name = "custom"
         self.load_profile: dict[str, Any] | None = None
         # parameter defaults measured for this checkpoint (a model folder's dragkit.json); between the method's
-        # defaults and the caller's overrides
+        # defaults and the caller's overrides: for every method, and on top of those for one method
         self.model_defaults: dict[str, Any] = {}
+        self.method_defaults: dict[str, dict[str, Any]] = {}
         self._engine: DiffusionEngine | None = None
 
     @classmethod
@@ -169,7 +185,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         pipe.load_profile = prof.stages["load"]
         folder = Path(pretrained_model_name_or_path)
         if folder.is_dir():
-            pipe.model_defaults = read_model_defaults(folder / MODEL_DEFAULTS_FILE)
+            pipe.model_defaults, pipe.method_defaults = read_model_defaults(folder / MODEL_DEFAULTS_FILE)
         return pipe
 
     @classmethod
@@ -187,6 +203,10 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 "pipeline.save_pretrained(folder) or pass a hub id"
             )
         return super().from_pretrained(name, **kwargs)
+
+    def defaults_for(self, method: str) -> dict[str, Any]:
+        """This model's measured defaults for ``method``: those for every method, then those for this one."""
+        return {**self.model_defaults, **self.method_defaults.get(method, {})}
 
     @property
     def engine(self) -> DiffusionEngine:
@@ -234,7 +254,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 several results asked for, a list of results comes back.
             **overrides: any parameter by its stable name (``drag_steps=40``, ``lora="none"``, ...).
         """
-        # 1. Check the inputs: the method's parameters (model defaults < preset < overrides), its driver, options
+        # 1. Check the inputs: the method's parameters (preset < model defaults < overrides), its driver, options
         params, driver = self._check_inputs(request, method, options, overrides)
         engine, prof = self.engine, StageProfiler(self.device)
         if self.load_profile is not None:  # loading happens once per pipeline; every edit reports it
@@ -243,7 +263,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         grid = (int(0.5 * h), int(0.5 * w))
         gm = GridMap((H, W), grid, convention="corner")
         mutual = engine.mutual_layers(params["mutual_attn_start_layer"])
-        info = self._edit_facts(request, (w, h), grid, mutual, overrides)
+        info = self._edit_facts(request, method, (w, h), grid, mutual, overrides)
 
         with engine.editing(params):
             # 2. Encode the prompt and the image at the working size
@@ -310,10 +330,10 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
     def _check_inputs(
         self, request: DragRequest, method: str, options: Any, overrides: dict[str, Any]
     ) -> tuple[dict[str, Any], Any]:
-        """The edit's parameters (the model folder's defaults, then the preset's, then the caller's) and its driver,
-        checked: the driver takes these options; the source branch can be read from the inversion; the feature
-        block exists."""
-        params = resolve_params(method, "diffusion", request, {**self.model_defaults, **overrides})
+        """The edit's parameters (the preset's, then the model folder's for this method, then the caller's) and its
+        driver, checked: the driver takes these options; the source branch can be read from the inversion; the
+        feature block exists."""
+        params = resolve_params(method, "diffusion", request, {**self.defaults_for(method), **overrides})
         driver = get_driver(params["sampler"])
         check_options(driver, options, method)
         if params["source_kv"] == "inversion" and (driver.reads_source_branch or params["closs_weight"] > 0):
@@ -329,6 +349,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
     def _edit_facts(
         self,
         request: DragRequest,
+        method: str,
         size: tuple[int, int],
         grid: tuple[int, int],
         mutual: list[str],
@@ -338,7 +359,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         (W, H), (w, h) = request.size, size
         if (w, h) != (W, H):
             logger.info("image %dx%d is edited at %dx%d; points are mapped", W, H, w, h)
-        used = {k: v for k, v in self.model_defaults.items() if k not in overrides}
+        used = {k: v for k, v in self.defaults_for(method).items() if k not in overrides}
         return {
             "engine": "diffusion",
             "model": self.model_name,
@@ -347,7 +368,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             "grid_size": list(grid),
             "device": str(self.device),
             "dtype": str(self.unet.dtype).replace("torch.", ""),
-            **({"model_defaults": used} if self.model_defaults else {}),
+            **({"model_defaults": used} if used else {}),
             **noop_pairs(request),
             "mutual_attention_blocks": mutual,
         }
