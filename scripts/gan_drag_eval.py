@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 from dragkit import DragGANPipeline, DragRequest
 from dragkit.bench.metrics import AlexFeatures, lpips_distance, mean_distance
 from dragkit.core.geometry import drag_region
-from dragkit.core.params import parse_assignment
+from dragkit.core.params import parse_assignment, parse_method_spec
 from dragkit.methods import get_method
 from dragkit.utils.viz import draw_points, side_by_side
 
@@ -89,11 +89,6 @@ def outside_discs(size: int, points: list[tuple[float, float]], radius: float) -
     for x, y in points:
         keep &= (xx - x) ** 2 + (yy - y) ** 2 > radius**2
     return keep.astype(np.float32)
-
-
-def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    name, _, rest = spec.partition(":")
-    return name, dict(parse_assignment(s) for s in rest.split(",") if s)
 
 
 def slug(spec: str) -> str:
@@ -224,7 +219,7 @@ def main() -> None:
     common = dict(parse_assignment(s) for s in args.sets)
     runs = {}
     for spec in specs:
-        name, own = parse_method(spec)
+        name, own = parse_method_spec(spec)
         overrides = {**common, **own}
         runs[spec] = (name, overrides, get_method(name).resolve(overrides))  # bad names fail before any work
     torch.manual_seed(0)

@@ -167,6 +167,7 @@ def test_bench_speed_command(tiny_sd, tmp_path, face_png):
         "bench-speed", "--model", tiny_sd, "--image", face_png, "--drag", "30,40:30,34", "--mask", mask,
         "--set", "lora_steps=30", "--set", "drag_steps=4", "--set", "resize_width=0", "--json", out,
         "--method", "fastdrag", "--set", "mutual_attn_start_layer=4",
+        "--method", "gooddrag:drag_steps=1,drag_phases=2,lora_steps=3",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "| drag + sampling time |" in r.stdout and "| **total** |" in r.stdout
@@ -183,6 +184,10 @@ def test_bench_speed_command(tiny_sd, tmp_path, face_png):
     fast = rep["methods"]["fastdrag"]  # another preset beside the reference, as a user runs it
     assert fast["steps"] == 0 and {"warp", "sampling"} <= set(fast["stages"]) and "drag" not in fast["stages"]
     assert "| fastdrag |" in r.stdout
+    good = rep["methods"]["gooddrag:drag_steps=1,drag_phases=2,lora_steps=3"]  # its own budget, by name
+    assert 1 <= good["steps"] <= 2 and {"lora", "trajectory", "drag", "sampling"} <= set(good["stages"])
+    bad = dragkit("bench-speed", "--method", "gooddrag:drag_stepz=1")
+    assert bad.returncode == 2 and "drag_stepz" in bad.stderr and "one edit" not in bad.stderr
     bad = dragkit("bench-speed", "--drag", "1,1:2,2")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "dragkit: error: --drag and --mask go with --image (the default edit has its own)"

@@ -29,6 +29,7 @@ from PIL import Image
 
 from ..core.errors import ParameterError
 from ..core.geometry import GridMap
+from ..core.params import parse_method_spec
 from ..core.types import DragRequest, DragResult
 
 # the one edit: a DCGAN face (real weights, offline) at 512x512, one drag, a mask around it
@@ -63,7 +64,7 @@ def reference_edit(
     from ..pipelines.common import editable_mask, make_result, resolve_params, run_preset_loop
     from ..utils.profiler import StageProfiler
 
-    params = resolve_params("dragdiffusion", "diffusion", request, {**pipe.model_defaults, **overrides})
+    params = resolve_params("dragdiffusion", "diffusion", request, {**pipe.defaults_for("dragdiffusion"), **overrides})
     if params["source_kv"] != "recompute":
         raise ParameterError("the reference recipe recomputes the source branch: source_kv must be recompute")
     engine, prof = pipe.engine, StageProfiler(pipe.device)
@@ -258,19 +259,29 @@ def run_speed_bench(
 def _methods(
     pipe: Any, request: DragRequest, overrides: dict[str, Any], methods: Sequence[str], reference: float, log: Any
 ) -> dict[str, Any]:
-    """One edit of each named diffusion preset on the same model, image and points (no source cache)."""
+    """One edit of each named diffusion preset on the same model, image and points (no source cache). A method is
+    ``NAME`` or ``NAME:k=v,k=v``: its own overrides on top of the shared ones (GoodDrag's ``drag_steps`` counts per
+    phase, so a budget scaled for the reference is scaled for it by name)."""
+    check_methods(methods)
+    rows = {}
+    for spec in methods:
+        name, own = parse_method_spec(spec)
+        log(f"{spec}: one edit ...")
+        pipe.clear_source_cache()
+        out = pipe(request, method=name, progress=False, **{**overrides, **own})
+        stages = _stages(out)
+        rows[spec] = {"stages": stages, "steps": out.info["steps"], "speedup_vs_reference": reference / _total(stages)}
+    return rows
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    """Every ``--method`` names a diffusion preset and valid overrides; raised before any work."""
     from ..methods import get_method
 
-    rows = {}
-    for name in methods:
+    for spec in methods:
+        name, _ = parse_method_spec(spec)
         if get_method(name).engine != "diffusion":
             raise ParameterError(f"--method {name}: bench-speed times diffusion presets")
-        log(f"{name}: one edit ...")
-        pipe.clear_source_cache()
-        out = pipe(request, method=name, progress=False, **overrides)
-        stages = _stages(out)
-        rows[name] = {"stages": stages, "steps": out.info["steps"], "speedup_vs_reference": reference / _total(stages)}
-    return rows
 
 
 def _ablations(pipe: Any, request: DragRequest, overrides: dict[str, Any], log: Callable[[str], None]) -> list:

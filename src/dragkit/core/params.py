@@ -161,6 +161,15 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return name, lookup(name).parse(value)
 
 
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Parse ``NAME`` or ``NAME:k=v,k=v`` (a method with its own overrides, as ``--method`` takes it in the
+    benchmarks that compare methods); every value is checked, the method name is not (the methods layer does)."""
+    name, _, rest = spec.partition(":")
+    if not name.strip():
+        raise ParameterError(f"--method {spec!r}: expected NAME or NAME:k=v,k=v, for example gooddrag:drag_steps=3")
+    return name.strip(), dict(parse_assignment(s) for s in rest.split(",") if s)
+
+
 def resolve(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> dict:
     """Merge a preset's defaults with user overrides; every name is checked, every value validated."""
     items = overrides.items() if isinstance(overrides, Mapping) else overrides

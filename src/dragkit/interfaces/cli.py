@@ -400,13 +400,16 @@ def bench_speed(
     ablations: Annotated[bool, typer.Option("--ablations", help="also each optimization on its own")] = False,
     methods: Annotated[
         list[str] | None,
-        typer.Option("--method", help="also one edit of this diffusion preset, as a user runs it (repeatable)"),
+        typer.Option(
+            "--method",
+            help="also one edit of this diffusion preset, as a user runs it: NAME or NAME:k=v,k=v (repeatable)",
+        ),
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
 ) -> None:
     """One DragDiffusion edit twice in one process: DragDiffusion's reference recipe, then dragkit's default path
     (LoRA trained, then cached); per-stage time and peak memory, and their ratios."""
-    from ..bench.speed import format_report, run_speed_bench
+    from ..bench.speed import check_methods, format_report, run_speed_bench
     from ..core.params import parse_assignment
     from ..core.types import DragRequest
     from ..utils.io import check_output_path, load_image, load_mask, write_json
@@ -429,10 +432,7 @@ def bench_speed(
         req = DragRequest(src, [p[0] for p in pairs], [p[1] for p in pairs], mask=m, prompt=prompt)
     elif drag or mask_spec:
         raise InputError("--drag and --mask go with --image (the default edit has its own)")
-    from ..methods import get_method
-
-    for name in methods or []:
-        get_method(name)  # an unknown name fails before any work
+    check_methods(methods or [])  # an unknown name or value fails before any work
     report = run_speed_bench(
         model,
         dev,
