@@ -41,6 +41,9 @@ def test_periodic_tracking_tracks_every_nth_step_and_the_schedule_stops_when_not
     tracker = PeriodicTracker(NearestTracker(r_p=3), every=3)
     tracker.prepare(ctx)
     moved = blob((12, 8))
+    ctx.step = 0  # a phase's entry: tracked, but only rounds after updates count towards "stuck"
+    assert tracker.track(f0, torch.tensor([[12.0, 6.0]], dtype=torch.float64), ctx).handles.tolist() == [[12.0, 6.0]]
+    assert "track.unchanged" not in ctx.state
     for step in (1, 2):  # not a tracking step: the handle stays
         ctx.step = step
         assert tracker.track(moved, torch.tensor([[12.0, 6.0]], dtype=torch.float64), ctx).handles.tolist() == [

@@ -281,7 +281,8 @@ class PeriodicTracker:
     drags per tracking, ``max_drag_per_track``), around any tracker. On the other steps the handles stay where they
     were. It also counts the tracking rounds in a row that leave every handle exactly where it was
     (``ctx.state["track.unchanged"]``, kept across the phases of an edit that share a state), which a schedule's
-    ``stuck`` rule reads (GoodDrag's ``max_track_no_change``)."""
+    ``stuck`` rule reads (GoodDrag's ``max_track_no_change``). Only rounds after updates count: the tracking on a
+    phase's entry (step 0, after a denoising step) neither counts nor resets, as in GoodDrag's code."""
 
     inner: Tracker
     every: int = default("track_every")
@@ -293,8 +294,9 @@ class PeriodicTracker:
         if ctx.step % self.every:
             return TrackResult(handles=handles, confidences=ctx.confidences)
         res = self.inner.track(features, handles, ctx)
-        same = torch.equal(res.handles.to(handles.dtype), handles)
-        ctx.state["track.unchanged"] = ctx.state.get("track.unchanged", 0) + 1 if same else 0
+        if ctx.step > 0:
+            same = torch.equal(res.handles.to(handles.dtype), handles)
+            ctx.state["track.unchanged"] = ctx.state.get("track.unchanged", 0) + 1 if same else 0
         return res
 
 
