@@ -221,7 +221,8 @@ def main() -> None:
     for spec in specs:
         name, own = parse_method_spec(spec)
         overrides = {**common, **own}
-        runs[spec] = (name, overrides, get_method(name).resolve(overrides))  # bad names fail before any work
+        runs[spec] = (name, overrides, get_method(name).resolve(overrides))  # bad names fail before any work;
+        # replaced by the parameters the first edit used (a diffusion model's dragkit.json sits between the two)
     torch.manual_seed(0)
     pipe = DragGANPipeline.from_pretrained()  # the faces come from the DCGAN whatever method edits them
     editor = None
@@ -273,6 +274,7 @@ def main() -> None:
             if conf and params["supervision"] == "confidence_gated":  # the share of steps the gate acted on
                 row["gated_fraction"] = round(float(np.mean([c < params["tau"] for c in conf])), 3)
             rows[spec].append(row)
+            runs[spec] = (name, overrides, res.params)  # what the edit used: with the model's defaults for it
             print(json.dumps({"method": spec, **row}), flush=True)
             if not args.no_grid:
                 afters[spec].append(draw_points(res.image, [h], [t], scale=3))
