@@ -1,6 +1,6 @@
 """Golden outputs of every preset on both engines, recorded before the diffusion side was rebuilt (issue 22): the
 rebuilt code must give the same pixels, the same handles at every step and the same losses. Presets added since
-(``fastdrag``) were recorded when they were added.
+(``fastdrag``, ``gooddrag``) were recorded when they were added.
 
 Each case is one edit on small fixed inputs: the bundled DCGAN, a tiny random Stable Diffusion and a tiny random
 CLIP built here from fixed seeds, and ``faces64``. What is kept per case (``tests/golden/<case>.json`` and
@@ -152,6 +152,12 @@ def run_case(case: str, models: dict[str, Any]) -> list[tuple[Any, list[dict[str
     if case == "fastdrag":  # recorded when the preset was added (issue 23), not before the rebuild
         sd.clear_source_cache()
         return one(sd, sd_request(), method="fastdrag", **{**SD, "lora": "none", "inference_steps": 10})
+    if case == "gooddrag":  # recorded when the preset was added (issue 23): three drag phases, then sampling
+        sd.clear_source_cache()
+        return one(sd, sd_request(), method="gooddrag", **{**SD, "drag_phases": 3, "drag_steps": 6})
+    if case == "faces64-gooddrag":  # with faces64's own defaults for gooddrag (dragkit.json "methods")
+        f64.clear_source_cache()
+        return one(f64, faces64_request(gan), method="gooddrag", lora_steps=4, drag_phases=3, inference_steps=25)
     if case == "faces64-dragdiffusion":
         f64.clear_source_cache()
         return one(f64, faces64_request(gan), lora_steps=4, drag_steps=30, inference_steps=25)
@@ -182,9 +188,11 @@ CASES = [
     "clipdrag",
     "luciddrag",
     "fastdrag",
+    "gooddrag",
     "faces64-dragdiffusion",
     "faces64-luciddrag",
     "faces64-fastdrag",
+    "faces64-gooddrag",
 ]
 
 INFO_KEYS = ("steps", "stop_reason", "closs", "guidance", "intention", "result", "auto_mask", "source_cache", "lora")
