@@ -277,18 +277,18 @@ def sample(
     edit: DiffusionEdit, z_edit: Tensor, guides: list[SamplingGuide], reports: list[dict[str, float]]
 ) -> Tensor:
     """Denoise the edited latent from the drag's timestep to the end with mutual self-attention. The source branch is
-    read from its recorded inputs when they are in hand (``source_kv=inversion``, a ``source_cache`` hit) or are to
-    be kept (``source_cache``: recorded once here), the edited branch then denoised alone; otherwise it is denoised
-    alongside, as sampling-time parts (CLoss) need."""
+    read from its recorded inputs when they are in hand (``source_kv=inversion``, a ``source_cache`` hit) and the
+    edited branch denoised alone; otherwise the batch ``[source, edited]`` is denoised, as DragDiffusion's code does
+    and as sampling-time parts (CLoss) need, and when the source is to be kept (``source_cache``) its half's inputs
+    are recorded from that same pass."""
     engine, p = edit.engine, edit.params
     with edit.prof.stage("sampling"):
         source = edit.source
-        if edit.cache_key is not None and source is None:  # the source branch alone, recorded to be kept
-            source = engine.record_source(edit.latent, edit.embeds, edit.start, edit.mutual, p["autocast"])
         common = dict(mutual=edit.mutual, progress=edit.progress, autocast_mode=p["autocast"])
         if source is not None:
             _, z = engine.denoise(z_edit, edit.embeds, edit.start, source=source, **common)
         else:
+            source = {} if edit.cache_key is not None else None
             _, z = engine.denoise(
                 z_edit,
                 edit.embeds,
@@ -298,6 +298,7 @@ def sample(
                 feature_block=p["feature_block"],
                 grid=edit.grid,
                 reports=reports,
+                record_source=source,
                 **common,
             )
     if edit.cache_key is not None and not edit.cache_hit:

@@ -101,12 +101,13 @@ class MutualSelfAttentionProcessor:
 
 
 class RecordingProcessor:
-    """Runs a layer's own processor unchanged and keeps its input (``store[name]``, detached): the source's
-    self-attention inputs, recorded while inverting (``source_kv=inversion``) or while denoising the source alone
-    (``source_cache``), for sampling that reads them instead of a source branch."""
+    """Runs a layer's processor unchanged and keeps its input (``store[name]``, detached): the source's
+    self-attention inputs, recorded while inverting (``source_kv=inversion``) or from the source half of the
+    ``[source, edited]`` batch (``source_cache``; ``take``: the first ``take`` samples of the batch), for sampling
+    that reads them instead of a source branch."""
 
-    def __init__(self, inner: Any, store: dict[str, Tensor], name: str) -> None:
-        self.inner, self.store, self.name = inner, store, name
+    def __init__(self, inner: Any, store: dict[str, Tensor], name: str, take: int | None = None) -> None:
+        self.inner, self.store, self.name, self.take = inner, store, name, take
 
     def __call__(
         self,
@@ -118,7 +119,8 @@ class RecordingProcessor:
     ) -> Tensor:
         # The parameters are spelled out: diffusers passes a processor only the keyword arguments its signature
         # names (``temb`` in UNet2DModel's attention blocks), and warns about the rest.
-        self.store[self.name] = hidden_states.detach()
+        kept = hidden_states if self.take is None else hidden_states[: self.take]
+        self.store[self.name] = kept.detach()
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 

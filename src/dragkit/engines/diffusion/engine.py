@@ -25,7 +25,7 @@ from ...core.errors import ParameterError
 from ...core.params import Param, register
 from ...core.protocols import FeatureFn, SamplingGuide
 from . import lora as L
-from .attention import MutualSelfAttentionProcessor, attention_processors, self_attentions
+from .attention import MutualSelfAttentionProcessor, RecordingProcessor, attention_processors, self_attentions
 from .features import autocast, feature_function
 from .sampling import (
     Variation,
@@ -365,20 +365,6 @@ class DiffusionEngine:
             autocast_mode,
         )
 
-    def record_source(
-        self, z_src: Tensor, embeds: Tensor | None, start: int, mutual: Sequence[str], autocast_mode: str = "none"
-    ) -> Records:
-        """Denoise the source branch alone from ``timesteps[start]`` (its self-attention reads only itself, as in
-        the ``[source, edited]`` batch) and return its inputs to the ``mutual`` layers by timestep, for
-        :meth:`denoise`'s ``source``. The first edit of a source and every later one (``source_cache``) then sample
-        the edited branch the same way, so a re-run gives the same pixels."""
-        records: Records = {}
-        cond = self.cond(embeds)
-        run_steps(
-            self.unet, self.scheduler, z_src, cond, self.scheduler.timesteps[start:], mutual, records, autocast_mode
-        )
-        return records
-
     # ---- features and denoising --------------------------------------------------------------------------------
 
     def features_at(
@@ -430,6 +416,7 @@ class DiffusionEngine:
         progress: bool = True,
         autocast_mode: str = "none",
         reports: list[dict[str, float]] | None = None,
+        record_source: Records | None = None,
     ) -> tuple[Tensor | None, Tensor]:
         """Denoise from ``timesteps[start]`` to ``timesteps[stop]`` (the end when ``None``) with DDIM (η 0) and return
         ``(source latent, edited latent)``. The schedule is the one :meth:`timesteps` set.
@@ -438,9 +425,11 @@ class DiffusionEngine:
           source branch's keys and values (reference-latent control). ``guides`` act on the edited branch at each
           step (:class:`~dragkit.core.protocols.SamplingGuide`, features from ``up_blocks[feature_block]`` on
           ``grid``); each step's reports are appended to ``reports``. ``variation``: a seed variant's regional SDE.
-        - With ``source`` (recorded inputs of the ``mutual`` layers by timestep, from :meth:`invert` or
-          :meth:`record_source`): the edited branch alone (batch 1), its mutual layers reading the recorded source;
-          the source latent comes back as ``None``.
+          ``record_source``: filled with the source half's inputs to the ``mutual`` layers by timestep, for a later
+          edit of the same source (``source_cache``) to read instead of a source branch.
+        - With ``source`` (recorded inputs of the ``mutual`` layers by timestep, from :meth:`invert` or a batched
+          pass's ``record_source``): the edited branch alone (batch 1), its mutual layers reading the recorded
+          source; the source latent comes back as ``None``.
         - With neither: the edited branch alone, plain self-attention.
         """
         timesteps = self.scheduler.timesteps[start:stop]
@@ -463,7 +452,10 @@ class DiffusionEngine:
             return None, z
         z = torch.cat([z_src, z_edit])
         cond = self.cond(embeds, 2)
-        procs = {name: MutualSelfAttentionProcessor() for name in mutual}
+        store: dict[str, Tensor] = {}
+        procs: dict[str, Any] = {name: MutualSelfAttentionProcessor() for name in mutual}
+        if record_source is not None:
+            procs = {name: RecordingProcessor(proc, store, name, take=len(z_src)) for name, proc in procs.items()}
         with attention_processors(self.unet, procs):
             for k, t in enumerate(bar):
                 report: dict[str, float] = {}
@@ -495,6 +487,8 @@ class DiffusionEngine:
                     z = self.scheduler.step(eps, t, z, return_dict=False)[0]
                 if reports is not None:
                     reports.append(report)
+                if record_source is not None:
+                    record_source[int(t)] = dict(store)
         return z[:1], z[1:]
 
     # ---- the identity LoRA and the engine's state during an edit -----------------------------------------------

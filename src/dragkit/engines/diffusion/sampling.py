@@ -57,7 +57,7 @@ def run_steps(
 ) -> Tensor:
     """Step one latent through ``timesteps`` with ``scheduler`` (the UNet's plain self-attention), keeping the
     inputs of the ``record`` layers in ``records`` by timestep (every timestep gets an entry, empty when no layer is
-    recorded). Inversion and the source branch's recording share it."""
+    recorded). Inversion records the source through it (``source_kv=inversion``)."""
     store: dict[str, Tensor] = {}
     modules = attention_modules(unet)
     procs = {name: RecordingProcessor(modules[name].processor, store, name) for name in record}
