@@ -1,6 +1,6 @@
 """Interchangeable parts: of the drag loop (trackers, motion supervisions, extra loss terms, schedules, gradient
-fusions, the automatic mask) and of sampling (CLoss, LucidDrag's editing, quality and semantic guidance), and
-LucidDrag's intention reasoner.
+fusions, the automatic mask), of sampling (CLoss, LucidDrag's editing, quality and semantic guidance), LucidDrag's
+intention reasoner, and of the result (the composite over the editable mask).
 
 Each part is a small class with its paper cited, its parameters registered under stable names
 (:mod:`dragkit.core.params`), built from a resolved parameter dict by ``from_params``.
@@ -8,6 +8,7 @@ Each part is a small class with its paper cited, its parameters registered under
 
 from .clip_guidance import ClipGuidanceTerm, load_clip
 from .closs import CorrespondenceGuide, correspondence_loss
+from .composite import composite, edit_weight
 from .fusion import FUSIONS, GlobalLocalFusion, build_fusion, glms
 from .guidance import (
     EditingEnergyGuide,
@@ -65,7 +66,9 @@ __all__ = [
     "SemanticRegionTracker",
     "build_fusion",
     "build_tracker",
+    "composite",
     "correspondence_loss",
+    "edit_weight",
     "editing_energy",
     "fit_patch_discriminator",
     "glms",

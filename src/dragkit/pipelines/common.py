@@ -16,6 +16,7 @@ from ..core.loop import DragLoopOutput, drag_loop
 from ..core.types import DragRequest, DragResult, Point
 from ..methods import adam, build_parts, get_method
 from ..parts.automask import automatic_mask, sam_features
+from ..parts.composite import composite
 from ..utils.profiler import StageProfiler
 
 logger = logging.getLogger("dragkit")
@@ -38,6 +39,8 @@ def resolve_params(method: str, engine: str, request: DragRequest, overrides: di
     params = m.resolve(overrides)
     if request.mask is not None:
         params["mask"] = "given"  # a user's mask wins over the automatic one
+    elif params["composite"] == "mask" and params["mask"] != "auto":
+        raise ParameterError("composite=mask keeps the image outside the editable mask: paint a mask or set mask=auto")
     return params
 
 
@@ -149,7 +152,12 @@ def make_result(
     frames: list | None = None,
     mask: np.ndarray | None = None,
 ) -> DragResult:
-    """The one result type every pipeline returns (timings from the profiler, points in image pixels)."""
+    """The one result type every pipeline returns (timings from the profiler, points in image pixels). With
+    ``composite=mask`` the image is the source outside the editable mask (``dragkit.parts.composite``)."""
+    mask = request.mask if mask is None else mask
+    if params.get("composite") == "mask" and mask is not None:
+        with prof.stage("composite"):
+            image = composite(request.image, image, mask, params["composite_feather"])
     info.update(steps=out.steps, stop_reason=out.stop_reason, profile=prof.stages)
     if out.trajectory and "confidences" in out.trajectory[-1]:  # the tracker's last word on each handle
         info["confidences"] = [round(v, 4) for v in out.trajectory[-1]["confidences"]]
@@ -166,7 +174,7 @@ def make_result(
         method=method,
         params=params,
         info=info,
-        mask=request.mask if mask is None else mask,
+        mask=mask,
         prompt=request.prompt,
         edit_prompt=request.edit_prompt,
         seed=request.seed,
