@@ -7,6 +7,8 @@ LPIPS-AlexNet features (never the method's own tracker):
 
 - MD before (source vs source: ≈ the drag length) and after (source vs edited), DragBench's definition;
 - LPIPS-alex between source and edited outside the mask (``--mask-radius``) or outside discs around the points;
+  and always outside those discs ("off the points"): the damage inside the mask too, which a composite over the
+  mask (``composite=mask``) cannot hide;
 - the tracking error: how far the method's final tracked handle is from where the matcher finds the content;
 - "handle kept": the cosine similarity of the same features at the handle's own pixel, source vs edited. A move
   changes the handle's place (what lay behind comes in), so it drops; a copy — the content appears at the target
@@ -113,6 +115,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "improved": sum(r["md_after"] < r["md_before"] for r in rows),
         "lost": sum(r["md_after"] > r["md_before"] + LOST_PX for r in rows),
         "lpips_outside": mean("lpips_outside"),
+        "lpips_off_points": mean("lpips_off_points") if "lpips_off_points" in rows[0] else None,
         "median_track_error": med("track_error"),
         "median_handle_kept": med("handle_kept"),
         "steps": round(mean("steps"), 1),
@@ -158,15 +161,16 @@ def write_method(out: Path, spec: str, params: dict, rows: list[dict], tiles: li
 def compare_table(summaries: dict[str, dict]) -> str:
     lines = [
         "| method | MD before (median) | MD after (median) | MD after (mean) | improved | lost | LPIPS outside | "
-        "handle kept (median) | track error (median) | confidence < τ (steps) | s / edit |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "LPIPS off the points | handle kept (median) | track error (median) | confidence < τ (steps) | s / edit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for spec, s in summaries.items():
         gated = "–" if s["gated_fraction"] is None else f"{100 * s['gated_fraction']:.0f}%"
+        off = "–" if s.get("lpips_off_points") is None else f"{s['lpips_off_points']:.4f}"
         lines.append(
             f"| `{spec}` | {s['median_md_before']:.2f} | {s['median_md_after']:.2f} | {s['mean_md_after']:.2f} | "
-            f"{s['improved']}/{s['n']} | {s['lost']} | {s['lpips_outside']:.4f} | {s['median_handle_kept']:.2f} | "
-            f"{s['median_track_error']:.1f} | "
+            f"{s['improved']}/{s['n']} | {s['lost']} | {s['lpips_outside']:.4f} | {off} | "
+            f"{s['median_handle_kept']:.2f} | {s['median_track_error']:.1f} | "
             f"{gated} | {s['seconds']:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -240,7 +244,8 @@ def main() -> None:
         f_src = ex(face.image)
         h, t = random_drag(i, f_src, length=tuple(args.length))
         mask = drag_region((64, 64), [(h, t)], args.mask_radius) if args.mask_radius else None
-        keep = (~mask).astype(np.float32) if mask is not None else outside_discs(64, [h, t], args.radius)
+        off_points = outside_discs(64, [h, t], args.radius)
+        keep = (~mask).astype(np.float32) if mask is not None else off_points
         for spec, (name, overrides, params) in runs.items():
             req = DragRequest(face.image, [h], [t], mask=mask, seed=i)
             t0 = time.perf_counter()
@@ -259,6 +264,7 @@ def main() -> None:
                 md_before=round(before, 2),
                 md_after=round(md.mean, 2),
                 lpips_outside=round(lpips_distance(face.image, res.image, weight=keep), 4),
+                lpips_off_points=round(lpips_distance(face.image, res.image, weight=off_points), 4),
                 lpips_all=round(lpips_distance(face.image, res.image), 4),
                 tracked_final=res.handles[0],
                 matched=md.matches[0],

@@ -124,6 +124,20 @@ def test_init_warp_starts_an_optimizing_method_from_the_warped_latent(pipe):
     assert warped.image.tobytes() != plain.image.tobytes()
 
 
+def test_init_warp_also_starts_the_alternating_and_the_guided_samplers(pipe):
+    pipe.clear_source_cache()
+    fast = dict(SD, lora="none")
+    kw = dict(drag_steps=3, drag_phases=2, r_p=3, **fast)  # r_p 3: a window of 6 image px around the warped handle
+    alt = pipe(masked_request(), method="gooddrag", progress=False, init="warp", **kw)
+    ((x, y),) = alt.trajectory[0]["handles"]  # the first phase tracks from where the warp put the handle
+    assert abs(x - 56) <= 6 and y == 40
+    guided, plain = (
+        pipe(masked_request(), method="luciddrag", progress=False, guide_quality=0, init=init, **fast)
+        for init in ("warp", "inverted")
+    )
+    assert guided.params["init"] == "warp" and guided.image.tobytes() != plain.image.tobytes()
+
+
 @pytest.mark.subprocess
 def test_fastdrag_from_the_cli_with_the_automatic_mask(tiny_sd, tmp_path, face_png):
     out = tmp_path / "f.png"

@@ -336,7 +336,8 @@ def alternate_drag_denoise(edit: DiffusionEdit, options: None = None) -> list[Ou
     2. Dragging ends after the last phase, when every handle has arrived, or when ``stuck_rounds`` tracking rounds in
        a row moved nothing (counted across phases); the rest of the schedule is sampled with mutual self-attention.
 
-    GoodDrag's mask term is always on: without a mask it keeps the whole latent near the un-edited trajectory."""
+    GoodDrag's mask term is always on: without a mask it keeps the whole latent near the un-edited trajectory. With
+    ``init=warp`` the first phase starts from FastDrag's warp of the inverted latent."""
     engine, p = edit.engine, edit.params
     terms, _, clip = loop_terms(edit)
     parts = build_parts(p, terms=terms)
@@ -355,6 +356,9 @@ def alternate_drag_denoise(edit: DiffusionEdit, options: None = None) -> list[Ou
             originals.append(out.detached())
             z_orig = out.denoised
     z, z_orig, handles = edit.latent, edit.latent, edit.handles
+    if p["init"] == "warp":  # the first phase starts from the warp, its handles where the warp put them
+        z, handles = warped(edit)
+        z = z.to(edit.latent.dtype)
     state: dict[str, Any] = {}
     records: list[dict[str, Any]] = []
     stop, done = "max_steps", 0
@@ -492,7 +496,8 @@ def guide_while_sampling(edit: DiffusionEdit, options: GuidanceOptions | None = 
     mutual self-attention while the edited branch is guided by the editing energy, the discriminator's quality
     score and the chosen intention's prompt direction. One result per ``(intention, variant)`` of the plan; a seed
     variant re-noises the edit region (DiffEditor's regional SDE). The reported handles are the targets: nothing is
-    tracked."""
+    tracked. With ``init=warp`` the edited branch starts from FastDrag's warp of the inverted latent (the source
+    branch from the inverted latent itself), so the guidance finishes a move the warp began."""
     options = options or GuidanceOptions()
     engine, p, info = edit.engine, edit.params, edit.info
     info["handles_tracked"] = False
@@ -503,7 +508,8 @@ def guide_while_sampling(edit: DiffusionEdit, options: GuidanceOptions | None = 
         info["semantic_guidance"] = "not applied: this model has no text conditioning"
         logger.warning("semantic guidance does not apply: %s has no text conditioning", engine.name)
     plan = result_plan(edit, options)
-    undragged = DragLoopOutput(edit.latent.float(), edit.targets.clone(), 0, "guidance", [], 0.0)
+    start = warped(edit)[0].to(edit.latent.dtype) if p["init"] == "warp" else edit.latent
+    undragged = DragLoopOutput(start.float(), edit.targets.clone(), 0, "guidance", [], 0.0)
     outcomes = []
     for k, (chosen, variant) in enumerate(plan):
         guides = [*shared, *semantic_guides(edit, chosen), *closs_guides(edit)]
@@ -513,7 +519,7 @@ def guide_while_sampling(edit: DiffusionEdit, options: GuidanceOptions | None = 
         reports: list[dict[str, float]] = []
         with edit.prof.stage("sampling"):
             _, z = engine.denoise(
-                edit.latent.float().to(edit.latent.dtype),
+                start.clone(),
                 edit.embeds,
                 edit.start,
                 z_src=edit.latent,
