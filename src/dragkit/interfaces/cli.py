@@ -477,14 +477,32 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except DragkitError as e:
+        _close_bars()
         typer.echo(f"dragkit: error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
+        _close_bars()
         typer.echo("dragkit: interrupted; no partial output written", err=True)
         _stop(130)
     except _Terminated:
+        _close_bars()
         typer.echo("dragkit: terminated; no partial output written", err=True)
         _stop(143)
+
+
+def _close_bars() -> None:
+    """Close the progress bars an error left open and, on a terminal, blank the line, so that the error's line
+    starts a line of its own: a bar interrupted while it was being drawn would otherwise carry the message at its
+    end (found by the SIGTERM test on a loaded machine)."""
+    import shutil
+
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + " " * (shutil.get_terminal_size().columns - 1) + "\r")
+        sys.stderr.flush()
 
 
 def _stop(status: int) -> None:
