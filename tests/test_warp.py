@@ -147,3 +147,23 @@ def test_fastdrag_from_the_cli_with_the_automatic_mask(tiny_sd, tmp_path, face_p
     rec = json.loads(out.with_suffix(".json").read_text())
     assert rec["method"] == "fastdrag" and rec["info"]["stop_reason"] == "warp" and "auto_mask" in rec["info"]
     assert (tmp_path / "f.mask.png").exists()
+
+
+def test_init_warp_on_a_gan_moves_the_content_of_its_spatial_code(gan_pipe):
+    from dragkit.bench.metrics import AlexFeatures, mean_distance
+    from dragkit.core.geometry import drag_region
+
+    face = gan_pipe.generate(27)
+    h, t = (32.0, 49.0), (32.0, 44.0)
+    req = DragRequest(face.image, [h], [t], mask=drag_region((64, 64), [(h, t)], 8.0), seed=27)
+    out = gan_pipe(req, code=face.code, progress=False, init="warp", latent_block=3, drag_steps=20)
+    assert out.info["warp"]["code_shape"] == [128, 16, 16] and "warp" in out.info["profile"]
+    ((x, y),) = out.trajectory[0]["handles"]  # the loop starts with the handle where the warp put it
+    assert x == 32 and abs(y - 44) <= 1
+    ex = AlexFeatures()
+    before = mean_distance(face.image, face.image, [h], [t], ex).mean
+    assert mean_distance(face.image, out.image, [h], [t], ex).mean < 0.5 * before  # judged independently
+    with pytest.raises(ParameterError, match="init=warp moves the editable region's content: paint a mask"):
+        gan_pipe(DragRequest(face.image, [h], [t]), code=face.code, progress=False, init="warp", mask="none")
+    with pytest.raises(ParameterError, match="init=warp needs a spatial code: latent_block=0"):
+        gan_pipe(req, code=face.code, progress=False, init="warp", latent_block=0)

@@ -50,7 +50,7 @@ from ..parts import (
     load_clip,
 )
 from ..parts.intentions import Intention, LLMReasoner, reason
-from ..parts.warp import displacement, latent_region, latent_warp
+from ..parts.warp import warp_on_grid
 from ..utils.profiler import StageProfiler
 from .method import adam, build_parts
 
@@ -246,17 +246,11 @@ def warped(edit: DiffusionEdit) -> tuple[Tensor, Tensor]:
         raise ParameterError(
             f"init=warp ({edit.method}) moves the editable region's content: paint a mask, or use mask=auto"
         )
-    (h, w), (lh, lw) = edit.grid, edit.latent.shape[-2:]
-    scale = torch.tensor([lh / h, lw / w], dtype=torch.float64)
-    region = latent_region(edit.mask.cpu(), (lh, lw))
-    a, b = edit.handles * scale, edit.targets * scale
     with edit.prof.stage("warp"):
-        z = latent_warp(edit.latent, a, b, region, edit.params["warp_fill"])
-    at = [i for i, (r, c) in enumerate(a.round().long().tolist()) if bool(region[min(r, lh - 1), min(c, lw - 1)])]
-    moved = edit.handles.clone()
-    if at:  # a handle inside the region moves as its cell does
-        moved[at] = (a[at] + displacement(a[at], a, b, region)) / scale
-    edit.info["warp"] = {"region_cells": int(region.sum()), "fill": edit.params["warp_fill"]}
+        z, moved, cells = warp_on_grid(
+            edit.latent, edit.handles, edit.targets, edit.mask, edit.grid, edit.params["warp_fill"]
+        )
+    edit.info["warp"] = {"region_cells": cells, "fill": edit.params["warp_fill"]}
     return z, moved
 
 

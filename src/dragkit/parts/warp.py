@@ -34,9 +34,10 @@ register(
         "init",
         str,
         "inverted",
-        "diffusion: the latent the method starts from: inverted (the inversion's) or warp (FastDrag's one-step latent "
-        "warp of it: content moved along the drags inside the editable region, the emptied places interpolated)",
-        "engine:diffusion",
+        "the latent the method starts from: inverted (diffusion: the inversion's; GAN: the generator's code) or warp "
+        "(FastDrag's one-step warp of it: content moved along the drags inside the editable region, the emptied "
+        "places interpolated; on a GAN the code must be spatial, latent_block of 1 or more)",
+        "warp",
         choices=("inverted", "warp"),
     ),
     Param(
@@ -45,7 +46,7 @@ register(
         "interpolation",
         "latent warp: how places the region's content left are filled: interpolation (FastDrag's BNNI), original "
         "(their values before the warp) or zero",
-        "engine:diffusion",
+        "warp",
         choices=WARP_FILLS,
     ),
 )
@@ -137,3 +138,22 @@ def latent_warp(z: Tensor, handles: Tensor, targets: Tensor, region: Tensor, fil
     if fill == "interpolation":  # the empty places' old values are never read: BNNI skips them as unknown
         result = bnni(result, empty)
     return out.copy_(result.to(out.device))
+
+
+def warp_on_grid(
+    z: Tensor, handles: Tensor, targets: Tensor, mask: Tensor, grid: tuple[int, int], fill: str = "interpolation"
+) -> tuple[Tensor, Tensor, int]:
+    """The warp as a drag's starting point on any engine: ``handles``/``targets`` ``(N, 2)`` and ``mask`` (1 = may
+    change) on the supervision ``grid``, scaled to the latent's own grid (not rounded again, as FastDrag's code does).
+    Returns the warped latent, where the warp put each handle (on ``grid``: a handle inside the region moves as its
+    cell does, one outside stays), and the number of region cells."""
+    (h, w), (lh, lw) = grid, z.shape[-2:]
+    scale = torch.tensor([lh / h, lw / w], dtype=torch.float64)
+    region = latent_region(mask.cpu(), (lh, lw))
+    a, b = handles.cpu().double() * scale, targets.cpu().double() * scale
+    out = latent_warp(z, a, b, region, fill)
+    at = [i for i, (r, c) in enumerate(a.round().long().tolist()) if bool(region[min(r, lh - 1), min(c, lw - 1)])]
+    moved = handles.clone()
+    if at:
+        moved[at] = ((a[at] + displacement(a[at], a, b, region)) / scale).to(moved.dtype).to(moved.device)
+    return out, moved, int(region.sum())

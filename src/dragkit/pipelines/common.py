@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..core.errors import ParameterError
 from ..core.geometry import GridMap
-from ..core.loop import DragLoopOutput, drag_loop
+from ..core.loop import DragContext, DragLoopOutput, drag_loop
 from ..core.types import DragRequest, DragResult, Point
 from ..methods import adam, build_parts, get_method
 from ..parts.automask import automatic_mask, sam_features
@@ -117,9 +117,13 @@ def run_preset_loop(
     callback: Any,
     cancel: Any,
     progress: bool,
+    context: DragContext | None = None,
 ) -> DragLoopOutput:
-    """The shared drag loop with the parts, optimizer and budget a resolved parameter set names."""
+    """The shared drag loop with the parts, optimizer and budget a resolved parameter set names (``context``: the
+    templates and state handed in, as when the loop starts from a warp of the latent its templates come from)."""
     parts = build_parts(params, terms=terms)
+    if context is not None:
+        parts.tracker.prepare(context)
     return drag_loop(
         latent,
         features,
@@ -136,6 +140,7 @@ def run_preset_loop(
         cancel=cancel,
         disable=None if progress else True,
         total=params["drag_steps"],
+        context=context,
     )
 
 

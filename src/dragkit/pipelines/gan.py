@@ -13,11 +13,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..core.errors import ParameterError
 from ..core.geometry import GridMap
-from ..core.loop import FeatureOutput
+from ..core.loop import DragContext, FeatureOutput
 from ..core.types import DragRequest, DragResult
 from ..engines.gan import BUNDLED, GANCode, GANEngine
 from ..parts import FeatureMaskTerm
+from ..parts.warp import warp_on_grid
 from ..utils.profiler import StageProfiler
 from .common import editable_mask, make_result, noop_pairs, resolve_params, run_preset_loop
 
@@ -175,9 +177,12 @@ class DragGANPipeline:
             if callback is not None:
                 callback(ev)
 
+        start, context = code.tensor, None
+        if params["init"] == "warp":  # FastDrag's warp of the generator's spatial code; templates from the unwarped
+            start, handles, context = self._warped(code.tensor, features, handles, targets, mask, params, info, prof)
         with prof.stage("drag"):
             out = run_preset_loop(
-                code.tensor,
+                start,
                 features,
                 handles,
                 targets,
@@ -187,9 +192,39 @@ class DragGANPipeline:
                 callback=on_step,
                 cancel=cancel,
                 progress=progress,
+                context=context,
             )
         with prof.stage("decode"):
             image = to_pil(self.engine.synthesize(GANCode(out.latent, lb)), request.size)
         return make_result(
             request, image, out, gm, method=method, params=params, info=info, prof=prof, frames=frames, mask=image_mask
         )
+
+    def _warped(
+        self,
+        code: Tensor,
+        features: Callable[[Tensor], FeatureOutput],
+        handles: Tensor,
+        targets: Tensor,
+        mask: Tensor | None,
+        params: dict[str, Any],
+        info: dict[str, Any],
+        prof: StageProfiler,
+    ) -> tuple[Tensor, Tensor, DragContext]:
+        """``init=warp`` on a GAN: the code entering ``latent_block`` is a spatial map, so FastDrag's warp moves the
+        editable region's content along the drags on it in one step (:func:`dragkit.parts.warp.warp_on_grid`); the
+        loop starts there, its handles where the warp put them, its templates from the code before the warp."""
+        if mask is None:
+            raise ParameterError("init=warp moves the editable region's content: paint a mask, or use mask=auto")
+        if code.ndim != 4 or min(code.shape[-2:]) < 2:
+            raise ParameterError(
+                f"init=warp needs a spatial code: latent_block={params['latent_block']} gives one of shape "
+                f"{tuple(code.shape)}; use latent_block=1 or more"
+            )
+        res = self.engine.resolution
+        with prof.stage("warp"):
+            start, moved, cells = warp_on_grid(code, handles, targets, mask, (res, res), params["warp_fill"])
+        info["warp"] = {"region_cells": cells, "fill": params["warp_fill"], "code_shape": list(code.shape[1:])}
+        with torch.no_grad():
+            initial = features(code).detached()
+        return start, moved, DragContext(initial, handles.clone(), targets, mask)
