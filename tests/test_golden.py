@@ -15,8 +15,8 @@ Pillow 12.3) moved 8 of the 21 cases' losses by up to 4e-3 relative (already at 
 ``draggan-mask-inverted``: an environment's rounding, not an accumulation) with every handle and pixel unchanged;
 1e-2 leaves that a margin while the handles and pixels keep their exactness. On the machine and environment the
 files were recorded on, the code reproduces them bit for bit; ``DRAGKIT_GOLDEN_STRICT=1`` checks that (every float
-equal, every pixel equal). ``DRAGKIT_GOLDEN_RECORD=1`` rewrites the files (only for a deliberate change of output, said in the
-commit).
+equal, every pixel equal). ``DRAGKIT_GOLDEN_RECORD=1`` rewrites the files (only for a deliberate change of
+output, said in the commit).
 """
 
 from __future__ import annotations
@@ -234,9 +234,7 @@ def close(a: Any, b: Any, where: str) -> None:
         if STRICT:
             assert a == b, f"{where}: {a!r} != {b!r}"
         else:
-            assert a == pytest.approx(b, rel=1e-2, abs=1e-8), (
-                f"{where}: {a!r} != {b!r}"
-            )
+            assert a == pytest.approx(b, rel=1e-2, abs=1e-8), f"{where}: {a!r} != {b!r}"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
