@@ -1,6 +1,6 @@
 """Golden outputs of every preset on both engines, recorded before the diffusion side was rebuilt (issue 22): the
 rebuilt code must give the same pixels, the same handles at every step and the same losses. Presets added since
-(``fastdrag``, ``gooddrag``) were recorded when they were added.
+(``fastdrag``, ``gooddrag``, ``dragkit``, ``dragkit-gan``) were recorded when they were added.
 
 Each case is one edit on small fixed inputs: the bundled DCGAN, a tiny random Stable Diffusion and a tiny random
 CLIP built here from fixed seeds, and ``faces64``. What is kept per case (``tests/golden/<case>.json`` and
@@ -100,7 +100,7 @@ def run_case(case: str, models: dict[str, Any]) -> list[tuple[Any, list[dict[str
         return [(r, list(events)) for r in (out if isinstance(out, list) else [out])]
 
     gan, sd, f64 = models.get("gan"), models.get("sd"), models.get("faces64")
-    if case in ("draggan", "stabledrag-gan", "adaptivedrag-gan"):
+    if case in ("draggan", "stabledrag-gan", "adaptivedrag-gan", "dragkit-gan"):
         req, code = gan_request(gan)
         return one(gan, req, method=case, code=code, drag_steps=80)
     if case == "draggan-mask-inverted":  # a user's image: inverted into the generator first; a painted mask
@@ -167,6 +167,12 @@ def run_case(case: str, models: dict[str, Any]) -> list[tuple[Any, list[dict[str
     if case == "faces64-fastdrag":
         f64.clear_source_cache()
         return one(f64, faces64_request(gan), method="fastdrag")
+    if case == "dragkit":  # recorded when the preset was added (issue 24)
+        sd.clear_source_cache()
+        return one(sd, sd_request(), method="dragkit", **{**SD, "lora": "none"})
+    if case == "faces64-dragkit":  # the demo's drag, recorded when the preset was added (issue 24)
+        f64.clear_source_cache()
+        return one(f64, faces64_request(gan), method="dragkit")
     if case == "faces64-luciddrag":
         f64.clear_source_cache()
         opts = GuidanceOptions(num_results=2)
@@ -178,6 +184,7 @@ CASES = [
     "draggan",
     "stabledrag-gan",
     "adaptivedrag-gan",
+    "dragkit-gan",
     "draggan-mask-inverted",
     "identity",
     "dragdiffusion",
@@ -192,10 +199,12 @@ CASES = [
     "luciddrag",
     "fastdrag",
     "gooddrag",
+    "dragkit",
     "faces64-dragdiffusion",
     "faces64-luciddrag",
     "faces64-fastdrag",
     "faces64-gooddrag",
+    "faces64-dragkit",
 ]
 
 INFO_KEYS = ("steps", "stop_reason", "closs", "guidance", "intention", "result", "auto_mask", "source_cache", "lora")

@@ -454,7 +454,8 @@ def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="folder for the demo's files")] = Path("demo_out"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
-    """A real drag edit offline: generate a face with the bundled DCGAN and drag it (before/after, GIF, JSON)."""
+    """Real drag edits offline: a face from the bundled DCGAN dragged with dragkit-gan, then with dragkit on faces64
+    (before/after, GIF, JSON; each half's MD before and after, measured independently)."""
     from .demo import run_demo
 
     run_demo(out, progress=not quiet, echo=typer.echo)

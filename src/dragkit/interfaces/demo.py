@@ -1,5 +1,6 @@
-"""``dragkit demo``: real drag edits, offline: ``draggan`` on the bundled DCGAN face generator, and the same drag
-with ``dragdiffusion`` on ``faces64``, our own diffusion model of faces, editing the face as an image."""
+"""``dragkit demo``: real drag edits, offline: dragkit's own recipes, ``dragkit-gan`` on the bundled DCGAN face
+generator and the same drag with ``dragkit`` on ``faces64``, our own diffusion model of faces, editing the face as an
+image (the recipes and why: ``docs/dragkit_recipe.md``)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ DEMO_HANDLES = [(32.0, 49.0)]
 DEMO_TARGETS = [(32.0, 44.0)]
 DEMO_WHAT = "open the mouth wider by dragging the upper lip up"
 SCALE = 4
-# DragDiffusion edits the noisy latent everywhere unless a mask confines it (its benchmark always gives one)
+GAN_METHOD = "dragkit-gan"
+DIFFUSION_METHOD = "dragkit"
+# the region a user would paint around the drag (the diffusion half; without one, dragkit's automatic mask)
 DIFFUSION_MASK_RADIUS = 8.0
 
 
 def run_demo(out: Path, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
-    """Generate the demo face, drag it with ``draggan``, write before/after, a trajectory GIF and the JSON; then
-    the same drag with ``dragdiffusion`` on ``faces64`` (``faces64_*`` files) when diffusers is installed.
+    """Generate the demo face, drag it with ``dragkit-gan``, write before/after, a trajectory GIF and the JSON; then
+    the same drag with ``dragkit`` on ``faces64`` (``faces64_*`` files) when diffusers is installed.
 
     Also measures the edits independently (MD with LPIPS-AlexNet features) when the LPIPS weights are installed.
     """
@@ -40,15 +43,21 @@ def run_demo(out: Path, progress: bool = True, echo: Callable[[str], None] = pri
     out.mkdir(parents=True, exist_ok=True)
     pipe = DragGANPipeline.from_pretrained()
     face = pipe.generate(DEMO_SEED)
-    req = DragRequest(face.image, DEMO_HANDLES, DEMO_TARGETS, seed=DEMO_SEED)
-    echo(f"demo: {DEMO_WHAT} (DCGAN face, seed {DEMO_SEED}, method draggan)")
-    result = pipe(req, code=face.code, progress=progress, record_frames=5)
+    pairs = list(zip(DEMO_HANDLES, DEMO_TARGETS, strict=True))
+    mask = drag_region((face.image.height, face.image.width), pairs, DIFFUSION_MASK_RADIUS)
+    req = DragRequest(face.image, DEMO_HANDLES, DEMO_TARGETS, mask=mask, seed=DEMO_SEED)
+    echo(
+        f"demo: {DEMO_WHAT} (DCGAN face, seed {DEMO_SEED}, method {GAN_METHOD}, the region a user would paint: "
+        f"{DIFFUSION_MASK_RADIUS:g} px around the drag)"
+    )
+    result = pipe(req, method=GAN_METHOD, code=face.code, progress=progress, record_frames=1)
     summary = _summary(req, result)
     write_png(out / "before.png", face.image)
     save_result(result, out / "after.png")
     write_png(out / "before_after.png", _pair(req, result))
     by_step = {r["step"]: r for r in result.trajectory}
-    frames = [
+    frames = [draw_points(req.image, req.handles, req.targets, scale=SCALE)]  # the source, then each step
+    frames += [
         draw_points(im, [tuple(p) for p in by_step[step]["handles"]], req.targets, scale=SCALE)
         for step, im in result.frames
     ]
@@ -68,7 +77,7 @@ def run_demo(out: Path, progress: bool = True, echo: Callable[[str], None] = pri
 
 
 def _faces64_drag(req: DragRequest, progress: bool, echo: Callable[[str], None]) -> DragResult | None:
-    """The demo's drag with ``dragdiffusion`` on ``faces64``; None (with a notice) without diffusers."""
+    """The demo's drag with ``dragkit`` on ``faces64``; None (with a notice) without diffusers."""
     import importlib.util
 
     if importlib.util.find_spec("diffusers") is None:
@@ -77,8 +86,8 @@ def _faces64_drag(req: DragRequest, progress: bool, echo: Callable[[str], None])
     from ..pipelines import DragDiffusionPipeline
 
     echo(
-        "demo: the same drag with dragdiffusion on faces64 (our diffusion model of faces, editing the face as an "
-        f"image), with the region a user would paint: {DIFFUSION_MASK_RADIUS:g} px around the drag"
+        f"demo: the same drag with {DIFFUSION_METHOD} on faces64 (our diffusion model of faces, editing the face as "
+        "an image), in the same region"
     )
     if not progress:
         from diffusers.utils import logging as diffusers_logging
@@ -86,11 +95,8 @@ def _faces64_drag(req: DragRequest, progress: bool, echo: Callable[[str], None])
         diffusers_logging.disable_progress_bar()  # its "Loading pipeline components" bar
     pipe = DragDiffusionPipeline.from_pretrained("faces64")
     pipe.set_progress_bar_config(disable=True if not progress else None, leave=False)
-    pairs = list(zip(req.handles, req.targets, strict=True))
-    mask = drag_region((req.size[1], req.size[0]), pairs, DIFFUSION_MASK_RADIUS)
-    masked = DragRequest(req.image, req.handles, req.targets, mask=mask, seed=req.seed)
-    result = pipe(masked, method="dragdiffusion", progress=progress)
-    echo(_message(_summary(masked, result)))
+    result = pipe(req, method=DIFFUSION_METHOD, progress=progress)
+    echo(_message(_summary(req, result)))
     return result
 
 

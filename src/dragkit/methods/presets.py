@@ -246,6 +246,50 @@ add_method(
 )
 
 
+# dragkit's own recipe (issue 24), chosen by measurement on faces64 (docs/dragkit_recipe.md: every candidate, the
+# losers too; training seeds 0-59, confirmed once on held-out seeds 1000-1039). Every part is an existing one:
+# FastDrag's one-step warp of the editable region (init by sampler=warp) and its sampling from the inversion's keys
+# and values, at a low inversion strength (0.1: the warp keeps the content where it put it, one denoising step
+# repairs the seams; 0.2 and 0.3 moved less, the regenerating noise pulling content back), AdaptiveDrag's automatic
+# mask when none is painted, and the composite over the editable mask (outside it the result is the source).
+add_method(
+    Method(
+        name="dragkit",
+        engine="diffusion",
+        summary="dragkit's recipe: FastDrag's one-step warp at a low inversion strength (0.1), sampling from the "
+        "inversion's keys and values, the automatic mask, the source kept outside the mask (composite); no LoRA, "
+        "no optimization",
+        citation="dragkit (issue 24), from the parts of Zhao et al. (FastDrag, NeurIPS 2024), Chen et al. "
+        "(AdaptiveDrag, 2024) and Lu & Han (Inpaint4Drag, ICCV 2025)",
+        defaults={**METHODS["fastdrag"].defaults, "inversion_strength": 0.1, "composite": "mask"},
+    )
+)
+
+
+# dragkit's recipe on a GAN (issue 24): StableDrag-GAN's tracker and gate, starting from FastDrag's warp of the
+# generator's spatial code entering block 3 (128x16x16 on the DCGAN: 4 image px a cell), the source kept outside
+# the editable mask (AdaptiveDrag's automatic one when none is painted). Chosen among 6 variants on seeds 0-39
+# (docs/dragkit_recipe.md): the warp at block 2 (8x8) moved less; without the warp the content barely moves on long
+# drags.
+add_method(
+    Method(
+        name="dragkit-gan",
+        engine="gan",
+        summary="dragkit's recipe on a GAN: FastDrag's one-step warp of the generator's spatial code (block 3), "
+        "then StableDrag's tracking and confidence-gated supervision, the automatic mask, the source kept outside the "
+        "mask (composite)",
+        citation="dragkit (issue 24), from the parts of Zhao et al. (FastDrag, NeurIPS 2024), Cui et al. "
+        "(StableDrag, ECCV 2024) and Lu & Han (Inpaint4Drag, ICCV 2025)",
+        defaults={
+            **METHODS["stabledrag-gan"].defaults,
+            "init": "warp",
+            "latent_block": 3,
+            "mask": "auto",
+            "composite": "mask",
+        },
+    )
+)
+
 add_method(
     Method(
         name="identity",
