@@ -115,7 +115,9 @@ def test_the_same_source_edited_again_skips_inversion_and_the_source_branch_with
     )
     p.clear_source_cache()
     calls = []
-    hook = p.unet.register_forward_hook(lambda *a: calls.append(1))
+    hook = p.unet.register_forward_hook(
+        lambda m, args, kw, out: calls.append(len(kw.get("sample", args[0]))), with_kwargs=True
+    )
     try:
         first = p(req, progress=False, **fast)
         n_first = len(calls)
@@ -127,6 +129,9 @@ def test_the_same_source_edited_again_skips_inversion_and_the_source_branch_with
     # the first edit samples [source, edited] as one batch and records the source half from it; the hit skips the
     # inversion (35 UNet calls: 0.7 of 50 steps) and samples the edited branch alone; the drags differ
     assert n_first - n_again == 35 + first.info["steps"] - again.info["steps"]
+    # and the first edit's sampling is DragDiffusion's own: 35 calls on the batch of two, no separate source pass
+    assert calls[n_first - 35 : n_first] == [2] * 35 and calls[:n_first].count(2) == 35
+    assert set(calls[n_first:]) == {1}  # the hit: the edited branch alone
     fresh = p(moved, progress=False, source_cache=False, **fast)
     assert fresh.info["source_cache"] == "off"
     assert [r["handles"] for r in again.trajectory] == [r["handles"] for r in fresh.trajectory]
