@@ -24,8 +24,8 @@ DEMO_WHAT = "open the mouth wider by dragging the upper lip up"
 SCALE = 4
 GAN_METHOD = "dragkit-gan"
 DIFFUSION_METHOD = "dragkit"
-# the region a user would paint around the drag (the diffusion half; without one, dragkit's automatic mask)
-DIFFUSION_MASK_RADIUS = 8.0
+# the region a user would paint around the drag, for both halves (without one, the recipes use the automatic mask)
+MASK_RADIUS = 8.0
 
 
 def run_demo(out: Path, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
@@ -44,11 +44,11 @@ def run_demo(out: Path, progress: bool = True, echo: Callable[[str], None] = pri
     pipe = DragGANPipeline.from_pretrained()
     face = pipe.generate(DEMO_SEED)
     pairs = list(zip(DEMO_HANDLES, DEMO_TARGETS, strict=True))
-    mask = drag_region((face.image.height, face.image.width), pairs, DIFFUSION_MASK_RADIUS)
+    mask = drag_region((face.image.height, face.image.width), pairs, MASK_RADIUS)
     req = DragRequest(face.image, DEMO_HANDLES, DEMO_TARGETS, mask=mask, seed=DEMO_SEED)
     echo(
         f"demo: {DEMO_WHAT} (DCGAN face, seed {DEMO_SEED}, method {GAN_METHOD}, the region a user would paint: "
-        f"{DIFFUSION_MASK_RADIUS:g} px around the drag)"
+        f"{MASK_RADIUS:g} px around the drag)"
     )
     result = pipe(req, method=GAN_METHOD, code=face.code, progress=progress, record_frames=1)
     summary = _summary(req, result)
