@@ -127,8 +127,13 @@ def test_same_seed_same_output(pipe):
     a = pipe(req, progress=False, **{**FAST, "lora": "train", "lora_steps": 2})
     b = pipe(req, progress=False, **{**FAST, "lora": "train", "lora_steps": 2})
     assert a.info["lora"] == "trained" and b.info["lora"] == "cached"
-    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
     assert a.handles == b.handles
+    # the re-run reads the source branch recorded from the first run's batch of two and samples the edited branch
+    # alone (source_cache): a batch of one rounds differently, so it is equal within uint8 rounding, not bit for bit
+    diff = np.abs(np.asarray(a.image, np.int16) - np.asarray(b.image, np.int16))
+    assert b.info["source_cache"] == "hit" and diff.max() <= 1
+    c = pipe(req, progress=False, source_cache=False, **{**FAST, "lora": "train", "lora_steps": 2})
+    assert np.array_equal(np.asarray(a.image), np.asarray(c.image)) and a.handles == c.handles  # the same work: exact
 
 
 def test_the_drag_moves_features_towards_the_targets(pipe):
