@@ -242,10 +242,6 @@ def warped(edit: DiffusionEdit) -> tuple[Tensor, Tensor]:
     """FastDrag's one-step warp of the inverted latent (:func:`dragkit.parts.warp.latent_warp`): the points, rounded
     on the supervision grid, scaled to the latent's grid (not rounded again, as their code does), the editable region
     at the latent's resolution. Returns the warped latent and where the warp put each handle, on the grid."""
-    if edit.mask is None:
-        raise ParameterError(
-            f"init=warp ({edit.method}) moves the editable region's content: paint a mask, or use mask=auto"
-        )
     with edit.prof.stage("warp"):
         z, moved, cells = warp_on_grid(
             edit.latent, edit.handles, edit.targets, edit.mask, edit.grid, edit.params["warp_fill"]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.errors import ParameterError
 from ..core.params import Param, register
 
 WARP_FILLS = ("interpolation", "original", "zero")
@@ -141,12 +142,19 @@ def latent_warp(z: Tensor, handles: Tensor, targets: Tensor, region: Tensor, fil
 
 
 def warp_on_grid(
-    z: Tensor, handles: Tensor, targets: Tensor, mask: Tensor, grid: tuple[int, int], fill: str = "interpolation"
+    z: Tensor,
+    handles: Tensor,
+    targets: Tensor,
+    mask: Tensor | None,
+    grid: tuple[int, int],
+    fill: str = "interpolation",
 ) -> tuple[Tensor, Tensor, int]:
     """The warp as a drag's starting point on any engine: ``handles``/``targets`` ``(N, 2)`` and ``mask`` (1 = may
     change) on the supervision ``grid``, scaled to the latent's own grid (not rounded again, as FastDrag's code does).
     Returns the warped latent, where the warp put each handle (on ``grid``: a handle inside the region moves as its
     cell does, one outside stays), and the number of region cells."""
+    if mask is None:
+        raise ParameterError("init=warp moves the editable region's content: paint a mask, or use mask=auto")
     (h, w), (lh, lw) = grid, z.shape[-2:]
     scale = torch.tensor([lh / h, lw / w], dtype=torch.float64)
     region = latent_region(mask.cpu(), (lh, lw))

@@ -214,8 +214,6 @@ class DragGANPipeline:
         """``init=warp`` on a GAN: the code entering ``latent_block`` is a spatial map, so FastDrag's warp moves the
         editable region's content along the drags on it in one step (:func:`dragkit.parts.warp.warp_on_grid`); the
         loop starts there, its handles where the warp put them, its templates from the code before the warp."""
-        if mask is None:
-            raise ParameterError("init=warp moves the editable region's content: paint a mask, or use mask=auto")
         if code.ndim != 4 or min(code.shape[-2:]) < 2:
             raise ParameterError(
                 f"init=warp needs a spatial code: latent_block={params['latent_block']} gives one of shape "
