@@ -1,6 +1,7 @@
 """Golden outputs of every preset on both engines, recorded before the diffusion side was rebuilt (issue 22): the
 rebuilt code must give the same pixels, the same handles at every step and the same losses. Presets added since
-(``fastdrag``, ``gooddrag``, ``dragkit``, ``dragkit-gan``) were recorded when they were added.
+(``fastdrag``, ``gooddrag``, ``dragkit``, ``dragkit-gan``) were recorded when they were added; ``dragkit``'s two
+cases again when its warp began to sample backward (``warp_sample=backward``, issue 24).
 
 Each case is one edit on small fixed inputs: the bundled DCGAN, a tiny random Stable Diffusion and a tiny random
 CLIP built here from fixed seeds, and ``faces64``. What is kept per case (``tests/golden/<case>.json`` and
@@ -167,10 +168,10 @@ def run_case(case: str, models: dict[str, Any]) -> list[tuple[Any, list[dict[str
     if case == "faces64-fastdrag":
         f64.clear_source_cache()
         return one(f64, faces64_request(gan), method="fastdrag")
-    if case == "dragkit":  # recorded when the preset was added (issue 24)
+    if case == "dragkit":  # recorded when the preset was added, again with warp_sample=backward (issue 24)
         sd.clear_source_cache()
         return one(sd, sd_request(), method="dragkit", **{**SD, "lora": "none"})
-    if case == "faces64-dragkit":  # the demo's drag, recorded when the preset was added (issue 24)
+    if case == "faces64-dragkit":  # the demo's drag (recorded as the case above)
         f64.clear_source_cache()
         return one(f64, faces64_request(gan), method="dragkit")
     if case == "faces64-luciddrag":

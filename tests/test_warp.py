@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dragkit import DragRequest, ParameterError
-from dragkit.parts.warp import bnni, displacement, latent_region, latent_warp
+from dragkit.parts.warp import bnni, displacement, latent_region, latent_warp, repair_region
 
 from .helpers import dragkit, image
 
@@ -66,6 +66,37 @@ def test_the_warp_carries_content_along_the_drag_and_fills_the_emptied_place():
         assert torch.equal(other[0, :2, 8, 9], out[0, :2, 8, 9])  # the same relocation, another fill
 
 
+def test_the_backward_warp_samples_every_reached_place_from_where_the_warp_came_from():
+    z = grid_latent()
+    region = torch.zeros(16, 16, dtype=torch.bool)
+    region[4:12, 4:12] = True
+    a, b = torch.tensor([[8.0, 6.0]]), torch.tensor([[8.0, 9.0]])
+    out = latent_warp(z, a, b, region, sample="backward")
+    assert out[0, :2, 8, 9].tolist() == pytest.approx([8.0, 6.0], abs=0.25)  # the target holds the handle's content
+    moved = (out[0, :2] - z[0, :2]).abs().sum(0) > 1e-6
+    assert moved[region].any() and torch.isfinite(out).all()
+    assert torch.equal(out[0, :, ~region & ~moved], z[0, :, ~region & ~moved])
+    # each changed place took its content from up the drag (the same row, a column to its left), never from below it
+    rows, cols = torch.nonzero(moved & region, as_tuple=True)
+    came = out[0, :2, rows, cols]
+    assert (came[0] - rows).abs().max() < 0.5 and bool((came[1] <= cols + 1e-6).all())
+    # no blocks: along the drag's row the content advances at every place, stretched behind the handle and squeezed
+    # ahead of it, never repeating a place's content
+    step = out[0, 1, 8, 4:12].diff()
+    assert float(step.min()) > 0.2 and float(step.max()) < 2.0
+    with pytest.raises(ValueError, match="warp_sample='nearest'"):
+        latent_warp(z, a, b, region, sample="nearest")
+
+
+def test_the_repair_region_is_the_grown_region_less_the_moved_content():
+    mask = torch.zeros(32, 32)
+    mask[8:24, 8:24] = 1
+    where = repair_region(mask, torch.tensor([[16.0, 16.0]]), (32, 32), (16, 16), keep=4.0, band=1)
+    assert where.shape == (16, 16) and where[8, 8] == 0  # the target's disc is kept as the warp left it
+    assert where[3, 8] == 1 and where[2, 8] == 0  # one cell beyond the region's edge (rows 4..11), not two
+    assert where[4, 4] == 1 and where.sum() < 100
+
+
 def test_bnni_interpolates_from_the_four_nearest_known_cells():
     z = torch.zeros(1, 1, 5, 5)
     z[0, 0, 2, 0], z[0, 0, 2, 4], z[0, 0, 0, 2], z[0, 0, 4, 2] = 1.0, 3.0, 5.0, 7.0
@@ -110,6 +141,37 @@ def test_fastdrag_warps_and_samples_without_optimizing_and_reuses_the_inversion(
     assert plain.image.tobytes() != out.image.tobytes()  # the inversion's keys and values act
     with pytest.raises(ParameterError, match="init=warp .* paint a mask, or use mask=auto"):
         pipe(DragRequest(image(), [(40, 40)], [(56, 40)]), method="fastdrag", progress=False, mask="none", **SD)
+
+
+def test_the_repair_regenerates_the_region_and_keeps_the_warped_latent_elsewhere(pipe, monkeypatch):
+    from dragkit.methods import drivers
+
+    seen = {}
+
+    def warped(edit):
+        seen["warped"] = out = real_warped(edit)
+        return out
+
+    def sample(edit, z, guides, reports):
+        seen["sampled_from"] = z
+        return real_sample(edit, z, guides, reports)
+
+    real_warped, real_sample = drivers.warped, drivers.sample
+    monkeypatch.setattr(drivers, "warped", warped)
+    monkeypatch.setattr(drivers, "sample", sample)
+    pipe.clear_source_cache()
+    kw = dict(SD, warp_sample="backward", inversion_strength=0.1)
+    out = pipe(masked_request(), method="fastdrag", progress=False, repair_strength=0.5, **kw)
+    assert out.info["repair"]["steps"] == 4 and "repair" in out.info["profile"]
+    zw, z = seen["warped"][0], seen["sampled_from"]
+    kept = torch.isclose(z, zw, atol=1e-5).all(1)[0]  # (h, w): the places the repair left as the warp did
+    assert 0 < out.info["repair"]["region_cells"] == int((~kept).sum())  # it changed exactly its region
+    (r, c), (lh, lw) = (40 * zw.shape[-2] // 80, 56 * zw.shape[-1] // 96), zw.shape[-2:]
+    assert kept[r, c] and kept[0, 0] and not kept[lh // 2, (24 + 8) * lw // 96]  # target and outside kept
+    plain = pipe(masked_request(), method="fastdrag", progress=False, **kw)
+    assert "repair" not in plain.info and plain.info["warp"]["sample"] == "backward"
+    with pytest.raises(ParameterError, match="repair_strength=0.1 must re-noise more than inversion_strength=0.1"):
+        pipe(masked_request(), method="fastdrag", progress=False, repair_strength=0.1, **kw)
 
 
 def test_init_warp_starts_an_optimizing_method_from_the_warped_latent(pipe):

@@ -37,6 +37,8 @@ from ..engines.diffusion import (
     Records,
     Variation,
     gradient_checkpointing,
+    inversion_step_count,
+    renoise,
     weights_require_grad,
 )
 from ..parts import (
@@ -50,7 +52,7 @@ from ..parts import (
     load_clip,
 )
 from ..parts.intentions import Intention, LLMReasoner, reason
-from ..parts.warp import warp_on_grid
+from ..parts.warp import repair_region, warp_on_grid
 from ..utils.profiler import StageProfiler
 from .method import adam, build_parts
 
@@ -244,9 +246,19 @@ def warped(edit: DiffusionEdit) -> tuple[Tensor, Tensor]:
     at the latent's resolution. Returns the warped latent and where the warp put each handle, on the grid."""
     with edit.prof.stage("warp"):
         z, moved, cells = warp_on_grid(
-            edit.latent, edit.handles, edit.targets, edit.mask, edit.grid, edit.params["warp_fill"]
+            edit.latent,
+            edit.handles,
+            edit.targets,
+            edit.mask,
+            edit.grid,
+            edit.params["warp_fill"],
+            edit.params["warp_sample"],
         )
-    edit.info["warp"] = {"region_cells": cells, "fill": edit.params["warp_fill"]}
+    edit.info["warp"] = {
+        "region_cells": cells,
+        "fill": edit.params["warp_fill"],
+        "sample": edit.params["warp_sample"],
+    }
     return z, moved
 
 
@@ -385,8 +397,37 @@ def warp_then_sample(edit: DiffusionEdit, options: None = None) -> list[Outcome]
     recorded). The reported handles are where the warp put them: nothing is tracked."""
     zw, moved = warped(edit)
     edit.info["handles_tracked"] = False
-    z = sample(edit, zw, [], [])
+    z = sample(edit, repaired(edit, zw) if edit.params["repair_strength"] > 0 else zw, [], [])
     return [Outcome(z, DragLoopOutput(zw.float(), moved, 0, "warp", [], 0.0))]
+
+
+def repaired(edit: DiffusionEdit, zw: Tensor) -> Tensor:
+    """Re-generate the warp's seams and stretched places (``repair_strength``): inside :func:`repair_region` the
+    warped latent is re-noised forward to the timestep of ``repair_strength`` and denoised back to the drag's
+    timestep with plain self-attention, while everywhere else each step is replaced by the warped latent re-noised
+    to that step with the same noise (blended sampling); at the drag's timestep the outside is the warped latent
+    exactly. Returns the latent to sample from there."""
+    engine, p = edit.engine, edit.params
+    steps = p["inference_steps"]
+    first = steps - inversion_step_count(p["repair_strength"], steps)
+    if first >= edit.start:
+        raise ParameterError(
+            f"repair_strength={p['repair_strength']} must re-noise more than inversion_strength="
+            f"{p['inversion_strength']} does ({steps - first} against {steps - edit.start} of {steps} steps)"
+        )
+    timesteps = engine.scheduler.timesteps
+    size = tuple(zw.shape[-2:])
+    where = repair_region(edit.mask, edit.targets, edit.grid, size, p["repair_keep"], p["repair_band"]).to(zw)
+    edit.info["repair"] = {"region_cells": int(where.sum()), "steps": edit.start - first}
+    noise = torch.randn(zw.shape, generator=torch.Generator().manual_seed(edit.request.seed)).to(zw)
+    base = timesteps[edit.start]
+    with edit.prof.stage("repair"):
+        z = renoise(engine.scheduler, zw, base, timesteps[first], noise)
+        for k in range(first, edit.start):
+            _, z = engine.denoise(z, edit.embeds, k, k + 1, progress=False, autocast_mode=p["autocast"])
+            known = renoise(engine.scheduler, zw, base, timesteps[k + 1], noise)
+            z = where * z + (1 - where) * known
+    return z
 
 
 # ---- guide while sampling (LucidDrag) ---------------------------------------------------------------------------
@@ -575,6 +616,32 @@ register_driver(
 )
 
 register(
+    Param(
+        "repair_strength",
+        float,
+        0.0,
+        "sampler=warp: re-generate the warp's seams and stretched places from this fraction of the schedule (0: off; "
+        "more than inversion_strength), the moved content at the targets and everything outside the region kept",
+        "engine:diffusion",
+        min=0,
+        max=1,
+    ),
+    Param(
+        "repair_keep",
+        float,
+        4.0,
+        "repair_strength: radius (supervision-grid px) around each target kept as the warp left it",
+        "engine:diffusion",
+        min=0,
+    ),
+    Param(
+        "repair_band",
+        int,
+        1,
+        "repair_strength: latent cells the repaired region reaches beyond the editable region's edge",
+        "engine:diffusion",
+        min=0,
+    ),
     Param(
         "drag_phases",
         int,

@@ -251,17 +251,25 @@ add_method(
 # FastDrag's one-step warp of the editable region (init by sampler=warp) and its sampling from the inversion's keys
 # and values, at a low inversion strength (0.1: the warp keeps the content where it put it, one denoising step
 # repairs the seams; 0.2 and 0.3 moved less, the regenerating noise pulling content back), AdaptiveDrag's automatic
-# mask when none is painted, and the composite over the editable mask (outside it the result is the source).
+# mask when none is painted, and the composite over the editable mask (outside it the result is the source). The warp
+# samples backward (warp_sample=backward, Inpaint4Drag's mapping on FastDrag's warpage function): each place takes
+# the content bilinearly from where the warp came from, so a stretched region does not tear into blocks (median MD on
+# seeds 0-59 1.21/1.71/4.18 -> 1.00/1.41/3.61 px; on the DCGAN's 16x16 code it lost, so dragkit-gan relocates).
 add_method(
     Method(
         name="dragkit",
         engine="diffusion",
-        summary="dragkit's recipe: FastDrag's one-step warp at a low inversion strength (0.1), sampling from the "
-        "inversion's keys and values, the automatic mask, the source kept outside the mask (composite); no LoRA, "
-        "no optimization",
+        summary="dragkit's recipe: FastDrag's one-step warp, sampled backward, at a low inversion strength (0.1), "
+        "sampling from the inversion's keys and values, the automatic mask, the source kept outside the mask "
+        "(composite); no LoRA, no optimization",
         citation="dragkit (issue 24), from the parts of Zhao et al. (FastDrag, NeurIPS 2024), Chen et al. "
         "(AdaptiveDrag, 2024) and Lu & Han (Inpaint4Drag, ICCV 2025)",
-        defaults={**METHODS["fastdrag"].defaults, "inversion_strength": 0.1, "composite": "mask"},
+        defaults={
+            **METHODS["fastdrag"].defaults,
+            "inversion_strength": 0.1,
+            "composite": "mask",
+            "warp_sample": "backward",
+        },
     )
 )
 

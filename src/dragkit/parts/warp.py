@@ -29,6 +29,7 @@ from ..core.errors import ParameterError
 from ..core.params import Param, register
 
 WARP_FILLS = ("interpolation", "original", "zero")
+WARP_SAMPLES = ("relocate", "backward")
 
 register(
     Param(
@@ -49,6 +50,17 @@ register(
         "(their values before the warp) or zero",
         "warp",
         choices=WARP_FILLS,
+    ),
+    Param(
+        "warp_sample",
+        str,
+        "relocate",
+        "latent warp: how content reaches its new place: relocate (FastDrag's: each cell moves to its rounded place, "
+        "the first to arrive keeps it, which tears a stretched region into blocks) or backward (each place the warp "
+        "reaches takes the content bilinearly sampled where the warp came from, as Inpaint4Drag's backward mapping: "
+        "no holes or blocks inside the warped region)",
+        "warp",
+        choices=WARP_SAMPLES,
     ),
 )
 
@@ -104,13 +116,24 @@ def bnni(z: Tensor, empty: Tensor) -> Tensor:
     return z
 
 
-def latent_warp(z: Tensor, handles: Tensor, targets: Tensor, region: Tensor, fill: str = "interpolation") -> Tensor:
+def latent_warp(
+    z: Tensor,
+    handles: Tensor,
+    targets: Tensor,
+    region: Tensor,
+    fill: str = "interpolation",
+    sample: str = "relocate",
+) -> Tensor:
     """FastDrag's one-step warp of a latent ``(1, C, h, w)``: the cells of ``region`` (``(h, w)`` bool) move by the
     latent warpage function of the drags (``handles``/``targets`` ``(N, 2)`` float ``(row, col)`` on the latent's
-    grid); the places left empty are filled by ``fill`` (``interpolation``: BNNI; ``original``: as they were;
-    ``zero``). Returns a new latent."""
+    grid), each to its rounded place (``sample="relocate"``, FastDrag's) or, with ``sample="backward"``, each place
+    the warp reaches sampling the content bilinearly where it came from (:func:`backward_places`); the places left
+    empty are filled by ``fill`` (``interpolation``: BNNI; ``original``: as they were; ``zero``). Returns a new
+    latent."""
     if fill not in WARP_FILLS:
         raise ValueError(f"warp_fill={fill!r}: choose one of {', '.join(WARP_FILLS)}")
+    if sample not in WARP_SAMPLES:
+        raise ValueError(f"warp_sample={sample!r}: choose one of {', '.join(WARP_SAMPLES)}")
     if z.ndim != 4 or z.shape[0] != 1:
         raise ValueError(f"latent must be (1, C, h, w), got {tuple(z.shape)}")
     h, w = z.shape[-2:]
@@ -119,12 +142,23 @@ def latent_warp(z: Tensor, handles: Tensor, targets: Tensor, region: Tensor, fil
         return z.clone()
     cells = torch.nonzero(region)  # row-major order
     move = displacement(cells.to(torch.float64), handles.cpu(), targets.cpu(), region)
+    src = z.detach().cpu() if z.device.type != "cpu" else z
+    if sample == "backward":
+        places, came_from = backward_places(cells, move, handles.cpu(), targets.cpu(), region)
+        written = torch.zeros(h, w, dtype=torch.bool)
+        written[places[:, 0], places[:, 1]] = True
+        result = src.clone()
+        if fill == "zero":
+            result[0, :, region] = 0
+        result[0, :, places[:, 0], places[:, 1]] = bilinear(src, came_from)
+        if fill == "interpolation":
+            result = bnni(result, region & ~written)
+        return z.clone().copy_(result.to(z.device))
     dest = torch.round(cells + move)
     dest[:, 0].clamp_(0, h - 1)
     dest[:, 1].clamp_(0, w - 1)
     dest = dest.long()
     out = z.clone()
-    src = z.detach().cpu() if z.device.type != "cpu" else z
     written = torch.zeros(h, w, dtype=torch.bool)
     moved = torch.zeros_like(src)
     for (r, c), (dr, dc) in zip(cells.tolist(), dest.tolist(), strict=True):
@@ -141,6 +175,66 @@ def latent_warp(z: Tensor, handles: Tensor, targets: Tensor, region: Tensor, fil
     return out.copy_(result.to(out.device))
 
 
+def backward_places(
+    cells: Tensor, move: Tensor, handles: Tensor, targets: Tensor, region: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The backward mapping of the warp (as Inpaint4Drag's, on FastDrag's warpage function): each region cell ``C``
+    lands at ``C + v(C)``; a place ``p`` near those landings gets the source position ``q = p − u(p)``, ``u`` the
+    1/distance-weighted displacement of its four nearest landings, and keeps it only when ``q`` lies in the region
+    and the warp of ``q`` lands within one cell of ``p`` (a place no landing explains stays empty). Returns the
+    places ``(M, 2)`` long and their source positions ``(M, 2)`` float ``(row, col)``."""
+    from scipy.spatial import cKDTree
+
+    h, w = region.shape
+    landed = (cells.double() + move).numpy()
+    tree = cKDTree(landed)
+    rr, cc = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    places = torch.stack([rr.reshape(-1), cc.reshape(-1)], 1)
+    k = min(4, len(landed))
+    dist, idx = tree.query(places.double().numpy(), k=k)
+    dist, idx = torch.from_numpy(dist).reshape(len(places), k), torch.from_numpy(idx).reshape(len(places), k)
+    near = dist[:, 0] <= 2.0
+    places, dist, idx = places[near], dist[near], idx[near]
+    weight = 1 / (dist + 1e-6)
+    u = (weight[..., None] * move[idx]).sum(1) / weight.sum(1, keepdim=True)
+    q = places.double() - u
+    inside = (q[:, 0] >= 0) & (q[:, 0] <= h - 1) & (q[:, 1] >= 0) & (q[:, 1] <= w - 1)
+    nearest = q.round().long()
+    nearest[:, 0].clamp_(0, h - 1)
+    nearest[:, 1].clamp_(0, w - 1)
+    inside &= region[nearest[:, 0], nearest[:, 1]]
+    lands = q + displacement(q, handles.double(), targets.double(), region)
+    keep = inside & ((lands - places.double()).norm(dim=1) <= 1.0)
+    return places[keep], q[keep]
+
+
+def bilinear(z: Tensor, at: Tensor) -> Tensor:
+    """``z`` ``(1, C, h, w)`` sampled bilinearly at float ``(row, col)`` positions ``at`` ``(M, 2)``: ``(C, M)``."""
+    h, w = z.shape[-2:]
+    grid = torch.stack([at[:, 1] / max(w - 1, 1), at[:, 0] / max(h - 1, 1)], -1) * 2 - 1
+    out = F.grid_sample(z.double(), grid[None, None], mode="bilinear", align_corners=True)
+    return out[0, :, 0].to(z.dtype)
+
+
+def repair_region(
+    mask: Tensor, targets: Tensor, grid: tuple[int, int], size: tuple[int, int], keep: float, band: int
+) -> Tensor:
+    """Where a warp's result is re-generated (``repair_strength``): the editable region at the latent's ``size``,
+    grown by ``band`` cells (the seam along its edge), less discs of radius ``keep`` (supervision-grid px) around
+    the ``targets`` ``(N, 2)`` on ``grid``, where the moved content now sits. Returns an ``(h, w)`` float 0/1 mask.
+    Inpaint4Drag re-generates the vacated places and a band along the warped edge the same way."""
+    region = latent_region(mask.cpu(), size)[None, None].float()
+    if band > 0:
+        region = F.max_pool2d(region, 2 * band + 1, stride=1, padding=band)
+    (h, w), (lh, lw) = grid, size
+    rows = (torch.arange(lh, dtype=torch.float64)[:, None] + 0.5) * h / lh - 0.5
+    cols = (torch.arange(lw, dtype=torch.float64)[None, :] + 0.5) * w / lw - 0.5
+    out = region[0, 0]
+    for r, c in targets.cpu().double().tolist():
+        out = out * (((rows - r) ** 2 + (cols - c) ** 2).sqrt() > keep).float()
+    return out
+
+
 def warp_on_grid(
     z: Tensor,
     handles: Tensor,
@@ -148,6 +242,7 @@ def warp_on_grid(
     mask: Tensor | None,
     grid: tuple[int, int],
     fill: str = "interpolation",
+    sample: str = "relocate",
 ) -> tuple[Tensor, Tensor, int]:
     """The warp as a drag's starting point on any engine: ``handles``/``targets`` ``(N, 2)`` and ``mask`` (1 = may
     change) on the supervision ``grid``, scaled to the latent's own grid (not rounded again, as FastDrag's code does).
@@ -159,7 +254,7 @@ def warp_on_grid(
     scale = torch.tensor([lh / h, lw / w], dtype=torch.float64)
     region = latent_region(mask.cpu(), (lh, lw))
     a, b = handles.cpu().double() * scale, targets.cpu().double() * scale
-    out = latent_warp(z, a, b, region, fill)
+    out = latent_warp(z, a, b, region, fill, sample)
     at = [i for i, (r, c) in enumerate(a.round().long().tolist()) if bool(region[min(r, lh - 1), min(c, lw - 1)])]
     moved = handles.clone()
     if at:

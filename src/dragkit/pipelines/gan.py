@@ -221,8 +221,15 @@ class DragGANPipeline:
             )
         res = self.engine.resolution
         with prof.stage("warp"):
-            start, moved, cells = warp_on_grid(code, handles, targets, mask, (res, res), params["warp_fill"])
-        info["warp"] = {"region_cells": cells, "fill": params["warp_fill"], "code_shape": list(code.shape[1:])}
+            start, moved, cells = warp_on_grid(
+                code, handles, targets, mask, (res, res), params["warp_fill"], params["warp_sample"]
+            )
+        info["warp"] = {
+            "region_cells": cells,
+            "fill": params["warp_fill"],
+            "sample": params["warp_sample"],
+            "code_shape": list(code.shape[1:]),
+        }
         with torch.no_grad():
             initial = features(code).detached()
         return start, moved, DragContext(initial, handles.clone(), targets, mask)

@@ -32,7 +32,14 @@ from .lora import (
     remove_identity_lora,
     train_identity_lora,
 )
-from .sampling import Variation, aligned_inverse_scheduler, check_alignment, inversion_step_count, latent_step
+from .sampling import (
+    Variation,
+    aligned_inverse_scheduler,
+    check_alignment,
+    inversion_step_count,
+    latent_step,
+    renoise,
+)
 from .source_cache import Records, SourceCache
 
 __all__ = [
@@ -61,6 +68,7 @@ __all__ = [
     "lora_cache_dir",
     "lora_cache_key",
     "remove_identity_lora",
+    "renoise",
     "self_attentions",
     "train_identity_lora",
     "unet_forward",

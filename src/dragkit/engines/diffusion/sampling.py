@@ -72,6 +72,15 @@ def run_steps(
     return z
 
 
+def renoise(scheduler: Any, z: Tensor, t_from: Tensor, t_to: Tensor, noise: Tensor) -> Tensor:
+    """The forward process from ``z`` at ``t_from`` to ``t_to`` (later):
+    ``√(ᾱ_to/ᾱ_from)·z + √(1 − ᾱ_to/ᾱ_from)·noise``
+    with the scheduler's own ``alphas_cumprod``; ``z`` itself when ``t_to == t_from``."""
+    a = scheduler.alphas_cumprod
+    ratio = (a[int(t_to)] / a[int(t_from)]).to(torch.float64)
+    return (ratio.sqrt() * z.double() + (1 - ratio).clamp_min(0).sqrt() * noise.double()).to(z.dtype)
+
+
 @dataclass
 class Variation:
     """A seed variant's sampling (DiffEditor's regional SDE): inside ``region`` (a latent-resolution 0/1 mask) the
