@@ -49,3 +49,30 @@ def pixel_pipe(tmp_path_factory):
     p = DragDiffusionPipeline.from_pretrained(build_tiny_pixel(tmp_path_factory.mktemp("pixel")))
     p.set_progress_bar_config(disable=True)
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory):
+    """A tiny random-weight SDXL pipeline folder (two text encoders, text_time conditioning), built offline."""
+    pytest.importorskip("diffusers")
+    from dragkit.utils.testing import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl"))
+
+
+@pytest.fixture(scope="session")
+def xl_pipe(tiny_sdxl):
+    from dragkit import DragDiffusionPipeline
+
+    p = DragDiffusionPipeline.from_pretrained(tiny_sdxl)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2_v(tmp_path_factory):
+    """A tiny random-weight SD 2.x-style v-prediction pipeline folder, built offline."""
+    pytest.importorskip("diffusers")
+    from dragkit.utils.testing import build_tiny_sd2_v
+
+    return build_tiny_sd2_v(tmp_path_factory.mktemp("tiny-sd2-v"))

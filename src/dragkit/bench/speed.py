@@ -60,11 +60,14 @@ def reference_edit(
     the initial features from one more forward, both branches denoised with mutual self-attention. The numbers
     are ``dragdiffusion``'s up to float noise; only the time and memory differ — what ``bench-speed`` compares."""
     from ..engines.diffusion import inversion_step_count, weights_require_grad
+    from ..engines.diffusion.layout import adapt_to_unet
     from ..methods.drivers import DiffusionEdit, loop_terms
     from ..pipelines.common import editable_mask, make_result, resolve_params, run_preset_loop
     from ..utils.profiler import StageProfiler
 
-    params = resolve_params("dragdiffusion", "diffusion", request, {**pipe.defaults_for("dragdiffusion"), **overrides})
+    defaults = pipe.defaults_for("dragdiffusion")
+    params = resolve_params("dragdiffusion", "diffusion", request, {**defaults, **overrides})
+    adapt_to_unet(params, set(defaults) | set(overrides), pipe.engine.family, pipe.unet, pipe.engine.scale_factor)
     if params["source_kv"] != "recompute":
         raise ParameterError("the reference recipe recomputes the source branch: source_kv must be recompute")
     engine, prof = pipe.engine, StageProfiler(pipe.device)
@@ -76,7 +79,7 @@ def reference_edit(
     info: dict[str, Any] = {"recipe": "reference", "source_cache": "off", "mutual_attention_blocks": mutual}
     with engine.editing(params):
         with prof.stage("encode"):
-            embeds = engine.encode_prompt(request.prompt)
+            embeds = engine.encode_prompt(request.prompt, (w, h))
             x = engine.image_tensor(request.image, (w, h))
             posterior = engine.encode(x)
         with prof.stage("lora"):

@@ -34,6 +34,7 @@ from ..core.protocols import SamplingGuide
 from ..core.types import DragRequest
 from ..engines.diffusion import (
     DiffusionEngine,
+    Embeds,
     Records,
     Variation,
     gradient_checkpointing,
@@ -75,7 +76,7 @@ class DiffusionEdit:
     request: DragRequest
     method: str
     params: dict[str, Any]
-    embeds: Tensor | None
+    embeds: Embeds
     image: Tensor
     latent: Tensor
     start: int
@@ -578,8 +579,9 @@ def semantic_guides(edit: DiffusionEdit, chosen: Intention) -> list[SamplingGuid
     p, engine = edit.params, edit.engine
     if not (p["guide_semantic"] > 0 and engine.conditional):
         return []
-    target = engine.cond(engine.encode_prompt(chosen.target_prompt), 2)
-    source = engine.cond(engine.encode_prompt(chosen.source_prompt), 2)
+    size = (edit.image.shape[-1], edit.image.shape[-2])
+    target = engine.cond(engine.encode_prompt(chosen.target_prompt, size), 2)
+    source = engine.cond(engine.encode_prompt(chosen.source_prompt, size), 2)
     return [SemanticGuide(p["guide_semantic"], p["guide_steps"], target, source)]
 
 

@@ -20,6 +20,7 @@ from ..core.errors import ModelError, ParameterError
 from ..core.geometry import GridMap, dragdiffusion_points
 from ..core.types import DragRequest, DragResult
 from ..engines.diffusion import DiffusionEngine, Records, ddim_schedulers, inversion_step_count
+from ..engines.diffusion.layout import adapt_to_unet
 from ..methods import get_method
 from ..methods.drivers import DiffusionEdit, GuidanceOptions, check_options, get_driver
 from ..parts.intentions import Intention, LLMReasoner
@@ -57,6 +58,28 @@ def read_model_defaults(path: Path) -> tuple[dict[str, Any], dict[str, dict[str,
         raise ModelError(f"{path}: not a valid model defaults file ({e})") from None
 
 
+def single_file_family(path: Path) -> str:
+    """Which pipeline a single-file checkpoint holds, by its own weights' names (diffusers' key for each family),
+    never by the file's name: ``sdxl`` (the base model's second text encoder is there), ``sdxl-refiner`` (the
+    refiner's only encoder is OpenCLIP), else ``sd`` (1.x/2.x). Reads only the names: a ``.safetensors`` header, or
+    a ``.ckpt`` memory-mapped with ``weights_only=True``."""
+    from diffusers.loaders.single_file_utils import CHECKPOINT_KEY_NAMES
+
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+    else:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        keys = set(state.get("state_dict", state))
+    if CHECKPOINT_KEY_NAMES["xl_base"] in keys:
+        return "sdxl"
+    if CHECKPOINT_KEY_NAMES["xl_refiner"] in keys:
+        return "sdxl-refiner"
+    return "sd"
+
+
 def _checked_defaults(values: Any, where: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise TypeError(f"{where} is not an object")
@@ -79,7 +102,7 @@ try:  # diffusers is an optional dependency: the GAN side of dragkit works witho
         UNet2DModel,
     )
     from diffusers.loaders import StableDiffusionLoraLoaderMixin
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     _IMPORT_ERROR: ImportError | None = e
     DiffusionPipeline = object  # type: ignore[misc,assignment]
@@ -107,9 +130,17 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         out.image.save("cat_dragged.png")
     """
 
-    model_cpu_offload_seq = "text_encoder->unet->vae"
-    # pixel-space unconditional models (a DDPMPipeline folder: unet + scheduler) have no VAE and no text encoder
-    _optional_components = ["vae", "text_encoder", "tokenizer", "inverse_scheduler"]  # noqa: RUF012
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
+    # pixel-space unconditional models (a DDPMPipeline folder: unet + scheduler) have no VAE and no text encoder;
+    # only SDXL has the second text encoder
+    _optional_components = [  # noqa: RUF012
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "text_encoder_2",
+        "tokenizer_2",
+        "inverse_scheduler",
+    ]
 
     def __init__(
         self,
@@ -119,6 +150,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         text_encoder: CLIPTextModel | None = None,
         tokenizer: CLIPTokenizer | None = None,
         inverse_scheduler: DDIMInverseScheduler | None = None,
+        text_encoder_2: CLIPTextModelWithProjection | None = None,
+        tokenizer_2: CLIPTokenizer | None = None,
     ) -> None:
         _require_diffusers()
         super().__init__()
@@ -127,6 +160,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             vae=vae,
             text_encoder=text_encoder,
             tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
             unet=unet,
             scheduler=scheduler,
             inverse_scheduler=inverse_scheduler,
@@ -193,9 +228,18 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         if name.endswith((".safetensors", ".ckpt")):
             if not path.is_file():
                 raise ModelError(f"model file {name} not found")
-            from diffusers import StableDiffusionPipeline
+            from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-            sd = StableDiffusionPipeline.from_single_file(name, safety_checker=None, **kwargs)
+            family = single_file_family(path)
+            if family == "sdxl-refiner":
+                raise ModelError(
+                    f"{name} is an SDXL refiner: it has one text encoder and conditions on an aesthetic score; drag "
+                    "editing runs on the SDXL base model"
+                )
+            if family == "sdxl":
+                sd = StableDiffusionXLPipeline.from_single_file(name, **kwargs)
+            else:
+                sd = StableDiffusionPipeline.from_single_file(name, safety_checker=None, **kwargs)
             return cls(**{k: v for k, v in sd.components.items() if k in cls._get_signature_keys(cls)[0]})
         if path.exists() and not (path / "model_index.json").is_file():
             raise ModelError(
@@ -213,9 +257,24 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         """The engine over this pipeline's components (rebuilt if a component is replaced; it keeps the source
         cache, whose key names the model it belongs to)."""
         e = self._engine
-        parts = (self.unet, self.scheduler, self.inverse_scheduler, self.vae, self.text_encoder, self.tokenizer)
+        parts = (
+            self.unet,
+            self.scheduler,
+            self.inverse_scheduler,
+            self.vae,
+            self.text_encoder,
+            self.tokenizer,
+            self.text_encoder_2,
+            self.tokenizer_2,
+        )
         if e is None or any(a is not b for a, b in zip(parts, self._engine_parts, strict=True)):
-            e = DiffusionEngine(*parts[:3], *parts[3:], name=self.model_name, progress_bar=self.progress_bar)
+            e = DiffusionEngine(
+                *parts[:6],
+                name=self.model_name,
+                progress_bar=self.progress_bar,
+                text_encoder_2=parts[6],
+                tokenizer_2=parts[7],
+            )
             if self._engine is not None:
                 e.source_cache = self._engine.source_cache
             self._engine, self._engine_parts = e, parts
@@ -255,7 +314,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             **overrides: any parameter by its stable name (``drag_steps=40``, ``lora="none"``, ...).
         """
         # 1. Check the inputs: the method's parameters (preset < model defaults < overrides), its driver, options
-        params, driver = self._check_inputs(request, method, options, overrides)
+        params, driver, adapted = self._check_inputs(request, method, options, overrides)
         engine, prof = self.engine, StageProfiler(self.device)
         if self.load_profile is not None:  # loading happens once per pipeline; every edit reports it
             prof.stages["load"] = dict(self.load_profile)
@@ -264,11 +323,13 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         gm = GridMap((H, W), grid, convention="corner")
         mutual = engine.mutual_layers(params["mutual_attn_start_layer"])
         info = self._edit_facts(request, method, (w, h), grid, mutual, overrides)
+        if adapted:  # the preset's SD 1.5 numbers carried over to this UNet (dragkit.engines.diffusion.layout)
+            info["adapted_to_model"] = {k: {"preset": a, "used": b} for k, (a, b) in adapted.items()}
 
         with engine.editing(params):
             # 2. Encode the prompt and the image at the working size
             with prof.stage("encode"):
-                embeds = engine.encode_prompt(request.prompt)
+                embeds = engine.encode_prompt(request.prompt, (w, h))
                 x = engine.image_tensor(request.image, (w, h))
                 posterior = engine.encode(x)
 
@@ -329,11 +390,17 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
 
     def _check_inputs(
         self, request: DragRequest, method: str, options: Any, overrides: dict[str, Any]
-    ) -> tuple[dict[str, Any], Any]:
-        """The edit's parameters (the preset's, then the model folder's for this method, then the caller's) and its
-        driver, checked: the driver takes these options; the source branch can be read from the inversion; the
-        feature block exists."""
-        params = resolve_params(method, "diffusion", request, {**self.defaults_for(method), **overrides})
+    ) -> tuple[dict[str, Any], Any, dict[str, tuple[Any, Any]]]:
+        """The edit's parameters (the preset's, then the model folder's for this method, then the caller's; the
+        preset's layer numbers and working width carried over to this UNet, see
+        :func:`~dragkit.engines.diffusion.layout.adapt_to_unet`) and its driver, checked: the driver takes these
+        options; the source branch can be read from the inversion; the feature block exists. Returns the
+        parameters, the driver and what was carried over."""
+        model_defaults = self.defaults_for(method)
+        params = resolve_params(method, "diffusion", request, {**model_defaults, **overrides})
+        engine = self.engine
+        fixed = set(model_defaults) | set(overrides)
+        adapted = adapt_to_unet(params, fixed, engine.family, self.unet, engine.scale_factor)
         driver = get_driver(params["sampler"])
         check_options(driver, options, method)
         if params["source_kv"] == "inversion" and (driver.reads_source_branch or params["closs_weight"] > 0):
@@ -344,7 +411,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         n = len(self.unet.up_blocks)
         if not 0 <= params["feature_block"] < n:
             raise ParameterError(f"feature_block={params['feature_block']}: this UNet has up_blocks 0..{n - 1}")
-        return params, driver
+        return params, driver, adapted
 
     def _edit_facts(
         self,
@@ -363,6 +430,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         return {
             "engine": "diffusion",
             "model": self.model_name,
+            "model_family": self.engine.family,
+            "prediction_type": self.scheduler.config.prediction_type,
             "working_size": [w, h],
             "scale": [w / W, h / H],
             "grid_size": list(grid),
@@ -377,7 +446,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         self,
         key: tuple | None,
         z0: torch.Tensor,
-        embeds: torch.Tensor | None,
+        embeds: Any,
         params: dict[str, Any],
         mutual: list[str],
         progress: bool,

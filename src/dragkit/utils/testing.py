@@ -63,11 +63,14 @@ def build_sd_pipeline(
     layers_per_block: int = 1,
     norm_num_groups: int = 2,
     seed: int = 0,
+    prediction_type: str = "epsilon",
+    use_linear_projection: bool = False,
 ) -> Path:
     """Build and save a random-weight Stable-Diffusion-layout pipeline; returns the folder.
 
     The UNet has SD 1.5's block types (CrossAttnDown ×3, Down, mid, Up, CrossAttnUp ×3); the VAE downsamples by
-    2^(len(vae_channels) − 1) (8 with four blocks, like SD). The scheduler is SD 1.5's DDIM configuration.
+    2^(len(vae_channels) − 1) (8 with four blocks, like SD). The scheduler is SD 1.5's DDIM configuration, with
+    ``prediction_type`` (SD 2.x 768-v: ``v_prediction``; SD 2.x also uses ``use_linear_projection``).
     """
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -86,6 +89,7 @@ def build_sd_pipeline(
         cross_attention_dim=text_hidden,
         attention_head_dim=attention_head_dim,
         norm_num_groups=norm_num_groups,
+        use_linear_projection=use_linear_projection,
     )
     m = len(vae_channels)
     vae = AutoencoderKL(
@@ -107,6 +111,7 @@ def build_sd_pipeline(
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
+        prediction_type=prediction_type,
     )
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -125,6 +130,120 @@ def build_sd_pipeline(
 def build_tiny_sd(folder: str | Path) -> Path:
     """The smallest useful SD-layout pipeline (about a second per edit on a CPU)."""
     return build_sd_pipeline(folder)
+
+
+def build_tiny_sd2_v(folder: str | Path) -> Path:
+    """The tiny SD layout as SD 2.x 768-v has it: v-prediction, linear projections in the transformers."""
+    return build_sd_pipeline(folder, prediction_type="v_prediction", use_linear_projection=True)
+
+
+def build_sdxl_pipeline(
+    folder: str | Path,
+    *,
+    unet_channels: tuple[int, ...] = (8, 16, 16),
+    transformer_layers: tuple[int, ...] = (1, 1, 2),
+    vae_channels: tuple[int, ...] = (4, 8, 8, 8),
+    text_hidden: tuple[int, int] = (8, 16),
+    text_layers: int = 2,
+    time_embed_dim: int = 4,
+    attention_head_dim: int | tuple[int, ...] = 2,
+    layers_per_block: int = 1,
+    norm_num_groups: int = 2,
+    sample_size: int = 128,
+    seed: int = 0,
+) -> Path:
+    """Build and save a random-weight SDXL-layout pipeline (``StableDiffusionXLPipeline``); returns the folder.
+
+    As SDXL: the UNet's blocks are Down, CrossAttnDown ×2 and CrossAttnUp ×2, Up, with ``transformer_layers`` per
+    down block (SDXL: 0, 2, 10); its added conditioning is ``text_time`` (the pooled text embedding and six size
+    numbers); cross-attention reads both text encoders' hidden states side by side (``CLIPTextModel`` and
+    ``CLIPTextModelWithProjection``, penultimate layers); the VAE keeps ``force_upcast``; the scheduler is SDXL's
+    DDIM configuration (ε-prediction, "leading" spacing)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    h1, h2 = text_hidden
+    unet = UNet2DConditionModel(
+        block_out_channels=unet_channels,
+        layers_per_block=layers_per_block,
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(unet_channels) - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (len(unet_channels) - 1) + ("UpBlock2D",),
+        transformer_layers_per_block=transformer_layers,
+        cross_attention_dim=h1 + h2,
+        attention_head_dim=attention_head_dim,
+        norm_num_groups=norm_num_groups,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=h2 + 6 * time_embed_dim,
+    )
+    m = len(vae_channels)
+    vae = AutoencoderKL(
+        block_out_channels=list(vae_channels),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * m,
+        up_block_types=["UpDecoderBlock2D"] * m,
+        latent_channels=4,
+        norm_num_groups=norm_num_groups,
+        scaling_factor=0.13025,
+        force_upcast=True,
+        sample_size=sample_size * 2 ** (m - 1),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = _offline_clip_tokenizer(Path(tmp) / "one")
+        tokenizer_2 = _offline_clip_tokenizer(Path(tmp) / "two")
+    text_encoder = CLIPTextModel(_text_config(tokenizer, h1, text_layers, 2, 2 * h1))
+    text_encoder_2 = CLIPTextModelWithProjection(
+        _text_config(tokenizer_2, h2, text_layers, 2, 2 * h2, projection_dim=h2)
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_sdxl(folder: str | Path) -> Path:
+    """The smallest useful SDXL-layout pipeline (seconds per edit on a CPU), trained size 256 (SDXL's: 1024)."""
+    return build_sdxl_pipeline(folder, sample_size=32)
+
+
+def build_sdxl_shaped(folder: str | Path, width: int = 64) -> Path:
+    """SDXL's blocks, transformer depths (0, 2, 10), heads and VAE layout at reduced width (``width`` replaces 320),
+    random weights; for speed and memory measurements."""
+    return build_sdxl_pipeline(
+        folder,
+        unet_channels=(width, 2 * width, 4 * width),
+        transformer_layers=(1, 2, 10),
+        vae_channels=(32, 64, 128, 128),
+        text_hidden=(96, 160),
+        text_layers=4,
+        time_embed_dim=32,
+        attention_head_dim=(5, 10, 20) if width % 64 == 0 else 8,
+        layers_per_block=2,
+        norm_num_groups=32,
+    )
 
 
 def build_sd15_shaped(folder: str | Path, width: int = 64) -> Path:

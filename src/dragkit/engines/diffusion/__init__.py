@@ -20,7 +20,16 @@ from .attention import (
     attention_processors,
     self_attentions,
 )
-from .engine import DiffusionEngine, Posterior, ddim_schedulers, gradient_checkpointing, weights_require_grad
+from .engine import (
+    DiffusionEngine,
+    Embeds,
+    Posterior,
+    PromptEmbeds,
+    ddim_schedulers,
+    gradient_checkpointing,
+    model_family,
+    weights_require_grad,
+)
 from .features import UNetOutput, autocast, feature_function, unet_forward
 from .lora import (
     LORA_ADAPTER,
@@ -45,8 +54,10 @@ from .source_cache import Records, SourceCache
 __all__ = [
     "LORA_ADAPTER",
     "DiffusionEngine",
+    "Embeds",
     "MutualSelfAttentionProcessor",
     "Posterior",
+    "PromptEmbeds",
     "RecordingProcessor",
     "Records",
     "SourceCache",
@@ -67,6 +78,7 @@ __all__ = [
     "load_identity_lora",
     "lora_cache_dir",
     "lora_cache_key",
+    "model_family",
     "remove_identity_lora",
     "renoise",
     "self_attentions",

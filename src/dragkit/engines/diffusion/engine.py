@@ -162,6 +162,39 @@ def gradient_checkpointing(unet: torch.nn.Module, on: bool) -> Iterator[None]:
 
 
 @dataclass
+class PromptEmbeds:
+    """SDXL's text conditioning: ``hidden`` (both encoders' penultimate hidden states side by side, ``(1, 77, d)``),
+    ``pooled`` (the second encoder's projected embedding) and ``time_ids`` (original size, crop corner and target
+    size, each ``(height, width)``). SD 1.x/2.x need only a hidden-state tensor."""
+
+    hidden: Tensor
+    pooled: Tensor
+    time_ids: Tensor
+
+    def cond(self, batch: int) -> dict[str, Any]:
+        return {
+            "encoder_hidden_states": self.hidden.expand(batch, -1, -1),
+            "added_cond_kwargs": {
+                "text_embeds": self.pooled.expand(batch, -1),
+                "time_ids": self.time_ids.expand(batch, -1),
+            },
+        }
+
+
+Embeds = Tensor | PromptEmbeds | None
+
+
+def model_family(unet: torch.nn.Module, vae: torch.nn.Module | None) -> str:
+    """``sdxl``, ``sd`` (1.x/2.x) or ``pixel``, read from the checkpoint's own configs, never from its name: SDXL's
+    UNet takes the ``text_time`` added conditioning; a latent model without it is SD 1.x/2.x."""
+    if vae is None:
+        return "pixel"
+    if getattr(unet.config, "addition_embed_type", None) == "text_time":
+        return "sdxl"
+    return "sd"
+
+
+@dataclass
 class Posterior:
     """An image's latent: ``mean`` (× the VAE's scaling factor; DragDiffusion edits it) and ``sample(g)``, a draw
     from the VAE's posterior (the identity LoRA trains on those). For pixel-space models both are the image."""
@@ -183,7 +216,9 @@ def ddim_schedulers(scheduler: Any, inverse: Any = None) -> tuple[Any, Any]:
 
 class DiffusionEngine:
     """A diffusion model for drag editing: Stable Diffusion 1.x/2.x (``UNet2DConditionModel`` with a VAE and a CLIP
-    text encoder) or a pixel-space unconditional ``UNet2DModel`` (no VAE, no text).
+    text encoder; ε- or v-prediction, as the scheduler's ``prediction_type`` says), SDXL (two text encoders, the
+    pooled embedding and size conditioning; :class:`PromptEmbeds`) or a pixel-space unconditional ``UNet2DModel``
+    (no VAE, no text).
 
     ``progress_bar`` wraps an iterable of timesteps in a progress bar (the pipeline's, so that its configuration
     applies); the default is tqdm's.
@@ -199,9 +234,15 @@ class DiffusionEngine:
         tokenizer: Any = None,
         name: str = "custom",
         progress_bar: Callable[[Iterable], Iterable] | None = None,
+        text_encoder_2: torch.nn.Module | None = None,
+        tokenizer_2: Any = None,
     ) -> None:
         self.unet, self.vae = unet, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
+        self.family = model_family(unet, vae)
+        if self.family == "sdxl" and (text_encoder_2 is None or tokenizer_2 is None):
+            raise ValueError("an SDXL UNet needs both text encoders and tokenizers (text_encoder_2, tokenizer_2)")
         self.scheduler, self.inverse_scheduler = scheduler, inverse_scheduler
         self.name = name
         self.source_cache = SourceCache()
@@ -224,7 +265,7 @@ class DiffusionEngine:
     @property
     def conditional(self) -> bool:
         """Whether the UNet reads text (``encoder_hidden_states``); pixel-space unconditional models do not."""
-        return self.text_encoder is not None
+        return self.text_encoder is not None or self.text_encoder_2 is not None
 
     @property
     def scale_factor(self) -> int:
@@ -272,26 +313,49 @@ class DiffusionEngine:
 
     # ---- text and images ---------------------------------------------------------------------------------------
 
-    def encode_prompt(self, prompt: str) -> Tensor | None:
-        """CLIP text embeddings of ``prompt``; a prompt longer than the tokenizer's limit is truncated (warned).
-        ``None`` for unconditional models, which ignore prompts (noted once per edit)."""
+    def encode_prompt(self, prompt: str, size: tuple[int, int] | None = None) -> Embeds:
+        """The UNet's text conditioning for ``prompt``: CLIP hidden states (SD 1.x/2.x), or for SDXL both encoders'
+        penultimate hidden states, the second's pooled embedding and the size conditioning for an image of ``size``
+        = ``(w, h)`` (the UNet's own resolution when ``None``), edited uncropped at that size. A prompt longer than
+        a tokenizer's limit is truncated (warned). ``None`` for unconditional models, which ignore prompts."""
         if not self.conditional:
             if prompt:
                 logger.warning("this model is unconditional: the prompt is ignored")
             return None
-        tok = self.tokenizer
-        limit = min(tok.model_max_length, self.text_encoder.config.max_position_embeddings)
+        if self.family != "sdxl":
+            return self._text_states(self.tokenizer, self.text_encoder, prompt)[0].to(self.unet.dtype)
+        hidden, pooled = [], None
+        for tok, enc in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
+            if enc is None:  # SDXL's refiner has the second encoder only
+                continue
+            out = self._text_states(tok, enc, prompt, hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+            pooled = out[0]  # the last encoder's projected (pooled) embedding, as diffusers' SDXL pipeline takes it
+        if size is None:
+            side = int(self.unet.config.sample_size) * self.scale_factor
+            size = (side, side)
+        w, h = size
+        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=self.unet.dtype, device=self.device)
+        dtype = self.unet.dtype
+        return PromptEmbeds(torch.cat(hidden, -1).to(dtype), pooled.to(dtype), time_ids)
+
+    def _text_states(self, tok: Any, enc: torch.nn.Module, prompt: str, hidden_states: bool = False) -> Any:
+        limit = min(tok.model_max_length, enc.config.max_position_embeddings)
         full = tok(prompt, truncation=False, return_tensors="pt").input_ids
         if full.shape[-1] > limit:
             logger.warning(
                 "prompt is %d tokens; the text encoder reads %d: the rest is ignored", full.shape[-1], limit
             )
         ids = tok(prompt, padding="max_length", max_length=limit, truncation=True, return_tensors="pt").input_ids
-        return self.text_encoder(ids.to(self.device))[0].to(self.unet.dtype)
+        return enc(ids.to(self.device), output_hidden_states=hidden_states)
 
-    def cond(self, embeds: Tensor | None, batch: int = 1) -> dict[str, Tensor]:
+    def cond(self, embeds: Embeds, batch: int = 1) -> dict[str, Any]:
         """The UNet's conditioning keyword arguments for a batch."""
-        return {} if embeds is None else {"encoder_hidden_states": embeds.expand(batch, -1, -1)}
+        if embeds is None:
+            return {}
+        if isinstance(embeds, PromptEmbeds):
+            return embeds.cond(batch)
+        return {"encoder_hidden_states": embeds.expand(batch, -1, -1)}
 
     def image_tensor(self, image: Image.Image, size: tuple[int, int]) -> Tensor:
         """PIL → ``(1, 3, H, W)`` in [-1, 1] at ``size`` = ``(W, H)`` (bilinear)."""
@@ -306,11 +370,16 @@ class DiffusionEngine:
         if self.vae is None:
             z0 = x.to(self.unet.dtype)
             return Posterior(z0, lambda g: z0)
-        dist = self.vae.encode(x).latent_dist
-        sf = self.vae.config.scaling_factor
+        vae = self.upcast_vae()
+        dist = vae.encode(x.to(vae.dtype)).latent_dist
+        sf = vae.config.scaling_factor
+        dtype = self.unet.dtype
+        mean = (dist.mean * sf).to(dtype)
         return Posterior(
-            dist.mean * sf,
-            lambda g: (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(dist.mean)) * sf,
+            mean,
+            lambda g: ((dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(dist.mean)) * sf).to(
+                dtype
+            ),
         )
 
     def decode(self, latent: Tensor) -> Tensor:
@@ -318,8 +387,19 @@ class DiffusionEngine:
         if self.vae is None:
             x = latent
         else:
-            x = self.vae.decode(latent / self.vae.config.scaling_factor, return_dict=False)[0]
+            vae = self.upcast_vae()
+            x = vae.decode(latent.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         return (x / 2 + 0.5).clamp(0, 1)
+
+    def upcast_vae(self) -> torch.nn.Module:
+        """The VAE, moved to float32 first when it is in float16 and its config says ``force_upcast`` (SDXL's VAE
+        overflows in float16; a VAE fixed for float16, such as ``madebyollin/sdxl-vae-fp16-fix``, says it does not
+        and stays as it is). Logged once."""
+        vae = self.vae
+        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            logger.info("the VAE overflows in float16 (force_upcast): it runs in float32")
+            vae.to(torch.float32)
+        return vae
 
     def decode_image(self, latent: Tensor, size: tuple[int, int]) -> Image.Image:
         """Decode one latent to a PIL image resized (bilinear) to ``size = (H, W)``; ×255 truncated to uint8, as
@@ -337,7 +417,7 @@ class DiffusionEngine:
     def invert(
         self,
         z0: Tensor,
-        embeds: Tensor | None,
+        embeds: Embeds,
         steps: int,
         n_invert: int,
         *,
@@ -370,7 +450,7 @@ class DiffusionEngine:
     def features_at(
         self,
         t: Tensor,
-        embeds: Tensor | None,
+        embeds: Embeds,
         feature_block: int,
         grid: tuple[int, int],
         *,
@@ -402,7 +482,7 @@ class DiffusionEngine:
     def denoise(
         self,
         z_edit: Tensor,
-        embeds: Tensor | None,
+        embeds: Embeds,
         start: int,
         stop: int | None = None,
         *,
@@ -501,7 +581,7 @@ class DiffusionEngine:
         seed: int,
         size: tuple[int, int],
         posterior: Posterior,
-        embeds: Tensor | None,
+        embeds: Embeds,
         *,
         progress: bool = True,
         cache: bool = True,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,13 @@ class _FeaturesReady(Exception):
 class UNetOutput:
     features: dict[int, Tensor]
     eps: Tensor | None
+
+
+def expand_cond(cond: dict[str, Any], batch: int) -> dict[str, Any]:
+    """A batch-1 conditioning dict (nested ``added_cond_kwargs`` included) for ``batch`` copies."""
+    return {
+        k: expand_cond(v, batch) if isinstance(v, dict) else v.expand(batch, *v.shape[1:]) for k, v in cond.items()
+    }
 
 
 def unet_forward(

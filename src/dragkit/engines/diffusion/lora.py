@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ...core.errors import InputError, ModelError
 from ...core.params import Param, register
+from .features import expand_cond
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def train_identity_lora(
                 target = (
                     noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
                 )
-                kw = {k: v.expand(batch, *v.shape[1:]) for k, v in cond.items()}
+                kw = expand_cond(cond, batch)
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                     pred = unet(noisy.to(dtype), t, **kw).sample
                 loss = F.mse_loss(pred.float(), target.float())
@@ -194,16 +195,20 @@ def train_identity_lora(
     return done
 
 
-def _lora_loader() -> Any:
-    """diffusers' Stable Diffusion LoRA loader: its class methods read and write the standard LoRA files."""
-    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+def _lora_loader(unet: torch.nn.Module) -> Any:
+    """diffusers' LoRA loader for this UNet's family (SDXL's when its UNet takes the ``text_time`` conditioning,
+    else Stable Diffusion's): its class methods read and write the standard LoRA files, and read other trainers'
+    formats (kohya's) the way that family's pipelines do."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin, StableDiffusionXLLoraLoaderMixin
 
+    if getattr(unet.config, "addition_embed_type", None) == "text_time":
+        return StableDiffusionXLLoraLoaderMixin
     return StableDiffusionLoraLoaderMixin
 
 
 def load_lora_file(unet: torch.nn.Module, path: Path) -> None:
     """Inject a LoRA saved in diffusers' format (a folder or a ``.safetensors`` file) as the identity adapter."""
-    state_dict, _alphas = _lora_loader().lora_state_dict(str(path))
+    state_dict, _alphas = _lora_loader(unet).lora_state_dict(str(path))
     load_identity_lora(unet, state_dict)
 
 
@@ -267,16 +272,17 @@ def prepare_identity_lora(
         return {"lora": "trained", "lora_cache": None, "lora_stopped": stopped}
     if not cache:
         return {"lora": "trained", "lora_cache": None}
-    return {"lora": "trained", "lora_cache": _write_cache(folder, identity_lora_state_dict(unet))}
+    return {"lora": "trained", "lora_cache": _write_cache(folder, unet)}
 
 
-def _write_cache(folder: Path, state_dict: dict[str, Tensor]) -> str | None:
+def _write_cache(folder: Path, unet: torch.nn.Module) -> str | None:
     """Save the trained adapter under a temporary name and rename it into place, so that a crash never leaves a
     half-written LoRA in the cache; ``None`` when the cache cannot be written (the edit goes on)."""
     tmp = folder.with_name(folder.name + f".part{time.monotonic_ns()}")
     try:
         tmp.mkdir(parents=True, exist_ok=True)
-        _lora_loader().save_lora_weights(str(tmp), unet_lora_layers=state_dict, safe_serialization=True)
+        loader = _lora_loader(unet)
+        loader.save_lora_weights(str(tmp), unet_lora_layers=identity_lora_state_dict(unet), safe_serialization=True)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         logger.warning("identity LoRA trained but not cached (%s): set DRAGKIT_CACHE to a writable folder", e)

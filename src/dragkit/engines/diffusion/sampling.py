@@ -183,9 +183,11 @@ def guided_noise(
     grid: tuple[int, int],
     report: dict[str, float],
 ) -> Tensor:
-    """The batch's noise prediction with the ``noise`` guides' energy guidance on the edited branch (classifier
-    guidance on ``p ∝ exp(−E)``: ``ε_edit + √(1 − ᾱ_t)·∇E``, ``E`` the sum of their energies) and the ``direction``
-    guides' offsets. One forward of the batch gives the features, the noise prediction and the gradient."""
+    """The batch's model output with the ``noise`` guides' energy guidance on the edited branch (classifier
+    guidance on ``p ∝ exp(−E)``: ``ε_edit + √(1 − ᾱ_t)·∇E``, ``E`` the sum of their energies, applied in the
+    model's own prediction type by :func:`shift_noise`) and the ``direction`` guides' offsets (differences of two
+    outputs of the same model, in its own prediction type, as classifier-free guidance is). One forward of the
+    batch gives the features, the prediction and the gradient."""
     ze = z[1:].detach().float().requires_grad_(True)
     with torch.enable_grad():
         batch = torch.cat([z[:1].float(), ze]).to(unet.dtype)
@@ -207,7 +209,7 @@ def guided_noise(
         grad = torch.autograd.grad(energy, ze)[0] if energy.requires_grad else torch.zeros_like(ze)
     eps = noise.detach().clone()
     a = scheduler.alphas_cumprod[int(t)].to(eps.device, torch.float32)
-    eps[1:] = (eps[1:].float() + (1 - a).sqrt() * grad).to(eps.dtype)
+    eps[1:] = shift_noise(scheduler, eps[1:], (1 - a).sqrt() * grad, t)
     if directions:
         step.noise = lambda c: unet(z, t, **c, return_dict=False)[0][1:]
         for guide in directions:
@@ -215,6 +217,24 @@ def guided_noise(
             if offset is not None:
                 eps[1:] = eps[1:] + offset
     return eps
+
+
+def shift_noise(scheduler: Any, output: Tensor, delta: Tensor, t: Tensor) -> Tensor:
+    """The model ``output`` changed so that the noise it implies (ε) moves by ``delta`` at fixed ``x_t``, whatever the
+    scheduler's ``prediction_type``: ε-prediction ``+δ``; v-prediction ``+δ/√ᾱ_t`` (from ``ε = √ᾱ·v + √(1−ᾱ)·x_t``);
+    x0-prediction (``sample``) ``−√(1−ᾱ)/√ᾱ·δ`` (from ``x0 = (x_t − √(1−ᾱ)·ε)/√ᾱ``). Classifier guidance is a shift
+    of ε, so every prediction type gets the same guided step."""
+    kind = scheduler.config.prediction_type
+    a = scheduler.alphas_cumprod[int(t)].to(output.device, torch.float32)
+    if kind == "epsilon":
+        shift = delta
+    elif kind == "v_prediction":
+        shift = delta / a.sqrt()
+    elif kind == "sample":
+        shift = -delta * (1 - a).sqrt() / a.sqrt()
+    else:
+        raise ParameterError(f"prediction_type={kind!r}: guidance knows epsilon, v_prediction and sample")
+    return (output.float() + shift).to(output.dtype)
 
 
 def check_feed(source: Records, timesteps: Sequence[Tensor], guides: Sequence[SamplingGuide]) -> None:
