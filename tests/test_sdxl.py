@@ -218,8 +218,25 @@ def test_every_diffusion_preset_through_the_command_line(model, request, tmp_pat
         sets += {"clipdrag": [f"clip_model={clip}"], "adaptivedrag": ["adaptive_step_cap=6"]}.get(method, [])
         sets += {"luciddrag": ["discriminator_steps=2"], "gooddrag": ["drag_phases=2"]}.get(method, [])
         args = ["edit", face_png, "--method", method, "--model", folder, "--drag", "20,30:28,30", "--mask", "auto"]
+        args += ["--vae", folder] if method == "dragkit" else []  # a VAE of one's choice (here the model's own)
         code = _cli(*args, "--prompt", "a face", "-o", out, "-q", *[x for s in sets for x in ("--set", s)])
         assert code == 0, (method, capsys.readouterr().err)
         rec = json.loads(out.with_suffix(".json").read_text())
         assert rec["method"] == method and out.is_file()
         assert rec["info"]["model_family"] == family and rec["info"]["prediction_type"] == kind
+    capsys.readouterr()
+    code = _cli("edit", face_png, "--model", folder, "--vae", tmp_path / "nowhere", "--method", "fastdrag", "-q",
+                "--drag", "20,30:28,30", "-o", tmp_path / "x.png")  # fmt: skip
+    assert code == 2 and "cannot load VAE" in capsys.readouterr().err
+
+
+def test_the_memory_options_change_no_numbers_and_are_undone(xl_pipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("DRAGKIT_CACHE", str(tmp_path))
+    kw = dict(FAST, lora="train", lora_steps=2, drag_steps=2, source_cache=False)
+    plain = xl_pipe(masked(), progress=False, **kw)
+    monkeypatch.setenv("DRAGKIT_CACHE", str(tmp_path / "other"))  # train again, with checkpointing
+    saving = xl_pipe(masked(), progress=False, grad_checkpointing=True, vae_tiling=True, **kw)
+    assert saving.info["lora"] == "trained" and saving.params["vae_tiling"] is True
+    a, b = (np.asarray(r.image, np.int16) for r in (plain, saving))
+    assert np.abs(a - b).max() <= 1
+    assert not xl_pipe.vae.use_tiling and not xl_pipe.unet.is_gradient_checkpointing  # as they were

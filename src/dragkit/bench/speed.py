@@ -134,13 +134,20 @@ def default_request() -> DragRequest:
     return DragRequest(face, [DRAG[0]], [DRAG[1]], mask=mask, prompt=PROMPT, seed=42)
 
 
-def build_model(folder: Path, device: str, width: int | None) -> tuple[Path, int]:
-    """An SD 1.5-shaped pipeline with random weights: ``width`` channels in the first UNet block (320 is SD 1.5
-    itself; default 64 on the CPU, 320 elsewhere)."""
-    from ..utils.testing import build_sd15_shaped
+SHAPES = ("sd15", "sdxl")
 
+
+def build_model(folder: Path, device: str, width: int | None, shape: str = "sd15") -> tuple[Path, int]:
+    """A pipeline with random weights shaped like SD 1.5 (``shape="sd15"``) or SDXL (``"sdxl"``: its blocks and
+    transformer depths, two text encoders, trained size 1024): ``width`` channels in the first UNet block (320 is
+    the real model's; default 64 on the CPU, 320 elsewhere)."""
+    from ..utils.testing import build_sd15_shaped, build_sdxl_shaped
+
+    if shape not in SHAPES:
+        raise ParameterError(f"--shape {shape}: choose one of {', '.join(SHAPES)}")
     width = width or (64 if device == "cpu" else 320)
-    return build_sd15_shaped(folder, width=width), width
+    build = build_sdxl_shaped if shape == "sdxl" else build_sd15_shaped
+    return build(folder, width=width), width
 
 
 @contextmanager
@@ -181,6 +188,7 @@ def run_speed_bench(
     ablations: bool = False,
     log: Callable[[str], None] = print,
     methods: Sequence[str] = (),
+    shape: str = "sd15",
 ) -> dict[str, Any]:
     """Run the benchmark and return its figures (what ``--json`` writes): ``reference``, ``dragkit`` (LoRA
     cached), ``dragkit_first`` (LoRA trained) and ``dragkit_reedit`` (LoRA and source cached) per-stage
@@ -190,14 +198,17 @@ def run_speed_bench(
     time against the reference's."""
     from ..pipelines.diffusion import DragDiffusionPipeline
 
+    if model is not None and shape != "sd15":
+        raise ParameterError(f"--shape {shape} shapes the random model; --model names a model of its own")
     request = request or default_request()
     overrides = dict(overrides or {})
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     with tempfile.TemporaryDirectory(prefix="dragkit-speed-") as tmp:
         facts: dict[str, Any] = {"device": device, "dtype": str(dtype).replace("torch.", "")}
         if model is None:
-            path, w = build_model(Path(tmp) / "model", device, width)
-            facts["model"] = f"SD 1.5-shaped, random weights, UNet width {w}"
+            path, w = build_model(Path(tmp) / "model", device, width, shape)
+            label = "SDXL" if shape == "sdxl" else "SD 1.5"
+            facts["model"] = f"{label}-shaped, random weights, UNet width {w}"
             model_path = str(path)
         else:
             model_path = model

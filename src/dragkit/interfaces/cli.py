@@ -118,6 +118,14 @@ def edit(
         str, typer.Option("--dtype", help="auto (float16 on cuda/mps, float32 on cpu), float32, float16, bfloat16")
     ] = "auto",
     lora: Annotated[str | None, typer.Option("--lora", help="diffusion: none, train, or a saved LoRA's path")] = None,
+    vae: Annotated[
+        str | None,
+        typer.Option(
+            "--vae",
+            help="diffusion: a VAE (hub id or folder) instead of the model's, e.g. madebyollin/sdxl-vae-fp16-fix "
+            "(SDXL's own runs in float32 under float16)",
+        ),
+    ] = None,
     num_results: Annotated[
         int | None,
         typer.Option(
@@ -191,9 +199,11 @@ def edit(
     )
     if m.engine == "gan" and dtype not in ("auto", "float32"):
         raise ParameterError(f"--dtype {dtype}: the GAN engine runs in float32")
+    if vae is not None and m.engine != "diffusion":
+        raise ParameterError(f"--vae: {method} runs on the {m.engine} engine, which has no VAE")
     from ..pipelines import load_pipeline
 
-    pipe: Any = load_pipeline(m.engine, model, dev, torch_dtype, quiet)
+    pipe: Any = load_pipeline(m.engine, model, dev, torch_dtype, quiet, vae=vae)
     if num_results is not None or llm_url is not None:  # LucidDrag's driver options
         from ..methods.drivers import GuidanceOptions
         from ..parts.intentions import LLMReasoner
@@ -390,6 +400,9 @@ def bench_speed(
     width: Annotated[
         int | None, typer.Option("--width", min=8, help="random model's first UNet width (default 64 CPU, 320 GPU)")
     ] = None,
+    shape: Annotated[
+        str, typer.Option("--shape", help="random model's layout: sd15, or sdxl (two text encoders, 1024 px)")
+    ] = "sd15",
     image: Annotated[Path | None, typer.Option("--image", help="your image (default: a DCGAN face at 512)")] = None,
     drag: Annotated[list[str] | None, typer.Option("--drag", help="HX,HY:TX,TY (with --image)")] = None,
     mask_spec: Annotated[str | None, typer.Option("--mask", help="mask image (with --image)")] = None,
@@ -442,6 +455,7 @@ def bench_speed(
         ablations,
         log=lambda msg: typer.echo(f"dragkit: {msg}", err=True),
         methods=methods or [],
+        shape=shape,
     )
     typer.echo(format_report(report))
     if json_out is not None:

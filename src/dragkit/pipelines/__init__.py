@@ -18,8 +18,17 @@ __all__ = [
 ]
 
 
-def load_pipeline(engine: str, model: str | None = None, device: str = "cpu", dtype: Any = None, quiet: bool = False):
-    """The pipeline for a method's ``engine`` on ``device``: ``model`` (default: the engine's) in ``dtype``."""
+def load_pipeline(
+    engine: str,
+    model: str | None = None,
+    device: str = "cpu",
+    dtype: Any = None,
+    quiet: bool = False,
+    vae: str | None = None,
+):
+    """The pipeline for a method's ``engine`` on ``device``: ``model`` (default: the engine's) in ``dtype``; ``vae``
+    (diffusion: a hub id or folder of an ``AutoencoderKL``) replaces the checkpoint's VAE, e.g. SDXL's fixed for
+    float16, ``madebyollin/sdxl-vae-fp16-fix``."""
     if engine == "identity":
         return IdentityPipeline()
     if engine == "gan":
@@ -30,10 +39,30 @@ def load_pipeline(engine: str, model: str | None = None, device: str = "cpu", dt
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.disable_progress_bar()  # its "Loading pipeline components" bar
-    kwargs = {} if dtype is None else {"dtype": dtype}
+    kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+    if vae is not None:
+        kwargs["vae"] = load_vae(vae, dtype)
     pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, **kwargs).to(device)
     pipe.set_progress_bar_config(disable=True if quiet else None, leave=False)
     return pipe
+
+
+def load_vae(name: str, dtype: Any = None) -> Any:
+    """An ``AutoencoderKL`` from a hub id or a local folder (its own or a pipeline's ``vae`` subfolder); a one-line
+    :class:`~dragkit.core.errors.ModelError` when it cannot be loaded."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL
+
+    from ..core.errors import ModelError
+
+    path = Path(name)
+    sub = "vae" if (path / "vae" / "config.json").is_file() else None
+    try:
+        return AutoencoderKL.from_pretrained(name, subfolder=sub, **({} if dtype is None else {"torch_dtype": dtype}))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load VAE {name!r}: {first}") from None
 
 
 def __getattr__(name: str) -> Any:

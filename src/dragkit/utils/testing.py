@@ -230,13 +230,13 @@ def build_tiny_sdxl(folder: str | Path) -> Path:
 
 
 def build_sdxl_shaped(folder: str | Path, width: int = 64) -> Path:
-    """SDXL's blocks, transformer depths (0, 2, 10), heads and VAE layout at reduced width (``width`` replaces 320),
-    random weights; for speed and memory measurements."""
+    """SDXL's blocks, transformer depths (0, 2, 10) and heads at reduced width (``width`` replaces 320), SDXL's own
+    VAE, random weights; for speed and memory measurements."""
     return build_sdxl_pipeline(
         folder,
         unet_channels=(width, 2 * width, 4 * width),
         transformer_layers=(1, 2, 10),
-        vae_channels=(32, 64, 128, 128),
+        vae_channels=(128, 256, 512, 512),  # SDXL's own VAE: its activations dominate encoding and decoding
         text_hidden=(96, 160),
         text_layers=4,
         time_embed_dim=32,

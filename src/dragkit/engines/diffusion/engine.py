@@ -99,8 +99,16 @@ register(
         "grad_checkpointing",
         bool,
         False,
-        "drag: recompute the UNet's activations in the backward pass instead of keeping them (less memory, more "
-        "time; same numbers)",
+        "drag and identity LoRA training: recompute the UNet's activations in the backward pass instead of keeping "
+        "them (less memory, more time; same numbers)",
+        "engine:diffusion",
+    ),
+    Param(
+        "vae_tiling",
+        bool,
+        False,
+        "diffusion: encode and decode the image in overlapping tiles (diffusers' VAE tiling: far less memory at "
+        "1024 px and up; tile seams can differ by a few levels)",
         "engine:diffusion",
     ),
     Param(
@@ -588,23 +596,25 @@ class DiffusionEngine:
         cancel: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """Put the identity LoRA ``params["lora"]`` in place (trained, cached, or loaded; see
-        :func:`~dragkit.engines.diffusion.lora.prepare_identity_lora`); it stays until :meth:`editing` ends."""
-        return L.prepare_identity_lora(
-            self.unet,
-            self.scheduler,
-            self.name,
-            params["lora"],
-            params,
-            image,
-            prompt,
-            seed,
-            size,
-            posterior.sample,
-            self.cond(embeds),
-            progress=progress,
-            cache=cache,
-            cancel=cancel,
-        )
+        :func:`~dragkit.engines.diffusion.lora.prepare_identity_lora`; trained with gradient checkpointing when
+        ``grad_checkpointing``); it stays until :meth:`editing` ends."""
+        with gradient_checkpointing(self.unet, params["grad_checkpointing"]):
+            return L.prepare_identity_lora(
+                self.unet,
+                self.scheduler,
+                self.name,
+                params["lora"],
+                params,
+                image,
+                prompt,
+                seed,
+                size,
+                posterior.sample,
+                self.cond(embeds),
+                progress=progress,
+                cache=cache,
+                cancel=cancel,
+            )
 
     def channels_last(self, on: bool) -> None:
         """Run the UNet's convolutions in channels-last layout from here on (until :meth:`editing` ends)."""
@@ -614,12 +624,18 @@ class DiffusionEngine:
     @contextlib.contextmanager
     def editing(self, params: dict[str, Any]) -> Iterator[None]:
         """The engine's state for one edit, restored afterwards even when the edit raised: the identity LoRA
-        removed, the UNet's memory layout (:meth:`channels_last`), every parameter's ``requires_grad`` flag (peft
-        marks every other weight as frozen when it injects an adapter) and gradient as they were."""
+        removed, the VAE's tiling (``vae_tiling``), the UNet's memory layout (:meth:`channels_last`), every
+        parameter's ``requires_grad`` flag (peft marks every other weight as frozen when it injects an adapter) and
+        gradient as they were."""
         flags = [(q, q.requires_grad, q.grad) for q in self.unet.parameters()]
+        tiling = params["vae_tiling"] and self.vae is not None and not getattr(self.vae, "use_tiling", False)
+        if tiling:
+            self.vae.enable_tiling()
         try:
             yield
         finally:
+            if tiling:
+                self.vae.disable_tiling()
             L.remove_identity_lora(self.unet)
             if params["channels_last"]:
                 self.unet.to(memory_format=torch.contiguous_format)
