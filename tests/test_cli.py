@@ -145,3 +145,12 @@ def test_demo_writes_its_files(tmp_path):
     assert demo64["md_after"] <= 0.7 * demo64["md_before"] and demo64["lpips_outside_mask"] < 0.03
     assert "faces64" in r.stdout and "LPIPS outside the mask" in r.stdout
     assert "Loading pipeline" not in r.stderr  # --quiet hides diffusers' bars too
+
+
+def test_version(capsys):
+    from dragkit import __version__
+    from dragkit.interfaces.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"dragkit {__version__}"

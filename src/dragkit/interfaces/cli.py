@@ -25,6 +25,24 @@ app = typer.Typer(
     help="Drag-based image editing: move the content under handle points to their targets.",
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"dragkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_version, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Drag-based image editing: move the content under handle points to their targets."""
+
+
 _NUM = r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*"
 _DRAG = re.compile(rf"^{_NUM},{_NUM}:{_NUM},{_NUM}$")
 
