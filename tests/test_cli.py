@@ -154,3 +154,25 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"dragkit {__version__}"
+
+
+def test_a_growing_step_budget_and_the_time_limit_are_said(face_png, tmp_path, capsys):
+    from dragkit.interfaces.cli import main
+
+    def run(*args):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in args])
+        return e.value.code, capsys.readouterr()
+
+    out = tmp_path / "a.png"
+    common = ["edit", face_png, "--drag", "20,30:34,30", "-q", "--mask", "none"]
+    code, io = run(*common, "--set", "schedule=adaptive", "--set", "drag_steps=2", "--set", "adaptive_step_cap=5",
+                   "-o", out)  # fmt: skip
+    assert code == 0, io.err
+    budget = json.loads(out.with_suffix(".json").read_text())["info"]["step_budget"]
+    assert budget["asked"] == 2 and 2 < budget["final"] <= 5 and "adaptive_step_cap" in budget["why"]
+    assert f"grew the budget from 2 to {budget['final']} steps (cap 5)" in io.out
+    code, io = run(*common, "--method", "draggan", "--time-limit", "0.001", "-o", tmp_path / "t.png")
+    info = json.loads((tmp_path / "t.json").read_text())["info"]
+    assert code == 0 and info["stop_reason"] == "cancelled" and info["time_limit"] == 0.001
+    assert "stopped at --time-limit 0.001 s" in io.out

@@ -48,6 +48,7 @@ class DragLoopOutput:
     trajectory: list[dict[str, Any]]
     seconds: float
     context: DragContext | None = None
+    budget: int | None = None  # the step budget at the end, when the schedule grows it (adaptive steps)
 
 
 class TrajectoryRecorder:
@@ -115,7 +116,8 @@ def drag_loop(
             the latent has changed since (a denoising step, a warp), the handles are tracked at step 0 too.
         callback: receives one dict per step: ``step``, ``latent`` (a detached copy: observers may keep it),
             ``features`` (detached), ``handles``, ``targets``, ``distances``, ``active``, ``losses`` (floats; empty
-            on the final step), ``confidences``, ``notes`` (the tracker's), ``final``.
+            on the final step), ``confidences``, ``notes`` (the tracker's), ``final``, and ``budget`` (the step budget
+            now) when the schedule can grow it.
         cancel: polled once per step; returning True stops the loop with ``stop_reason="cancelled"``.
         disable: hide the progress bar (``None``: hide it when stderr is not a terminal, tqdm's rule).
         desc, total: the progress bar's label and expected length (the step budget; the loop may stop sooner).
@@ -142,6 +144,7 @@ def drag_loop(
     bar = tqdm(desc=desc, total=total, disable=disable, unit="step", leave=False)
     step = 0
     reason = "max_steps"
+    budget: int | None = None
     try:
         while True:
             ctx.step = step
@@ -156,6 +159,10 @@ def drag_loop(
                 notes = tracked.notes or {}
             distances = (targets - handles).norm(dim=-1)
             stop = schedule.should_stop(step, distances, ctx)
+            budget = schedule.budget(ctx) if hasattr(schedule, "budget") else None
+            if budget is not None and budget != bar.total:  # a growing budget shows in the bar, never silently
+                bar.total = budget
+                bar.refresh()
             if stop is None and cancel is not None and cancel():
                 stop = "cancelled"
             active = distances >= schedule.stop_distance
@@ -169,6 +176,7 @@ def drag_loop(
                 "active": active,
                 "confidences": ctx.confidences,
                 "notes": notes,
+                **({"budget": budget} if budget is not None else {}),
             }
             if stop is not None:
                 reason = stop
@@ -218,4 +226,5 @@ def drag_loop(
         trajectory=recorder.records,
         seconds=time.perf_counter() - t0,
         context=ctx,
+        budget=budget,
     )

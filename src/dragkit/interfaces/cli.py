@@ -164,6 +164,15 @@ def edit(
     ] = None,
     llm_model: Annotated[str | None, typer.Option("--llm-model", help="luciddrag: the endpoint's model name")] = None,
     profile: Annotated[bool, typer.Option("--profile", help="print time and peak memory per stage")] = False,
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--time-limit",
+            min=0.001,
+            help="stop LoRA training, GAN inversion and the drag after this many seconds and sample the edit so far "
+            "(as the app's limit)",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
     help_params: Annotated[
         bool,
@@ -228,8 +237,16 @@ def edit(
 
         llm = LLMReasoner(llm_url, str(llm_model)) if llm_url is not None else None
         overrides["options"] = GuidanceOptions(num_results=num_results, llm=llm)
+    if time_limit is not None:
+        import time
+
+        deadline = time.monotonic() + time_limit
+        overrides["cancel"] = lambda: time.monotonic() > deadline
     results = pipe(req, method=method, progress=not quiet, **overrides)
     results = results if isinstance(results, list) else [results]
+    if time_limit is not None and any(r.info.get("stop_reason") == "cancelled" for r in results):
+        for r in results:
+            r.info["time_limit"] = time_limit
     for result in results:
         if mask_arr is not None:
             result.params["mask"] = str(mask_spec)
@@ -251,6 +268,13 @@ def edit(
         else:
             final = ", ".join(f"({x:g}, {y:g})" for x, y in result.handles)
             fit = f", inversion PSNR {info['inversion_psnr']:.1f} dB" if "inversion_psnr" in info else ""
+            if "time_limit" in info:
+                fit += f"; stopped at --time-limit {info['time_limit']:g} s"
+            if "step_budget" in info:
+                b = info["step_budget"]
+                fit += (
+                    f"; the adaptive schedule grew the budget from {b['asked']} to {b['final']} steps (cap {b['cap']})"
+                )
             typer.echo(
                 f"wrote {png} and {js}: {info['steps']} steps ({info['stop_reason']}), "
                 f"final handles {final}{fit}, {result.timings['total']:.1f} s"

@@ -94,6 +94,11 @@ class AdaptiveSchedule:
             stuck=p["stuck_rounds"],
         )
 
+    def budget(self, ctx: DragContext) -> int | None:
+        """The step budget as it stands (``drag_steps`` plus the steps added so far); the loop's progress bar and
+        each result show it."""
+        return ctx.state.get("adaptive.budget")
+
     def should_stop(self, step: int, distances: Tensor, ctx: DragContext) -> str | None:
         st = ctx.state
         if step == 0 or "adaptive.budget" not in st:

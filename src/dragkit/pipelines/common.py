@@ -164,6 +164,15 @@ def make_result(
         with prof.stage("composite"):
             image = composite(request.image, image, mask, params["composite_feather"])
     info.update(steps=out.steps, stop_reason=out.stop_reason, profile=prof.stages)
+    asked = params.get("drag_steps")
+    if out.budget is not None and asked is not None and out.budget != asked:  # the schedule grew it: say so
+        info["step_budget"] = {
+            "asked": asked,
+            "final": out.budget,
+            "cap": params.get("adaptive_step_cap"),
+            "why": "schedule=adaptive adds a step after each step on which a handle moved less than the pace that "
+            "brings it to its target within drag_steps, up to adaptive_step_cap",
+        }
     if out.trajectory and "confidences" in out.trajectory[-1]:  # the tracker's last word on each handle
         info["confidences"] = [round(v, 4) for v in out.trajectory[-1]["confidences"]]
     timings = prof.timings()
