@@ -1,6 +1,7 @@
 """The command line, run as a user runs it: a subprocess, exit codes, one-line errors, files on disk."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -176,3 +177,29 @@ def test_a_growing_step_budget_and_the_time_limit_are_said(face_png, tmp_path, c
     info = json.loads((tmp_path / "t.json").read_text())["info"]
     assert code == 0 and info["stop_reason"] == "cancelled" and info["time_limit"] == 0.001
     assert "stopped at --time-limit 0.001 s" in io.out
+
+
+def test_a_model_of_the_other_engine_points_to_a_method_that_fits(face_png, tmp_path, capsys):
+    from dragkit.interfaces.cli import main
+
+    for method, model, hint in (
+        ("draggan", "faces64", "this is a diffusion model.*--method dragkit"),
+        ("dragdiffusion", "dcgan-faces", "this is the face GAN.*--method dragkit-gan"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(
+                [
+                    "edit",
+                    str(face_png),
+                    "--method",
+                    method,
+                    "--model",
+                    model,
+                    "--drag",
+                    "1,1:2,2",
+                    "-o",
+                    str(tmp_path / "o.png"),
+                ]
+            )
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and re.search(hint, err) and err.count("\n") == 1, err

@@ -31,6 +31,7 @@ def load_pipeline(
     float16, ``madebyollin/sdxl-vae-fp16-fix``."""
     if engine == "identity":
         return IdentityPipeline()
+    check_model_fits(engine, model)
     if engine == "gan":
         return DragGANPipeline.from_pretrained(model or "dcgan-faces").to(device)
     from .diffusion import DEFAULT_MODEL, DragDiffusionPipeline
@@ -45,6 +46,37 @@ def load_pipeline(
     pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, **kwargs).to(device)
     pipe.set_progress_bar_config(disable=True if quiet else None, leave=False)
     return pipe
+
+
+def check_model_fits(engine: str, model: str | None) -> None:
+    """A one-line :class:`~dragkit.core.errors.ParameterError` that points the right way when a method's engine and
+    the named model do not go together: a diffusion model for a GAN method, or the GAN for a diffusion method."""
+    from pathlib import Path
+
+    from ..core.errors import ParameterError
+
+    if model is None:
+        return
+    path = Path(model)
+    if engine == "gan":
+        from .diffusion import PACKAGED_MODELS
+
+        diffusion = (
+            model in PACKAGED_MODELS
+            or (path / "model_index.json").is_file()
+            or model.endswith((".safetensors", ".ckpt"))
+            or (not path.exists() and "/" in model)
+        )
+        if diffusion:
+            raise ParameterError(
+                f"--model {model}: this is a diffusion model, and the method runs on the GAN engine; use a "
+                "diffusion method, e.g. --method dragkit (fast) or --method dragdiffusion"
+            )
+    elif engine == "diffusion" and model == "dcgan-faces":
+        raise ParameterError(
+            "--model dcgan-faces: this is the face GAN, and the method runs on the diffusion engine; use a GAN "
+            "method, e.g. --method dragkit-gan or --method draggan"
+        )
 
 
 def load_vae(name: str, dtype: Any = None) -> Any:
