@@ -203,3 +203,18 @@ def test_a_model_of_the_other_engine_points_to_a_method_that_fits(face_png, tmp_
             )
         err = capsys.readouterr().err
         assert e.value.code == 2 and re.search(hint, err) and err.count("\n") == 1, err
+
+
+@pytest.mark.subprocess
+def test_long_work_is_visible_in_a_log(face, tmp_path):
+    """stderr is a pipe here, not a terminal: tqdm would draw nothing, so the edit prints plain lines instead."""
+    out = tmp_path / "o.png"
+    args = ["edit", face, "--drag", "31,50:31,45", "-o", out, *FAST[:-1]]  # no -q
+    r = dragkit(*args, env_extra={"DRAGKIT_LOG_EVERY": "0"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert any(ln.startswith("dragkit: invert: started") for ln in lines)  # the GAN inversion's bar, as lines
+    assert any(re.match(r"dragkit: drag: step \d+/5 in \d+ s", ln) for ln in lines)  # periodic lines
+    assert any(re.match(r"dragkit: drag: \d+\.\d s$", ln) for ln in lines)  # the stage, when it ends
+    quiet = dragkit(*args, "-q", "-o", tmp_path / "q.png")
+    assert not any(ln.startswith("dragkit: drag") for ln in quiet.stderr.splitlines())

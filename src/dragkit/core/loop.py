@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .errors import DivergedError
+from .progress import progress_bar
 from .protocols import (  # noqa: F401 - the loop's contracts, importable from here too
     DragContext,
     FeatureFn,
@@ -141,7 +141,7 @@ def drag_loop(
 
     recorder = TrajectoryRecorder()
     observers = [recorder] if callback is None else [recorder, callback]
-    bar = tqdm(desc=desc, total=total, disable=disable, unit="step", leave=False)
+    bar = progress_bar(desc=desc, total=total, disable=disable, unit="step", leave=False)
     step = 0
     reason = "max_steps"
     budget: int | None = None

@@ -181,6 +181,9 @@ def edit(
 ) -> None:
     """Drag the content under each handle to its target; writes OUT.png and OUT.json."""
     from ..core.params import parse_assignment
+    from ..core.progress import log_lines
+
+    log_lines(not quiet and not sys.stderr.isatty())  # in a log: a line per stage and periodic ones, not bars
     from ..methods import get_method
 
     if image is None:

@@ -18,6 +18,7 @@ import torch
 from ..core import params as P
 from ..core.errors import ModelError, ParameterError
 from ..core.geometry import GridMap, dragdiffusion_points
+from ..core.progress import LogBar, logging_lines
 from ..core.types import DragRequest, DragResult
 from ..engines.diffusion import DiffusionEngine, Records, ddim_schedulers, inversion_step_count
 from ..engines.diffusion.layout import adapt_to_unet
@@ -271,7 +272,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             e = DiffusionEngine(
                 *parts[:6],
                 name=self.model_name,
-                progress_bar=self.progress_bar,
+                progress_bar=self._steps_bar,
                 text_encoder_2=parts[6],
                 tokenizer_2=parts[7],
             )
@@ -280,6 +281,12 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             self._engine, self._engine_parts = e, parts
         e.name = self.model_name
         return e
+
+    def _steps_bar(self, iterable: Any) -> Any:
+        """diffusers' progress bar over denoising steps, or plain lines in a log (``dragkit.core.progress``)."""
+        if logging_lines() and getattr(self, "_progress_bar_config", {}).get("disable") is not True:
+            return LogBar(iterable, "denoising")
+        return self.progress_bar(iterable)
 
     def clear_source_cache(self) -> None:
         """Forget the kept source (``source_cache``): the next edit inverts and samples its source again."""

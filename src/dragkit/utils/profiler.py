@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core.progress import say
+
 
 def _read_status(field: str) -> int | None:
     """A memory figure from ``/proc/self/status`` in bytes (``VmHWM``: the resident peak, ``VmRSS``: now)."""
@@ -71,9 +73,13 @@ class StageProfiler:
             kind = "rss" if _reset_hwm() else "rss-since-start"
             base = _read_status("VmRSS")
         t0 = time.perf_counter()
+        done = False
         try:
             yield
+            done = True
         finally:
+            if done:  # one line per finished stage in a log (dragkit.core.progress); an error says its own
+                say(f"{name}: {time.perf_counter() - t0:.1f} s")
             if cuda:
                 torch.cuda.synchronize(self.device)
                 peak: int | None = int(torch.cuda.max_memory_allocated(self.device))

@@ -255,9 +255,9 @@ class DiffusionEngine:
         self.name = name
         self.source_cache = SourceCache()
         if progress_bar is None:
-            from tqdm.auto import tqdm
+            from ...core.progress import progress_bar as bar
 
-            progress_bar = lambda it: tqdm(it, leave=False)  # noqa: E731
+            progress_bar = lambda it: bar(it, leave=False)  # noqa: E731
         self.progress_bar = progress_bar
 
     # ---- the model ---------------------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ...core.errors import InputError, ModelError
 from ...core.params import Param, register
+from ...core.progress import progress_bar
 from .features import expand_cond
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def train_identity_lora(
         p.requires_grad_(False)
     try:
         with torch.enable_grad():
-            for _ in tqdm(range(steps), desc="identity LoRA", disable=None if progress else True, leave=False):
+            for _ in progress_bar(range(steps), desc="identity LoRA", disable=None if progress else True, leave=False):
                 if cancel is not None and cancel():
                     break
                 done += 1

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ...core.errors import ModelError, ParameterError
 from ...core.params import Param, default, register
+from ...core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class GANEngine:
         opt = torch.optim.Adam([z], lr=0.05)
         n1 = max(steps // 2, 1)
         total = n1 + (steps if latent_block > 0 else 0)
-        bar = tqdm(total=total, desc="invert", disable=None if progress else True, leave=False)
+        bar = progress_bar(total=total, desc="invert", disable=None if progress else True, leave=False)
         done = 0
         with torch.enable_grad():
             for _ in range(n1):
