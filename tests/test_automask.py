@@ -72,7 +72,8 @@ def test_mask_auto_in_the_gan_pipeline_and_a_user_mask_wins(gan_pipe):
 @pytest.mark.subprocess
 def test_cli_mask_auto_writes_the_mask_beside_the_result(tmp_path, face_png):
     out = tmp_path / "o.png"
-    r = dragkit("edit", face_png, "--drag", "32,49:32,44", "--mask", "auto", "-o", out, "--set", "drag_steps=2", "-q")
+    args = ["--method", "draggan", "--drag", "32,49:32,44", "--mask", "auto", "--set", "drag_steps=2", "-q"]
+    r = dragkit("edit", face_png, *args, "-o", out)
     assert r.returncode == 0, r.stderr
     from PIL import Image
 

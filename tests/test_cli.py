@@ -17,7 +17,7 @@ def face(face_png):
     return face_png
 
 
-FAST = ["--set", "drag_steps=5", "--set", "invert_steps=10", "--set", "invert_restarts=2", "-q"]
+FAST = ["--method", "draggan", "--set", "drag_steps=5", "--set", "invert_steps=10", "--set", "invert_restarts=2", "-q"]
 
 
 def test_edit_writes_png_and_json(face, tmp_path):
@@ -82,7 +82,7 @@ def test_edit_user_mistakes(face, tmp_path, args, message):
     args = [str(tmp_path / "wrong.png") if a == "MASK_WRONG" else a for a in args]
     args = [str(tmp_path / "notimg.png") if a == "MASK_NOTIMG" else a for a in args]
     out = tmp_path / "o.png"
-    r = dragkit("edit", face, *args, "-o", out, "-q")
+    r = dragkit("edit", face, "--method", "draggan", *args, "-o", out, "-q")  # a later --method wins
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dragkit: error:") and message in lines[0], r.stderr
@@ -218,3 +218,29 @@ def test_long_work_is_visible_in_a_log(face, tmp_path):
     assert any(re.match(r"dragkit: drag: \d+\.\d s$", ln) for ln in lines)  # the stage, when it ends
     quiet = dragkit(*args, "-q", "-o", tmp_path / "q.png")
     assert not any(ln.startswith("dragkit: drag") for ln in quiet.stderr.splitlines())
+
+
+def test_without_a_method_a_photo_goes_to_diffusion_and_a_gan_face_to_the_gan(face_png, tmp_path, capsys):
+    from dragkit.interfaces.cli import main
+    from dragkit.utils.io import write_png
+
+    def run(*args):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in args])
+        return e.value.code, capsys.readouterr()
+
+    drag = ["--drag", "32,49:32,44", "-q"]
+    code, io = run("edit", face_png, *drag, "-o", tmp_path / "p.png")  # a photo, offline: SD 1.5 is not here
+    assert code == 2 and io.err.count("\n") == 1
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in io.err and "--model faces64" in io.err
+    assert "--method draggan" in io.err
+    code, io = run("edit", face_png, *drag, "--model", "faces64", "-o", tmp_path / "f.png")
+    chosen = json.loads((tmp_path / "f.json").read_text())["info"]["defaults_chosen"]
+    assert code == 0 and chosen["method"] == "dragkit" and chosen["model"] == "faces64" and "[no --method" in io.out
+    made = tmp_path / "made.png"  # as the demo writes its source: the PNG says the face GAN made it
+    from PIL import Image
+
+    write_png(made, Image.open(face_png), {"dragkit": json.dumps({"source": "dcgan-faces", "seed": 27})})
+    code, io = run("edit", made, *drag, "--set", "drag_steps=2", "-o", tmp_path / "g.png")
+    rec = json.loads((tmp_path / "g.json").read_text())
+    assert code == 0 and rec["method"] == "dragkit-gan" and "face GAN" in rec["info"]["defaults_chosen"]["why"]

@@ -23,7 +23,17 @@ from dragkit.interfaces.cli import main
 
 from .helpers import ENV, TINY_SD_ARGS, App, dragkit, make_drag100, start_dragkit
 
-FAST = ["--set", "drag_steps=40", "--set", "invert_steps=30", "--set", "invert_restarts=2", "-q"]
+FAST = [
+    "--method",
+    "draggan",
+    "--set",
+    "drag_steps=40",
+    "--set",
+    "invert_steps=30",
+    "--set",
+    "invert_restarts=2",
+    "-q",
+]
 
 
 def _popen(args, env_extra=None):
@@ -87,6 +97,8 @@ def test_sigterm_stops_an_edit_with_one_line_and_nothing_partial(face_png, tmp_p
     args = [
         "edit",
         face_png,
+        "--method",
+        "draggan",
         "--drag",
         "31,50:31,45",
         "-o",

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..core.errors import DragkitError, InputError, ParameterError
+from ..core.errors import DragkitError, InputError, ModelError, ParameterError
 from ..core.limits import KEEP_SERVED_FILES
 
 app = typer.Typer(
@@ -114,6 +114,36 @@ def _select_dtype(name: str, device: str):
     return table[name]
 
 
+def default_method(image: Path, model: str | None) -> tuple[str, str]:
+    """The method when none is given, and why: a GAN's for an image the face GAN made (its PNG's ``dragkit`` text
+    says so: a result of a GAN method, or the demo's source) or with ``--model dcgan-faces``; otherwise ``dragkit``
+    on a diffusion model (Stable Diffusion 1.5 unless ``--model`` names another)."""
+    import json
+
+    from ..methods import get_method
+
+    if model is not None:
+        if model == "dcgan-faces" or model.endswith((".pt", ".pth")):
+            return "dragkit-gan", "--model names a GAN"
+        return "dragkit", "dragkit's recipe on the diffusion model --model names (the fastest preset)"
+    made_by_gan = False
+    try:
+        from PIL import Image
+
+        with Image.open(image) as im:
+            text = json.loads(getattr(im, "text", {}).get("dragkit", "{}"))
+        made_by_gan = text.get("source") == "dcgan-faces" or get_method(str(text.get("method"))).engine == "gan"
+    except Exception:  # no PNG, no text, or not ours: a photo
+        made_by_gan = False
+    if made_by_gan:
+        return "dragkit-gan", "the image came from dragkit's face GAN (its PNG says so)"
+    return (
+        "dragkit",
+        "a photo goes to the diffusion engine: dragkit's recipe (one warp, no LoRA, no optimization) on Stable "
+        "Diffusion 1.5",
+    )
+
+
 @app.command()
 def edit(
     image: Annotated[Path | None, typer.Argument(help="the image to edit", show_default=False)] = None,
@@ -127,7 +157,15 @@ def edit(
         str,
         typer.Option("--edit-prompt", help="text saying what the edit should achieve (CLIPDrag's CLIP guidance)"),
     ] = "",
-    method: Annotated[str, typer.Option("--method", help="method preset")] = "draggan",
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="method preset (default: dragkit on a diffusion model for a photo; dragkit-gan for an image made by "
+            "dragkit's face GAN or with --model dcgan-faces)",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[str | None, typer.Option("--model", help="model id or path (default: the method's)")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="NAME=VALUE, any parameter")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0)] = 42,
@@ -192,6 +230,10 @@ def edit(
         raise InputError("missing -o OUT.png: where to write the result")
     if not drag:
         raise InputError("no --drag given: add at least one, e.g. --drag 40,44:46,44")
+    chosen = None
+    if method is None:
+        method, why = default_method(image, model)
+        chosen = {"method": method, "why": why}
     m = get_method(method)
     overrides: dict[str, Any] = dict(parse_assignment(s) for s in sets or [])
     if lora is not None:
@@ -233,7 +275,15 @@ def edit(
         raise ParameterError(f"--vae: {method} runs on the {m.engine} engine, which has no VAE")
     from ..pipelines import load_pipeline
 
-    pipe: Any = load_pipeline(m.engine, model, dev, torch_dtype, quiet, vae=vae)
+    try:
+        pipe: Any = load_pipeline(m.engine, model, dev, torch_dtype, quiet, vae=vae)
+    except ModelError as e:
+        if chosen is None or model is not None:
+            raise
+        raise ModelError(
+            f"{e} (no --method given, so {method} on the default model); or, with no download: --model faces64 for a "
+            "face, --method draggan for the face GAN"
+        ) from None
     if num_results is not None or llm_url is not None:  # LucidDrag's driver options
         from ..methods.drivers import GuidanceOptions
         from ..parts.intentions import LLMReasoner
@@ -253,6 +303,8 @@ def edit(
     for result in results:
         if mask_arr is not None:
             result.params["mask"] = str(mask_spec)
+        if chosen is not None:  # what the user did not say, and why it was chosen
+            result.info["defaults_chosen"] = {**chosen, "model": result.info.get("model", model)}
     written = save_results(results, out_png)
     if profile:
         from ..utils.profiler import format_profile
@@ -278,9 +330,10 @@ def edit(
                 fit += (
                     f"; the adaptive schedule grew the budget from {b['asked']} to {b['final']} steps (cap {b['cap']})"
                 )
+            chose = f" [no --method: {method}, {chosen['why']}]" if chosen else ""
             typer.echo(
                 f"wrote {png} and {js}: {info['steps']} steps ({info['stop_reason']}), "
-                f"final handles {final}{fit}, {result.timings['total']:.1f} s"
+                f"final handles {final}{fit}, {result.timings['total']:.1f} s{chose}"
             )
     if len(results) > 1 or "intention" in results[0].info:
         typer.echo(f"{len(results)} result(s) in {results[0].timings['total']:.1f} s")

@@ -52,7 +52,8 @@ def run_demo(out: Path, progress: bool = True, echo: Callable[[str], None] = pri
     )
     result = pipe(req, method=GAN_METHOD, code=face.code, progress=progress, record_frames=1)
     summary = _summary(req, result)
-    write_png(out / "before.png", face.image)
+    source = json.dumps({"source": "dcgan-faces", "seed": DEMO_SEED})  # a re-edit of it defaults to the GAN
+    write_png(out / "before.png", face.image, {"dragkit": source})
     save_result(result, out / "after.png")
     write_png(out / "before_after.png", _pair(req, result))
     by_step = {r["step"]: r for r in result.trajectory}
