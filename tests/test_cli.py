@@ -244,3 +244,14 @@ def test_without_a_method_a_photo_goes_to_diffusion_and_a_gan_face_to_the_gan(fa
     code, io = run("edit", made, *drag, "--set", "drag_steps=2", "-o", tmp_path / "g.png")
     rec = json.loads((tmp_path / "g.json").read_text())
     assert code == 0 and rec["method"] == "dragkit-gan" and "face GAN" in rec["info"]["defaults_chosen"]["why"]
+
+
+def test_edit_help_answers_which_method_which_model_and_where_and_lists_every_method():
+    from dragkit.interfaces.cli import edit
+    from dragkit.methods import METHODS
+
+    doc = edit.__doc__
+    for question in ("Which method:", "Which model:", "Where it goes:", "downloaded once"):
+        assert question in doc
+    listed = set(re.findall(r"[a-z]+(?:-gan)?", doc.split("Methods:")[1].split("--help-params")[0]))
+    assert {m for m in METHODS if m != "identity"} <= listed  # a new preset must be named here too

@@ -217,7 +217,17 @@ def edit(
         typer.Option("--help-params", is_eager=True, callback=_help_params, help="list every parameter and exit"),
     ] = False,
 ) -> None:
-    """Drag the content under each handle to its target; writes OUT.png and OUT.json."""
+    """Drag the content under each handle to its target; writes OUT.png and OUT.json.
+
+    \b
+    Which method: a photo: dragkit (the default; fast) or dragdiffusion (the reference), on Stable Diffusion;
+      a 64-px face: --model faces64 (offline); a face from the bundled GAN: dragkit-gan or draggan.
+    Which model: diffusion methods use Stable Diffusion 1.5, downloaded once (several GB) unless --model names
+      another (a hub id, a folder, a .safetensors; SDXL and SD 2.x too); GAN methods use the bundled dcgan-faces.
+    Where it goes: -o OUT.png, with OUT.json (every parameter, the trajectory, timings) beside it.
+    Methods: dragkit, dragdiffusion, stabledrag, adaptivedrag, clipdrag, luciddrag, gooddrag, fastdrag (diffusion);
+      dragkit-gan, draggan, stabledrag-gan, adaptivedrag-gan (GAN). --help-params lists every parameter.
+    """
     from ..core.params import parse_assignment
     from ..core.progress import log_lines
 
