@@ -166,7 +166,7 @@ def test_a_growing_step_budget_and_the_time_limit_are_said(face_png, tmp_path, c
         return e.value.code, capsys.readouterr()
 
     out = tmp_path / "a.png"
-    common = ["edit", face_png, "--drag", "20,30:34,30", "-q", "--mask", "none"]
+    common = ["edit", face_png, "--method", "draggan", "--drag", "20,30:34,30", "-q", "--mask", "none"]
     code, io = run(*common, "--set", "schedule=adaptive", "--set", "drag_steps=2", "--set", "adaptive_step_cap=5",
                    "-o", out)  # fmt: skip
     assert code == 0, io.err

@@ -113,6 +113,7 @@ BOUNDS: dict[str, float] = {
     "mutual_attn_start_layer": 1_000,
     "r_m": 256,
     "r_p": 256,
+    "repair_band": 64,
     "resize_width": 4_096,
     "track_learn_steps": 10_000,
     "track_train_radius": 256,

@@ -28,7 +28,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from ..core import __version__
 
         typer.echo(f"dragkit {__version__}")
         raise typer.Exit()
