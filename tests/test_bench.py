@@ -217,3 +217,18 @@ def test_the_gscore_judge_through_a_loopback_endpoint(tmp_path):
     assert "1 samples measured before" in r.stderr and len(ep.requests) == 1  # the judged sample was kept
     assert json.loads((run / "metrics.json").read_text())["overall"]["gscore"] == 7.0
     assert ep.requests[0]["body"]["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png")
+
+
+def test_eval_offline_leads_with_the_way_out(tmp_path, capsys):
+    from dragkit.interfaces.cli import main
+
+    data = make_drag100(tmp_path / "d", n=1)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        main(["bench", str(data), "--method", "identity", "-o", str(run), "-q"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["eval", str(run), "-q"])  # the official MD by default: DIFT's SD 2.1 is not here
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("dragkit: error: measure without DIFT's model with --md alex")

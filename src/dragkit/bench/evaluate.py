@@ -209,8 +209,8 @@ def evaluate_run(
                 extractors["dift"] = DiftFeatures(load_dift(dift_model), device=device)
             except ModelError as e:
                 raise ModelError(
-                    f"{e}\nthe official MD needs DIFT's model; give a local copy with --dift-model FOLDER, or measure "
-                    "without it: --md alex"
+                    "measure without DIFT's model with --md alex (LPIPS-AlexNet, offline), or give a local copy with "
+                    f"--dift-model FOLDER; the official MD needs {dift_model!r} ({e})"
                 ) from None
         if "alex" in md:
             from .metrics import AlexFeatures
