@@ -12,7 +12,7 @@ from pathlib import Path
 from ..core.geometry import drag_region
 from ..core.types import DragRequest, DragResult
 from ..utils.io import save_result, write_bytes_atomic, write_png
-from ..utils.viz import draw_points, gif_bytes, side_by_side
+from ..utils.viz import captioned, draw_points, gif_bytes, side_by_side
 
 logger = logging.getLogger(__name__)
 
@@ -132,16 +132,27 @@ def _summary(req: DragRequest, result: DragResult) -> dict:
 def _message(summary: dict) -> str:
     msg = f"demo: {summary['steps']} steps ({summary['stop_reason']}) in {summary['seconds']:.1f} s"
     if "md_after" in summary:
-        msg += f"; independent MD {summary['md_before']} px before -> {summary['md_after']} px after"
+        msg += (
+            f"; independent MD {summary['md_before']} px before -> {summary['md_after']} px after (how far the "
+            "content under each handle is from its target, found by LPIPS-AlexNet features, not by the method)"
+        )
     if "lpips_outside_mask" in summary:
         msg += f"; LPIPS outside the mask {summary['lpips_outside_mask']}"
     return msg
 
 
 def _pair(req: DragRequest, result: DragResult):
+    """Before and after, labelled: the red dot is the handle (before: where the user clicked; after: where the
+    method says the content now is), the blue one the target."""
     return side_by_side(
         [
-            draw_points(req.image, req.handles, req.targets, scale=SCALE),
-            draw_points(result.image, result.handles, req.targets, scale=SCALE),
+            captioned(
+                draw_points(req.image, req.handles, req.targets, scale=SCALE),
+                ["before", "red: handle, blue: target"],
+            ),
+            captioned(
+                draw_points(result.image, result.handles, req.targets, scale=SCALE),
+                [f"after ({result.method})", "red: where the handle ended"],
+            ),
         ]
     )

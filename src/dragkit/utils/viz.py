@@ -39,6 +39,16 @@ def draw_points(
     return im
 
 
+def captioned(image: Image.Image, lines: Sequence[str], height: int = 14) -> Image.Image:
+    """``image`` with a white strip below it holding ``lines`` of text (Pillow's default font)."""
+    out = Image.new("RGB", (image.width, image.height + height * len(lines) + 4), (255, 255, 255))
+    out.paste(image.convert("RGB"), (0, 0))
+    d = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        d.text((3, image.height + 2 + i * height), line, fill=(0, 0, 0))
+    return out
+
+
 def side_by_side(images: Sequence[Image.Image], gap: int = 4) -> Image.Image:
     h = max(im.height for im in images)
     w = sum(im.width for im in images) + gap * (len(images) - 1)
