@@ -230,9 +230,9 @@ def edit(
     """
     from ..core.params import parse_assignment
     from ..core.progress import log_lines
+    from ..methods import get_method
 
     log_lines(not quiet and not sys.stderr.isatty())  # in a log: a line per stage and periodic ones, not bars
-    from ..methods import get_method
 
     if image is None:
         raise InputError("missing IMAGE: dragkit edit IMAGE --drag X1,Y1:X2,Y2 -o OUT.png")

@@ -14,6 +14,11 @@ were not checked), on the latent grid in ``(row, col)``:
 - **BNNI.** Every cleared place nothing moved into is filled, in row-major order and in place (places filled
   earlier count as known), from the nearest known cell in each of the four axis directions, weighted by 1/distance.
 
+dragkit adds a second way to move the content, ``warp_sample=backward`` (:func:`backward_places`): Inpaint4Drag's
+backward mapping on the same warpage function. Every place the warp reaches samples the content bilinearly where it
+came from, so a stretched region neither repeats nor skips cells. And it adds ``repair_region``, where a warp's
+result may be regenerated (``repair_strength``, driver ``warp``).
+
 Two guards the released code lacks: a cell exactly at a handle moves with that handle (theirs computes 0/0 and
 drops it), and a handle outside the circle cannot make a negative square root. Empty places are tracked explicitly
 (theirs takes a cell whose first channel is exactly 0 as empty).
