@@ -170,6 +170,8 @@ def test_the_repair_regenerates_the_region_and_keeps_the_warped_latent_elsewhere
     assert kept[r, c] and kept[0, 0] and not kept[lh // 2, (24 + 8) * lw // 96]  # target and outside kept
     plain = pipe(masked_request(), method="fastdrag", progress=False, **kw)
     assert "repair" not in plain.info and plain.info["warp"]["sample"] == "backward"
+    with pytest.raises(ParameterError, match="only the warp sampler repairs"):
+        pipe(masked_request(), method="dragdiffusion", progress=False, repair_strength=0.5, **kw)
     with pytest.raises(ParameterError, match="repair_strength=0.1 must re-noise more than inversion_strength=0.1"):
         pipe(masked_request(), method="fastdrag", progress=False, repair_strength=0.1, **kw)
 

@@ -415,6 +415,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 "source_kv=inversion: the correspondence loss and LucidDrag's guidance read the source branch's "
                 f"features while sampling ({method}); use source_kv=recompute"
             )
+        if params["repair_strength"] > 0 and params["sampler"] != "warp":
+            raise ParameterError(
+                f"repair_strength={params['repair_strength']}: only the warp sampler repairs (sampler=warp, as "
+                f"fastdrag and dragkit); {method} uses sampler={params['sampler']}"
+            )
         n = len(self.unet.up_blocks)
         if not 0 <= params["feature_block"] < n:
             raise ParameterError(f"feature_block={params['feature_block']}: this UNet has up_blocks 0..{n - 1}")
