@@ -52,6 +52,38 @@ def _text_config(tokenizer, hidden: int, layers: int, heads: int, intermediate: 
     )
 
 
+def _vae(channels: tuple[int, ...], norm_num_groups: int, **extra):
+    """A Stable-Diffusion-layout ``AutoencoderKL`` (4 latent channels, downsampling by 2^(len(channels) − 1))."""
+    from diffusers import AutoencoderKL
+
+    m = len(channels)
+    return AutoencoderKL(
+        block_out_channels=list(channels),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * m,
+        up_block_types=["UpDecoderBlock2D"] * m,
+        latent_channels=4,
+        norm_num_groups=norm_num_groups,
+        **extra,
+    )
+
+
+def _sd_ddim(**extra):
+    """Stable Diffusion's DDIM configuration (its betas, no clipping, ᾱ₀ not 1, steps offset 1), plus ``extra``."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        **extra,
+    )
+
+
 def build_sd_pipeline(
     folder: str | Path,
     *,
@@ -72,7 +104,7 @@ def build_sd_pipeline(
     2^(len(vae_channels) − 1) (8 with four blocks, like SD). The scheduler is SD 1.5's DDIM configuration, with
     ``prediction_type`` (SD 2.x 768-v: ``v_prediction``; SD 2.x also uses ``use_linear_projection``).
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     folder = Path(folder)
@@ -91,28 +123,11 @@ def build_sd_pipeline(
         norm_num_groups=norm_num_groups,
         use_linear_projection=use_linear_projection,
     )
-    m = len(vae_channels)
-    vae = AutoencoderKL(
-        block_out_channels=list(vae_channels),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * m,
-        up_block_types=["UpDecoderBlock2D"] * m,
-        latent_channels=4,
-        norm_num_groups=norm_num_groups,
-    )
+    vae = _vae(vae_channels, norm_num_groups)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = _offline_clip_tokenizer(Path(tmp))
     text_encoder = CLIPTextModel(_text_config(tokenizer, text_hidden, text_layers, 2, 2 * text_hidden))
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    scheduler = _sd_ddim(prediction_type=prediction_type)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -159,7 +174,7 @@ def build_sdxl_pipeline(
     numbers); cross-attention reads both text encoders' hidden states side by side (``CLIPTextModel`` and
     ``CLIPTextModelWithProjection``, penultimate layers); the VAE keeps ``force_upcast``; the scheduler is SDXL's
     DDIM configuration (ε-prediction, "leading" spacing)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     folder = Path(folder)
@@ -183,14 +198,9 @@ def build_sdxl_pipeline(
         projection_class_embeddings_input_dim=h2 + 6 * time_embed_dim,
     )
     m = len(vae_channels)
-    vae = AutoencoderKL(
-        block_out_channels=list(vae_channels),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * m,
-        up_block_types=["UpDecoderBlock2D"] * m,
-        latent_channels=4,
-        norm_num_groups=norm_num_groups,
+    vae = _vae(
+        vae_channels,
+        norm_num_groups,
         scaling_factor=0.13025,
         force_upcast=True,
         sample_size=sample_size * 2 ** (m - 1),
@@ -202,15 +212,7 @@ def build_sdxl_pipeline(
     text_encoder_2 = CLIPTextModelWithProjection(
         _text_config(tokenizer_2, h2, text_layers, 2, 2 * h2, projection_dim=h2)
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
+    scheduler = _sd_ddim(timestep_spacing="leading")
     pipe = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
