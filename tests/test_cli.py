@@ -114,7 +114,10 @@ def test_help_params_lists_names_and_defaults():
     assert r.returncode == 0
     for name in ("drag_steps", "latent_lr", "r_m", "r_p", "lam", "feature_block", "latent_block", "tracker"):
         assert name in r.stdout
-    assert "draggan default" in r.stdout
+    assert "\nloop\n* drag_steps " in r.stdout and "draggan 200" in r.stdout  # grouped by part, common ones marked
+    assert max(len(line) for line in r.stdout.splitlines()) <= 100  # fits a terminal (100 columns when piped)
+    one = dragkit("edit", "--help-params", "--method", "draggan")
+    assert one.returncode == 0 and "draggan: 200" in one.stdout and "lora" not in one.stdout  # its engine's only
 
 
 def test_demo_writes_its_files(tmp_path):
@@ -251,7 +254,18 @@ def test_edit_help_answers_which_method_which_model_and_where_and_lists_every_me
     from dragkit.methods import METHODS
 
     doc = edit.__doc__
-    for question in ("Which method:", "Which model:", "Where it goes:", "downloaded once"):
+    for question in ("Which method:", "Which model:", "Where it goes:", "downloaded on first use"):
         assert question in doc
     listed = set(re.findall(r"[a-z]+(?:-gan)?", doc.split("Methods:")[1].split("--help-params")[0]))
     assert {m for m in METHODS if m != "identity"} <= listed  # a new preset must be named here too
+
+
+def test_root_help_first_screen_answers_the_three_questions(capsys):
+    from dragkit.interfaces.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    head = text.split("Options")[0]  # before the option and command tables: the first screen
+    for answer in ("dragkit demo", "Which method:", "faces64", "downloaded on first use", "no download", "OUT.json"):
+        assert answer in head, answer

@@ -121,4 +121,4 @@ def test_the_new_presets_are_listed_with_their_parameters(name):
     from dragkit.interfaces.cli import params_table
 
     table = params_table(name)
-    assert f"{name} default" in table and "sampler" in table
+    assert f"{name}: " in table and "sampler" in table

@@ -21,7 +21,8 @@ class Param:
     """One named parameter: its type, default, meaning and valid range.
 
     ``default`` is the value used when no method preset sets it; presets override it. ``owner`` names the part
-    or layer that reads it (shown in ``--help-params``).
+    or layer that reads it (``engine:NAME`` when only that engine reads it). ``group`` is the heading it is listed
+    under in ``--help-params`` (the owner when empty); ``common`` marks the few a user commonly changes.
     """
 
     name: str
@@ -33,6 +34,13 @@ class Param:
     min: float | None = None
     max: float | None = None
     min_exclusive: bool = False
+    group: str = ""
+    common: bool = False
+
+    @property
+    def section(self) -> str:
+        """The heading in ``--help-params``: the group, else the owner without its engine prefix."""
+        return self.group or self.owner.removeprefix("engine:")
 
     def parse(self, text: str) -> Any:
         """Parse a CLI string into a validated value."""
@@ -183,8 +191,18 @@ def resolve(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | Iterable
 
 # Parameters of the loop itself (parts register their own next to their code).
 register(
-    Param("drag_steps", int, 80, "maximum latent-optimization steps (n_pix_step in the peers' code)", "loop", min=0),
-    Param("latent_lr", float, 0.01, "Adam learning rate on the latent", "loop", min=0, min_exclusive=True),
+    Param(
+        "drag_steps",
+        int,
+        80,
+        "maximum latent-optimization steps (n_pix_step in the peers' code)",
+        "loop",
+        min=0,
+        common=True,
+    ),
+    Param(
+        "latent_lr", float, 0.01, "Adam learning rate on the latent", "loop", min=0, min_exclusive=True, common=True
+    ),
     Param(
         "stop_distance",
         float,
@@ -192,5 +210,6 @@ register(
         "a handle closer than this to its target (supervision-grid pixels) has arrived; the loop stops when all have",
         "loop",
         min=0,
+        common=True,
     ),
 )

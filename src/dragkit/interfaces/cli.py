@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Drag-based image editing: move the content under handle points to their targets.",
+    rich_markup_mode="markdown",  # help paragraphs are reflowed to the terminal's width
 )
 
 
@@ -40,7 +40,21 @@ def _root(
         bool, typer.Option("--version", is_eager=True, callback=_version, help="print the version and exit")
     ] = False,
 ) -> None:
-    """Drag-based image editing: move the content under handle points to their targets."""
+    """Drag-based image editing: click handle points and their targets; dragkit moves the content there.
+
+    Start with dragkit demo (offline, real weights), then: dragkit edit IMAGE --drag X1,Y1:X2,Y2 -o OUT.png
+
+    Which method: a photo goes to dragkit's recipe on Stable Diffusion 1.5 (the default); a 64-px face to
+    --model faces64; a face from the bundled GAN to dragkit-gan (chosen by itself for the demo's images).
+    dragkit edit --help lists every method.
+
+    Which model, and downloads: Stable Diffusion 1.5 (stable-diffusion-v1-5/stable-diffusion-v1-5, several GB) is
+    downloaded on first use, or --model names another (hub id, folder, .safetensors; SDXL and SD 2.x too).
+    faces64 and the face GAN ship with dragkit: no download.
+
+    Where results go: edit writes OUT.png and OUT.json (every parameter, the trajectory, timings); demo a folder
+    (-o); bench a run folder that eval measures.
+    """
 
 
 _NUM = r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*"
@@ -56,35 +70,67 @@ def parse_drag(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
     return (x1, y1), (x2, y2)
 
 
-def params_table(method: str | None = None) -> str:
-    """Every parameter: name, default of the method (or the registry default), owner and meaning."""
+# The order --help-params lists the parts in: the loop and its parts first, engine internals last.
+_SECTIONS = (
+    "loop", "supervision", "tracker", "schedule", "terms", "mask", "warp", "composite", "features", "inversion",
+    "latent", "sampling", "lora", "guided sampling", "closs", "clip guidance", "fusion", "speed and memory",
+)  # fmt: skip
+
+
+def params_table(method: str | None = None, width: int | None = None) -> str:
+    """Every parameter grouped by the part that reads it, ``*`` before the ones a user commonly changes, each with
+    its meaning and default: the registry's and every preset that sets another (``method``: that method's only,
+    and only its engine's parameters). Wrapped to ``width`` (the terminal's; 100 when not a terminal)."""
+    import shutil
+    import textwrap
+
     from ..core import params as P
     from ..methods import METHODS, get_method
 
-    methods = [get_method(method)] if method else list(METHODS.values())
-    head = ["name", *[f"{m.name} default" for m in methods], "part", "meaning"]
-    rows = []
-    for name, p in sorted(P.REGISTRY.items(), key=lambda kv: (kv[1].owner, kv[0])):
-        defaults = []
-        for m in methods:
-            if p.owner.startswith("engine:") and p.owner != f"engine:{m.engine}":
-                defaults.append("-")
-            else:
-                defaults.append(str(m.defaults.get(name, p.default)))
+    width = max(60, min(width or shutil.get_terminal_size((100, 24)).columns, 120))
+    chosen = get_method(method) if method else None
+    left = 2 + max(len(n) for n in P.REGISTRY) + 2
+    wrap = textwrap.TextWrapper(width=width, subsequent_indent=" " * left)
+
+    def fits(p: P.Param, engine: str) -> bool:
+        return not p.owner.startswith("engine:") or p.owner == f"engine:{engine}"
+
+    order = {name: i for i, name in enumerate(_SECTIONS)}
+    params = [p for p in P.REGISTRY.values() if chosen is None or fits(p, chosen.engine)]
+    params.sort(key=lambda p: (order.get(p.section, len(order)), p.section, not p.common, p.name))
+    lines = ["Parameters: --set NAME=VALUE, the same names in Python and OUT.json. * = commonly changed."]
+    if chosen is None:
+        lines.append("Each: its meaning, its default and the presets that set another (--method NAME: one method's).")
+    else:
+        lines.append(f"The values {chosen.name} ({chosen.engine}) uses, its engine's parameters only.")
+    lines = [line for text in lines for line in textwrap.wrap(text, width)]
+    section = None
+    for p in params:
+        if p.section != section:
+            section = p.section
+            owners = {q.owner for q in params if q.section == section}
+            only = owners.pop() if len(owners) == 1 else ""
+            engine_only = chosen is None and only.startswith("engine:")
+            lines += ["", section + (f" ({only.removeprefix('engine:')} engine only)" if engine_only else "")]
         meaning = p.help + (f" [{'|'.join(p.choices)}]" if p.choices else "")
-        rows.append([name, *defaults, p.owner, meaning])
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
-    lines = []
-    for r in [head, *rows]:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+        if chosen is not None:
+            values = f"{chosen.name}: {chosen.defaults.get(p.name, p.default)}"
+        else:
+            others = [
+                f"{m.name} {m.defaults[p.name]}"
+                for m in METHODS.values()
+                if p.name in m.defaults and m.defaults[p.name] != p.default and fits(p, m.engine)
+            ]
+            values = f"default {p.default}" + ("; " + ", ".join(others) if others else "")
+        head = f"{'*' if p.common else ' '} {p.name}".ljust(left)
+        lines += wrap.wrap(head + meaning)
+        lines += wrap.wrap(" " * left + values)
     return "\n".join(lines)
 
 
-def _help_params(value: bool) -> None:
-    if value:
-        typer.echo("Parameters (set with --set NAME=VALUE; the same names in Python and in OUT.json):\n")
-        typer.echo(params_table())
-        raise typer.Exit()
+def _help_params(method: str | None) -> None:
+    typer.echo(params_table(method))
+    raise typer.Exit()
 
 
 def _select_device(name: str) -> str:
@@ -214,24 +260,33 @@ def edit(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
     help_params: Annotated[
         bool,
-        typer.Option("--help-params", is_eager=True, callback=_help_params, help="list every parameter and exit"),
+        typer.Option(
+            "--help-params",
+            help="list every parameter by part, the common ones marked (with --method: its own) and exit",
+        ),
     ] = False,
 ) -> None:
     """Drag the content under each handle to its target; writes OUT.png and OUT.json.
 
-    \b
-    Which method: a photo: dragkit (the default; fast) or dragdiffusion (the reference), on Stable Diffusion;
-      a 64-px face: --model faces64 (offline); a face from the bundled GAN: dragkit-gan or draggan.
-    Which model: diffusion methods use Stable Diffusion 1.5, downloaded once (several GB) unless --model names
-      another (a hub id, a folder, a .safetensors; SDXL and SD 2.x too); GAN methods use the bundled dcgan-faces.
-    Where it goes: -o OUT.png, with OUT.json (every parameter, the trajectory, timings) beside it.
+    Which method: for a photo, dragkit (the default; seconds) or dragdiffusion (the reference; minutes), on
+    Stable Diffusion. For a 64-px face: --model faces64 (offline). For a face from the bundled GAN: dragkit-gan
+    (the default for the demo's images) or draggan.
+
+    Which model: diffusion methods use Stable Diffusion 1.5, downloaded on first use (several GB), unless --model
+    names another (a hub id, a folder or a .safetensors file; SDXL and SD 2.x too). GAN methods use the bundled
+    dcgan-faces: no download.
+
+    Where it goes: -o OUT.png, with OUT.json beside it (every parameter, the trajectory, timings).
+
     Methods: dragkit, dragdiffusion, stabledrag, adaptivedrag, clipdrag, luciddrag, gooddrag, fastdrag (diffusion);
-      dragkit-gan, draggan, stabledrag-gan, adaptivedrag-gan (GAN). --help-params lists every parameter.
+    dragkit-gan, draggan, stabledrag-gan, adaptivedrag-gan (GAN). --help-params lists every parameter by part.
     """
     from ..core.params import parse_assignment
     from ..core.progress import log_lines
     from ..methods import get_method
 
+    if help_params:
+        _help_params(method)
     log_lines(not quiet and not sys.stderr.isatty())  # in a log: a line per stage and periodic ones, not bars
 
     if image is None:

@@ -627,6 +627,7 @@ register(
         "engine:diffusion",
         min=0,
         max=1,
+        group="warp",
     ),
     Param(
         "repair_keep",
@@ -635,6 +636,7 @@ register(
         "repair_strength: radius (supervision-grid px) around each target kept as the warp left it",
         "engine:diffusion",
         min=0,
+        group="warp",
     ),
     Param(
         "repair_band",
@@ -643,6 +645,7 @@ register(
         "repair_strength: latent cells the repaired region reaches beyond the editable region's edge",
         "engine:diffusion",
         min=0,
+        group="warp",
     ),
     Param(
         "drag_phases",
@@ -653,6 +656,7 @@ register(
         "engine:diffusion",
         min=1,
         max=1000,
+        group="sampling",
     ),
     Param(
         "sampler",
@@ -662,6 +666,8 @@ register(
         + "; ".join(f"{d.name}: {d.summary}" for d in DRIVERS.values()),
         "engine:diffusion",
         choices=tuple(DRIVERS),
+        group="sampling",
+        common=True,
     ),
 )
 

@@ -24,6 +24,8 @@ P.register(
         "none",
         "editable region: a path to a mask image (white = may change), none, or auto (needs AdaptiveDrag's part)",
         "interface",
+        group="mask",
+        common=True,
     )
 )
 

@@ -40,6 +40,7 @@ register(
         "openai/clip-vit-base-patch16",
         "CLIP guidance: the CLIP model that reads the edit prompt (hub id or local folder; CLIPDrag uses ViT-B/16)",
         "engine:diffusion",
+        group="clip guidance",
     ),
     Param(
         "clip_weight",
@@ -48,6 +49,7 @@ register(
         "CLIP guidance: weight of the CLIP loss on the edit prompt (CLIPDrag: 300); used only with an edit prompt",
         "engine:diffusion",
         min=0,
+        group="clip guidance",
     ),
     Param(
         "clip_loss",
@@ -56,6 +58,7 @@ register(
         "CLIP guidance: plain (image vs edit prompt) or directional (source→edit image change vs prompt→edit prompt)",
         "engine:diffusion",
         choices=("plain", "directional"),
+        group="clip guidance",
     ),
 )
 

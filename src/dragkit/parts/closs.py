@@ -36,8 +36,11 @@ register(
         "is scale-free, so any positive weight acts the same and closs_lr sets the step)",
         "engine:diffusion",
         min=0,
+        group="closs",
     ),
-    Param("closs_lr", float, 0.01, "CLoss: Adam step size on the edited latent", "engine:diffusion", min=0),
+    Param(
+        "closs_lr", float, 0.01, "CLoss: Adam step size on the edited latent", "engine:diffusion", min=0, group="closs"
+    ),
     Param(
         "closs_steps",
         int,
@@ -45,6 +48,7 @@ register(
         "CLoss: acts on at most this many of the first sampling steps after the drag (default: all)",
         "engine:diffusion",
         min=1,
+        group="closs",
     ),
     Param(
         "closs_radius",
@@ -54,6 +58,7 @@ register(
         "supervision grid: 5 is 20 grid pixels on SD's 256x256 grid, 2 on faces64's 32x32)",
         "engine:diffusion",
         min=0,
+        group="closs",
     ),
 )
 

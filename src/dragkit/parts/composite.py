@@ -29,6 +29,7 @@ register(
         "blended over composite_feather px inside its edge; needs a mask, painted or mask=auto)",
         "composite",
         choices=("none", "mask"),
+        common=True,
     ),
     Param(
         "composite_feather",

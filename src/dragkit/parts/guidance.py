@@ -34,6 +34,7 @@ register(
         "does nothing, 1000 breaks the face — other models may need their own, e.g. in their dragkit.json)",
         "engine:diffusion",
         min=0,
+        group="guided sampling",
     ),
     Param(
         "guide_keep",
@@ -42,6 +43,7 @@ register(
         "guidance: weight, inside the editing energy, of keeping the features outside the edit region",
         "engine:diffusion",
         min=0,
+        group="guided sampling",
     ),
     Param(
         "guide_vacate",
@@ -51,6 +53,7 @@ register(
         "drag (features at h − d), so the content moves instead of being copied (0 = off)",
         "engine:diffusion",
         min=0,
+        group="guided sampling",
     ),
     Param(
         "guide_quality",
@@ -59,6 +62,7 @@ register(
         "guidance: weight of the image-fidelity discriminator's score (LucidDrag: 1e-3; 0 = off)",
         "engine:diffusion",
         min=0,
+        group="guided sampling",
     ),
     Param(
         "guide_semantic",
@@ -67,6 +71,7 @@ register(
         "guidance: weight of the intention's source→target prompt direction (text-conditioned models only)",
         "engine:diffusion",
         min=0,
+        group="guided sampling",
     ),
     Param(
         "guide_steps",
@@ -75,6 +80,7 @@ register(
         "guidance: acts on at most this many of the first sampling steps (default: all)",
         "engine:diffusion",
         min=1,
+        group="guided sampling",
     ),
     Param(
         "guide_radius",
@@ -83,6 +89,7 @@ register(
         "guidance: radius of the feature patches compared (grid pixels)",
         "engine:diffusion",
         min=0,
+        group="guided sampling",
     ),
     Param(
         "variant_eta",
@@ -94,6 +101,7 @@ register(
         "engine:diffusion",
         min=0,
         max=1,
+        group="guided sampling",
     ),
     Param(
         "discriminator_steps",
@@ -102,6 +110,7 @@ register(
         "guidance: training steps of the patch discriminator fitted to the input image",
         "engine:diffusion",
         min=1,
+        group="guided sampling",
     ),
 )
 

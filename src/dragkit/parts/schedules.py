@@ -126,4 +126,4 @@ class AdaptiveSchedule:
 
 SCHEDULES = {"fixed": FixedSchedule, "adaptive": AdaptiveSchedule}
 
-register(Param("schedule", str, "fixed", "step-schedule part", "loop", choices=tuple(SCHEDULES)))
+register(Param("schedule", str, "fixed", "step-schedule part", "loop", choices=tuple(SCHEDULES), common=True))

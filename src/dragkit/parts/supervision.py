@@ -24,7 +24,9 @@ register(
         min=0,
         max=1,
     ),
-    Param("r_m", int, 1, "motion-supervision patch radius (supervision-grid pixels)", "supervision", min=0),
+    Param(
+        "r_m", int, 1, "motion-supervision patch radius (supervision-grid pixels)", "supervision", min=0, common=True
+    ),
     Param(
         "motion_step",
         float,
@@ -197,5 +199,6 @@ register(
         "motion-supervision part",
         "loop",
         choices=tuple(SUPERVISIONS),
+        common=True,
     )
 )

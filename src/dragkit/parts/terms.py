@@ -13,7 +13,15 @@ from ..core.loop import DragContext, FeatureOutput
 from ..core.params import Param, default, register
 
 register(
-    Param("lam", float, 0.1, "weight of the mask (background) term; used only when a mask is given", "terms", min=0)
+    Param(
+        "lam",
+        float,
+        0.1,
+        "weight of the mask (background) term; used only when a mask is given",
+        "terms",
+        min=0,
+        common=True,
+    )
 )
 
 

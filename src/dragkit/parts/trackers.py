@@ -16,7 +16,7 @@ from ..core.params import Param, default, register
 from . import automask  # noqa: F401 - registers the auto_mask_* parameters the semantic parts default to
 
 register(
-    Param("r_p", int, 3, "tracking search radius (supervision-grid pixels)", "tracker", min=0),
+    Param("r_p", int, 3, "tracking search radius (supervision-grid pixels)", "tracker", min=0, common=True),
     Param(
         "track_learn_steps",
         int,
@@ -354,6 +354,7 @@ register(
         "point-tracking part",
         "loop",
         choices=tuple(TRACKERS),
+        common=True,
     )
 )
 

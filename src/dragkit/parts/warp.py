@@ -46,6 +46,7 @@ register(
         "places interpolated; on a GAN the code must be spatial, latent_block of 1 or more)",
         "warp",
         choices=("inverted", "warp"),
+        common=True,
     ),
     Param(
         "warp_fill",

@@ -44,7 +44,15 @@ logger = logging.getLogger(__name__)
 
 register(
     Param(
-        "inference_steps", int, 50, "diffusion: DDIM steps of the full schedule", "engine:diffusion", min=1, max=1000
+        "inference_steps",
+        int,
+        50,
+        "diffusion: DDIM steps of the full schedule",
+        "engine:diffusion",
+        min=1,
+        max=1000,
+        group="inversion",
+        common=True,
     ),
     Param(
         "inversion_strength",
@@ -55,6 +63,8 @@ register(
         min=0,
         max=1,
         min_exclusive=True,
+        group="inversion",
+        common=True,
     ),
     Param(
         "mutual_attn_start_layer",
@@ -64,6 +74,7 @@ register(
         "branch's K/V while sampling",
         "engine:diffusion",
         min=0,
+        group="sampling",
     ),
     Param(
         "source_kv",
@@ -75,6 +86,7 @@ register(
         "an approximation, measured in docs/speed.md)",
         "engine:diffusion",
         choices=("recompute", "inversion"),
+        group="sampling",
     ),
     Param(
         "source_cache",
@@ -85,6 +97,7 @@ register(
         "skips inversion and denoises the edited branch alone (exact: the source branch never reads the edit). "
         "Costs the mutual layers' inputs for every sampling step (about 1 GB for SD 1.5 at 512x512)",
         "engine:diffusion",
+        group="speed and memory",
     ),
     Param(
         "autocast",
@@ -94,6 +107,7 @@ register(
         "the numbers, see docs/speed.md",
         "engine:diffusion",
         choices=("none", "bf16", "fp16"),
+        group="speed and memory",
     ),
     Param(
         "grad_checkpointing",
@@ -102,6 +116,7 @@ register(
         "drag and identity LoRA training: recompute the UNet's activations in the backward pass instead of keeping "
         "them (less memory, more time; same numbers)",
         "engine:diffusion",
+        group="speed and memory",
     ),
     Param(
         "vae_tiling",
@@ -110,6 +125,7 @@ register(
         "diffusion: encode and decode the image in overlapping tiles (diffusers' VAE tiling: far less memory at "
         "1024 px and up; tile seams can differ by a few levels)",
         "engine:diffusion",
+        group="speed and memory",
     ),
     Param(
         "channels_last",
@@ -117,6 +133,7 @@ register(
         False,
         "diffusion: run the UNet's convolutions in channels-last memory layout (a speed option on some GPUs)",
         "engine:diffusion",
+        group="speed and memory",
     ),
     Param(
         "resize_width",
@@ -126,6 +143,7 @@ register(
         "width. Pixel-space models always work at their own resolution",
         "engine:diffusion",
         min=0,
+        group="features",
     ),
     Param(
         "size_rule",
@@ -138,6 +156,7 @@ register(
         "or the image's own width)",
         "engine:diffusion",
         choices=("rounded", "official"),
+        group="features",
     ),
 )
 

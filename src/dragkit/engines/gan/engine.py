@@ -36,6 +36,8 @@ register(
         "block whose output is the feature map (diffusion: UNet up_blocks index; GAN: generator block index)",
         "engine",
         min=0,
+        group="features",
+        common=True,
     ),
     Param(
         "latent_block",
@@ -45,6 +47,7 @@ register(
         "(a spatial extended latent, the DCGAN analogue of StyleGAN's w+)",
         "engine:gan",
         min=0,
+        group="latent",
     ),
     Param(
         "invert_steps",
@@ -53,8 +56,17 @@ register(
         "GAN: optimization steps fitting a user image (0 = no refinement)",
         "engine:gan",
         min=0,
+        group="inversion",
     ),
-    Param("invert_restarts", int, 8, "GAN: random z starts tried when fitting a user image", "engine:gan", min=1),
+    Param(
+        "invert_restarts",
+        int,
+        8,
+        "GAN: random z starts tried when fitting a user image",
+        "engine:gan",
+        min=1,
+        group="inversion",
+    ),
 )
 
 
