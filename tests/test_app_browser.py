@@ -56,6 +56,16 @@ def hint_has(page, text, timeout=30000):
     )
 
 
+def upload(page, path):
+    with page.expect_file_chooser() as chooser:  # as a user does: the button opens the file dialog
+        page.locator("#upload").click()
+    chooser.value.set_files(str(path))
+
+
+def visible(page, selector):
+    return page.locator(selector).first.is_visible()
+
+
 def click_image(page, selector, x, y, size):
     box = page.locator(f"{selector} img").bounding_box()
     # the image is shown scaled to fit (aspect kept, centred): map image pixels to page pixels
@@ -73,17 +83,24 @@ def test_upload_click_run_download_with_a_second_user_alongside(app_url, face_pn
     Image.new("RGB", (2100, 40), (90, 120, 150)).save(huge)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        alice = browser.new_context(viewport={"width": 1400, "height": 1300}, accept_downloads=True)
-        bob = browser.new_context(viewport={"width": 1400, "height": 1300})
+        alice = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        bob = browser.new_context(viewport={"width": 1400, "height": 1000})
         a, b = alice.new_page(), bob.new_page()
         for page in (a, b):
             page.goto(app_url)
             page.locator("#run").wait_for(timeout=30000)  # the page is rendered and connected
-        a.locator("#upload input[type=file]").set_input_files(str(face_png))  # Alice uploads a face...
+        # the first screen (1400×1000): upload, method, Run and the hint beside the canvas, nothing to scroll to
+        canvas = a.locator("#canvas").bounding_box()
+        for selector in ("#upload", "#method", "#run", "#hint"):
+            box = a.locator(selector).bounding_box()
+            assert box["x"] + box["width"] <= canvas["x"] and box["y"] + box["height"] <= 1000, selector
+        assert not visible(a, "#gallery") and not visible(a, "#prompt")  # draggan: no results gallery, no prompt
+        upload(a, face_png)  # Alice uploads a face...
         b.get_by_label("face seed").fill("27")  # ... while Bob generates the very same face with the GAN
         b.get_by_role("button", name="generate a face (GAN)").click()
         a.wait_for_function(READY, timeout=60000)
         b.wait_for_function(READY, timeout=60000)
+        assert a.locator("img[src*='/file=']:visible").count() == 1  # the uploaded photo is shown once: the canvas
         b.get_by_label("face seed").fill("0")  # Bob moves on to another face
         b.get_by_role("button", name="generate a face (GAN)").click()
         hint_has(b, "face 0 from the DCGAN", timeout=60000)
@@ -101,7 +118,7 @@ def test_upload_click_run_download_with_a_second_user_alongside(app_url, face_pn
         link = a.locator("#bundle a")
         link.wait_for(timeout=180000)
         a.screenshot(path=str(shots / "after.png"), full_page=True)
-        assert "steps" in a.locator("#info").inner_text()
+        assert "steps" in a.locator("#hint").inner_text()
         with a.expect_download() as dl:
             link.click()
         bundle = tmp_path / "bundle.zip"
@@ -116,8 +133,10 @@ def test_upload_click_run_download_with_a_second_user_alongside(app_url, face_pn
         # Bob's mistakes are shown in his page, and the app keeps working
         b.locator("#run").click()  # a handle without a target
         b.wait_for_selector("text=has no target yet", timeout=30000)
+        assert b.locator("text=has no target yet").count() == 1  # said once: in the status line, not on each panel
+        assert b.get_by_text("Error", exact=True).count() == 0
         click_image(b, "#canvas", 20, 26, (64, 64))
-        hint_has(b, "1 pair(s)")
+        hint_has(b, "1 pair(s)")  # the next action replaced the error
         b.get_by_label("model: hub id").fill("/etc")  # a path outside the app's model folders: never read
         b.locator("#method input").fill("dragdiffusion")
         b.locator("#method input").press("Enter")
@@ -126,12 +145,22 @@ def test_upload_click_run_download_with_a_second_user_alongside(app_url, face_pn
         b.get_by_label("model: hub id").fill("no-such-org/no-such-model")  # a hub id that cannot be loaded
         b.locator("#run").click()
         b.wait_for_selector("text=cannot load model 'no-such-org/no-such-model'", timeout=30000)
-        b.locator("#upload input[type=file]").set_input_files(str(huge))  # an oversized upload
+        shown = b.locator("#canvas img").get_attribute("src")
+        upload(b, huge)  # an oversized upload
         b.wait_for_selector("text=the app takes images up to 2048 pixels", timeout=30000)
-        assert "1 pair(s)" in b.locator("#hint").inner_text()  # the refused upload left his drag as it was
+        assert b.locator("#canvas img").get_attribute("src") == shown  # the refused upload left his drag as it was
         b.get_by_label("model: hub id").fill("")
         b.locator("#method input").fill("draggan")
         b.locator("#method input").press("Enter")
         b.locator("#run").click()  # and his drag still runs
         b.locator("#bundle a").wait_for(timeout=180000)
+        hint_has(b, "steps")
+        b.locator("#method input").fill("luciddrag")  # a method with several results shows their gallery
+        b.locator("#method input").press("Enter")
+        b.wait_for_selector("#gallery", state="visible", timeout=10000)
+        assert visible(b, "#prompt") and not visible(b, "#edit-prompt")
+        b.get_by_label("model: hub id").fill("/etc")
+        b.locator("#run").click()  # an error after a run: no stale "N steps" line beside it, no old result
+        b.wait_for_selector("text=other paths are not read", timeout=30000)
+        assert "steps" not in b.locator("#hint").inner_text() and b.locator("#bundle a").count() == 0
         browser.close()

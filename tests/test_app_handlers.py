@@ -118,6 +118,9 @@ def test_stop_cancels_cleanly_and_mistakes_come_back_as_messages(runner, gan_pip
     assert err["kind"] == "error" and "r_p" in err["message"]
     (err,) = runner.run(req, "draggan", num_results=2)
     assert err["kind"] == "error" and "several results come from methods that guide the sampling" in err["message"]
+    (err,) = runner.run(req, "dragkit")  # offline (HF_HUB_OFFLINE=1): SD 1.5 is not here; the page's own way out
+    assert err["kind"] == "error" and "the model field" in err["message"] and "faces64" in err["message"]
+    assert "--model " not in err["message"]  # not the command line's flag
 
 
 def test_a_time_limit_stops_the_drag_and_says_so(gan_pipe):

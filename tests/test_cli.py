@@ -237,6 +237,8 @@ def test_without_a_method_a_photo_goes_to_diffusion_and_a_gan_face_to_the_gan(fa
     assert code == 2 and io.err.count("\n") == 1
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in io.err and "--model faces64" in io.err
     assert "--method draggan" in io.err
+    code, io = run("edit", face_png, *drag, "--model", "someone/sd-model", "-o", tmp_path / "m.png")  # named, offline
+    assert code == 2 and "'someone/sd-model'" in io.err and "--model faces64" in io.err and "no --method" not in io.err
     code, io = run("edit", face_png, *drag, "--model", "faces64", "-o", tmp_path / "f.png")
     chosen = json.loads((tmp_path / "f.json").read_text())["info"]["defaults_chosen"]
     assert code == 0 and chosen["method"] == "dragkit" and chosen["model"] == "faces64" and "[no --method" in io.out

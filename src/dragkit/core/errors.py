@@ -24,7 +24,12 @@ class OutputError(DragkitError):
 
 
 class ModelError(DragkitError):
-    """A model that cannot be found or loaded (missing weights package, wrong file)."""
+    """A model that cannot be found or loaded (missing weights package, wrong file). ``offline`` is true when it
+    is a hub id neither cached nor downloadable now: each interface then adds its own way out."""
+
+    def __init__(self, message: str, *, offline: bool = False) -> None:
+        super().__init__(message)
+        self.offline = offline
 
 
 class DivergedError(DragkitError):

@@ -343,11 +343,12 @@ def edit(
     try:
         pipe: Any = load_pipeline(m.engine, model, dev, torch_dtype, quiet, vae=vae)
     except ModelError as e:
-        if chosen is None or model is not None:
+        if not e.offline:
             raise
+        why = f" (no --method given, so {method} on the default model)" if chosen is not None and model is None else ""
         raise ModelError(
-            f"{e} (no --method given, so {method} on the default model); or, with no download: --model faces64 for a "
-            "face, --method draggan for the face GAN"
+            f"{e} (--model FOLDER){why}; or, with no download: --model faces64 for a 64-px face, --method draggan "
+            "for the face GAN"
         ) from None
     if num_results is not None or llm_url is not None:  # LucidDrag's driver options
         from ..methods.drivers import GuidanceOptions

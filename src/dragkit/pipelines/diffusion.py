@@ -211,7 +211,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             if not path.exists() and any(s in text for s in ("offline", "not fully cached", "connect", "resolve")):
                 raise ModelError(
                     f"cannot load model {name!r}: it is not in the local cache and the hub is unreachable; "
-                    "download it once with a network, or point --model at a local diffusers folder"
+                    "download it once with a network, or use a local diffusers folder",
+                    offline=True,
                 ) from None
             first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
             raise ModelError(f"cannot load model {name!r}: {first}") from None

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-from ...core.errors import DragkitError, ParameterError
+from ...core.errors import DragkitError, ModelError, ParameterError
 from ...core.types import DragRequest, DragResult
 from ...methods import get_method
 from ...utils.viz import draw_points, gif_bytes
@@ -73,6 +73,15 @@ class Runner:
                     f"several results come from methods that guide the sampling (luciddrag), not {method}"
                 )
             pipe, lock = self.pipeline(m.engine, model)
+        except ModelError as e:
+            way_out = (
+                " (a folder from the app's --model-dir: its name in the model field); or, with no download: "
+                "faces64 in the model field for a 64-px face, or the method draggan for the face GAN"
+                if e.offline
+                else ""
+            )
+            yield {"kind": "error", "message": f"{e}{way_out}"}
+            return
         except (DragkitError, OSError, ValueError) as e:
             yield {"kind": "error", "message": str(e)}
             return

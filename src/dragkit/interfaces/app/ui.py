@@ -5,6 +5,7 @@ session), loaded models in one shared :class:`~dragkit.interfaces.app.runner.Run
 import atexit
 import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -81,8 +82,8 @@ def build(
             prune(shown_dir, keep_files)
             prune(out_dir, keep_files, keep=shown_dir)
 
-    def fail(e: Exception) -> Any:
-        return gr.Error(str(e), print_exception=False)
+    def failed(e: Exception) -> str:  # shown once, in the status line beside the canvas; the next action clears it
+        return f"**error:** {e}"
 
     def shown(image):
         """A picture for the page as a PNG file named by its content, written once and atomically. (Gradio
@@ -98,12 +99,14 @@ def build(
             write_bytes_atomic(path, data)
         return str(path)
 
-    def on_upload(path):
+    # Every handler writes the status line beside the canvas: what to do next, how a run went, or an error (shown
+    # there once, not as a badge on every output, and replaced by the next action's line).
+    def on_upload(path, s, editor):
         try:
-            s = S.load_upload(path)
-        except DragkitError as e:
-            raise fail(e) from None
-        return s, shown(S.annotate(s)), shown(s.image), "click a handle, then its target"
+            new = S.load_upload(path)
+        except DragkitError as e:  # the refused upload leaves the image, the points and the mask as they were
+            return s, shown(S.annotate(s)), editor, failed(e)
+        return new, shown(S.annotate(new)), shown(new.image), "click a handle, then its target"
 
     def on_generate(seed):
         pipe, lock = runner.pipeline("gan", None)
@@ -113,16 +116,20 @@ def build(
         hint = f"face {int(seed)} from the DCGAN: click a handle, then its target"
         return s, shown(S.annotate(s)), shown(image), hint
 
+    def pairs_hint(s, verb: str = "click") -> str:
+        n = len(s.points)
+        if not n:
+            return "click a handle, then its target" if s.image is not None else "upload an image or generate a face"
+        if n % 2:
+            return f"handle {n // 2 + 1}: now {verb} its target"
+        return f"{n // 2} pair(s); {verb} another handle or Run"
+
     def on_click(s, evt: gr.SelectData):
         try:
             s = S.add_click(s, *S.from_display(s, *evt.index))
         except DragkitError as e:
-            raise fail(e) from None
-        n = len(s.points)
-        hint = (
-            f"handle {n // 2 + 1}: now click its target" if n % 2 else f"{n // 2} pair(s); click another handle or Run"
-        )
-        return s, shown(S.annotate(s)), hint
+            return s, shown(S.annotate(s)), failed(e)
+        return s, shown(S.annotate(s)), pairs_hint(s)
 
     def on_point(s, x, y):
         """A point typed as numbers (image pixels), the same as a click there: precise placement, and the way
@@ -132,18 +139,16 @@ def build(
                 raise InputError("type both x and y (image pixels) for the point")
             s = S.add_click(s, float(x), float(y))
         except DragkitError as e:
-            raise fail(e) from None
-        n = len(s.points)
-        hint = f"handle {n // 2 + 1}: now its target" if n % 2 else f"{n // 2} pair(s); add another handle or Run"
-        return s, shown(S.annotate(s)), hint
+            return s, shown(S.annotate(s)), failed(e)
+        return s, shown(S.annotate(s)), pairs_hint(s, "add")
 
     def on_undo(s):
         s = S.undo(s)
-        return s, shown(S.annotate(s))
+        return s, shown(S.annotate(s)), pairs_hint(s)
 
     def on_clear(s):
         s = S.clear(s)
-        return s, shown(S.annotate(s))
+        return s, shown(S.annotate(s)), pairs_hint(s)
 
     # The handlers return values, never property updates (gr.skip(), gr.update()): Gradio 6 keeps a new component
     # object in the session's config for every update and never frees the old ones (tests/test_app_handlers.py
@@ -180,7 +185,8 @@ def build(
             req = S.build_request(s, prompt, edit_prompt, int(seed))
             chosen = S.resolve_model(model, model_dirs)
         except DragkitError as e:
-            raise fail(e) from None
+            yield None, None, None, None, failed(e)
+            return
         n = int(n_results) if n_results and int(n_results) > 1 else None
         preview = None  # while it runs: the newest preview, and the last run's outputs cleared
         for ev in runner.run(req, method, chosen, overrides, stop, n):
@@ -191,7 +197,8 @@ def build(
                 step = f"step {min(ev['step'], ev['total'])} of {ev['total']}" if ev["total"] else f"step {ev['step']}"
                 yield preview, None, None, None, f"running: {step}"
             elif ev["kind"] == "error":
-                raise gr.Error(ev["message"], print_exception=False)
+                yield None, None, None, None, f"**error:** {ev['message']}"
+                return
             else:
                 results = ev["results"]
                 prune_old()
@@ -211,6 +218,8 @@ def build(
                 for stage in ("lora", "inversion"):  # a stop during the LoRA's training or a GAN inversion
                     if f"{stage}_stopped" in r.info:
                         info += f"; {stage} {r.info[f'{stage}_stopped']}"
+                for warning in r.info.get("warnings", []):  # e.g. a photo the face GAN reproduces poorly
+                    info += f"\n\n**note:** {warning}"
                 gallery = (
                     [(shown(x.image), x.info.get("intention", {}).get("target_prompt", "")) for x in results]
                     if len(results) > 1
@@ -222,79 +231,95 @@ def build(
         stop.set()
         return "stopping: the result is the edit so far"
 
+    methods = sorted(METHODS)
+    only_for = {  # panels that apply to some methods only; the rest are hidden in the page (no server update)
+        "prompt": [m for m in methods if METHODS[m].engine == "diffusion"],
+        "lora": [m for m in methods if METHODS[m].engine == "diffusion"],
+        "edit-prompt": [m for m in methods if METHODS[m].defaults.get("clip_weight", 0)],
+        "gallery": [m for m in methods if METHODS[m].defaults.get("sampler") == "guidance"],
+        "n-results": [m for m in methods if METHODS[m].defaults.get("sampler") == "guidance"],
+    }
+    show_panels = (
+        "(m) => { const only = " + json.dumps(only_for) + "; for (const [id, names] of Object.entries(only)) {"
+        " const el = document.getElementById(id); if (el) el.style.display = names.includes(m) ? '' : 'none'; } }"
+    )
+
     with gr.Blocks(title="dragkit", delete_cache=(max(1, keep_files // 10), keep_files)) as demo:
         state = gr.State(S.Session())
         stop = gr.State(StopFlag)
-        gr.Markdown("# dragkit\nUpload an image (or generate a face), click a **handle** then its **target**, Run.")
-        with gr.Row():
-            with gr.Column():
+        gr.Markdown("# dragkit\nUpload an image or generate a face, click a **handle** then its **target**, Run.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):  # the first screen: image, method, Run and status together
+                upload = gr.UploadButton(  # a file path: dragkit reads it, after checking its size from the header
+                    "upload an image", file_types=["image"], type="filepath", elem_id="upload"
+                )
+                with gr.Row():
+                    face_seed = gr.Number(value=0, precision=0, label="face seed", minimum=0, min_width=80)
+                    generate = gr.Button("generate a face (GAN)", min_width=120)
+                method = gr.Dropdown(methods, value="draggan", label="method", elem_id="method")
+                model = gr.Textbox(
+                    label="model: hub id, faces64, or a name in the app's model folders (empty: default)"
+                )
+                with gr.Row():
+                    run = gr.Button("Run", variant="primary", elem_id="run", min_width=80)
+                    stop_btn = gr.Button("Stop", elem_id="stop", min_width=80)
+                hint = gr.Markdown("upload an image or generate a face", elem_id="hint")
+                with gr.Row():
+                    undo = gr.Button("undo last point", min_width=80)
+                    clear = gr.Button("clear points", min_width=80)
+            with gr.Column(scale=2):
                 canvas = gr.Image(
                     label="points: click handle, then target",
                     type="pil",
                     interactive=False,
                     elem_id="canvas",
                 )
-                upload = gr.Image(  # a file path: dragkit reads it, after checking its size from the header
-                    label="upload an image",
-                    type="filepath",
-                    image_mode=None,
-                    sources=["upload", "clipboard"],
-                    elem_id="upload",
-                )
-                with gr.Row():
-                    face_seed = gr.Number(value=0, precision=0, label="face seed", minimum=0)
-                    generate = gr.Button("generate a face (GAN)")
-                with gr.Row():
-                    undo = gr.Button("undo last point")
-                    clear = gr.Button("clear points")
-                with gr.Row(visible=False):  # for scripts (gradio_client's /add_point); the page clicks
-                    px = gr.Number(label="x", precision=2, elem_id="px")
-                    py = gr.Number(label="y", precision=2, elem_id="py")
-                    add_point = gr.Button("add point", elem_id="add_point")
-                hint = gr.Markdown("", elem_id="hint")
-                with gr.Accordion("editable region (optional): paint where the image may change", open=False):
-                    editor = gr.ImageEditor(type="numpy", label="paint the mask", brush=gr.Brush(colors=["#ffffff"]))
-                    auto_mask = gr.Checkbox(label="automatic mask (AdaptiveDrag's superpixels)", value=False)
-            with gr.Column():
+            with gr.Column(scale=2):
                 result = gr.Image(
                     label="result (live preview while it runs)", type="pil", interactive=False, elem_id="result"
                 )
-                info = gr.Markdown("", elem_id="info")
-                gallery = gr.Gallery(label="several results (LucidDrag)", visible=True, columns=3)
-                gif = gr.Image(label="trajectory", type="filepath", interactive=False)
-                bundle = gr.File(label="result bundle (PNG + JSON + mask + points)", elem_id="bundle")
-        with gr.Row():
-            method = gr.Dropdown(sorted(METHODS), value="draggan", label="method", elem_id="method")
-            model = gr.Textbox(label="model: hub id, faces64, or a name in the app's model folders (empty: default)")
-            seed = gr.Number(value=42, precision=0, label="seed", minimum=0)
-        with gr.Row():
-            prompt = gr.Textbox(label="prompt (diffusion)")
-            edit_prompt = gr.Textbox(label="edit prompt (CLIPDrag)")
+                bundle = gr.File(label="result bundle (PNG + JSON + mask + points)", elem_id="bundle", height=90)
+                gif = gr.Image(label="trajectory", type="filepath", interactive=False, height=200)
+        with gr.Row(visible=False):  # for scripts (gradio_client's /add_point); the page clicks
+            px = gr.Number(label="x", precision=2, elem_id="px")
+            py = gr.Number(label="y", precision=2, elem_id="py")
+            add_point = gr.Button("add point", elem_id="add_point")
+        with gr.Row():  # each shown only for the methods it applies to
+            prompt = gr.Textbox(label="prompt (diffusion)", elem_id="prompt")
+            edit_prompt = gr.Textbox(label="edit prompt (CLIPDrag)", elem_id="edit-prompt")
+            lora = gr.Radio(
+                ["default", "train", "none"], value="default", label="identity LoRA (diffusion)", elem_id="lora"
+            )
+            n_results = gr.Number(
+                value=1, precision=0, minimum=1, maximum=8, label="results (LucidDrag)", elem_id="n-results"
+            )
+        gallery = gr.Gallery(label="several results (LucidDrag)", columns=3, elem_id="gallery")
+        with gr.Accordion("editable region (optional): paint where the image may change", open=False):
+            editor = gr.ImageEditor(type="numpy", label="paint the mask", brush=gr.Brush(colors=["#ffffff"]))
+            auto_mask = gr.Checkbox(label="automatic mask (AdaptiveDrag's superpixels)", value=False)
         with gr.Accordion("Advanced", open=False):
+            seed = gr.Number(value=42, precision=0, label="seed", minimum=0)
             advanced = gr.Textbox(
                 lines=4, label="parameters, one NAME=VALUE per line (see dragkit edit --help-params)"
             )
-            lora = gr.Radio(["default", "train", "none"], value="default", label="identity LoRA (diffusion)")
-            n_results = gr.Number(value=1, precision=0, minimum=1, maximum=8, label="results (LucidDrag)")
-        with gr.Row():
-            run = gr.Button("Run", variant="primary", elem_id="run")
-            stop_btn = gr.Button("Stop", elem_id="stop")
 
-        upload.upload(on_upload, [upload], [state, canvas, editor, hint])
+        upload.upload(on_upload, [upload, state, editor], [state, canvas, editor, hint])
         generate.click(on_generate, [face_seed], [state, canvas, editor, hint], api_name="generate")
         add_point.click(on_point, [state, px, py], [state, canvas, hint], api_name="add_point")
         canvas.select(on_click, [state], [state, canvas, hint])
-        undo.click(on_undo, [state], [state, canvas])
-        clear.click(on_clear, [state], [state, canvas])
+        undo.click(on_undo, [state], [state, canvas, hint])
+        clear.click(on_clear, [state], [state, canvas, hint])
         editor.change(on_mask, [state, editor], [state, canvas])
         run.click(
             on_run,
             [state, stop, method, model, prompt, edit_prompt, seed, advanced, auto_mask, lora, n_results],
-            [result, gif, bundle, gallery, info],
+            [result, gif, bundle, gallery, hint],
             concurrency_id="edit",
             api_name="run",
         )
-        stop_btn.click(on_stop, [stop], [info], queue=False)
+        stop_btn.click(on_stop, [stop], [hint], queue=False)
+        method.change(None, [method], None, js=show_panels)
+        demo.load(None, [method], None, js=show_panels)
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo
 
