@@ -131,3 +131,21 @@ def test_pipeline_rejects_parameters_it_cannot_use(gan_pipe):
         gan_pipe(req, code=face.code, progress=False, r_z=3)
     with pytest.raises(ParameterError, match="pass a mask image in the DragRequest"):
         gan_pipe(req, code=face.code, progress=False, mask="m.png")
+
+
+def test_a_photo_the_gan_cannot_make_warns_and_its_own_face_does_not(gan_pipe):
+    from PIL import Image
+
+    from dragkit.pipelines.gan import fit_warnings
+
+    fast = {"drag_steps": 1, "invert_steps": 10, "invert_restarts": 1}
+    rng = np.random.default_rng(0)  # a large picture of nothing like a face: stripes and noise
+    stripes = np.tile((np.arange(256) // 16 % 2 * 200)[None, :, None], (256, 1, 3)) + rng.integers(
+        0, 50, (256, 256, 3)
+    )
+    photo = Image.fromarray(stripes.astype(np.uint8))
+    out = gan_pipe(DragRequest(photo, handles=[(120, 120)], targets=[(128, 120)]), **fast)
+    size_note, fit_note = out.info["warnings"]
+    assert "works at 64×64: this 256×256 image" in size_note and "diffusion method" in size_note
+    assert f"PSNR {out.info['inversion_psnr']:.1f} dB" in fit_note and "dragkit" in fit_note
+    assert fit_warnings((64, 64), 64, 22.5) == []  # its own faces refit at 22-32 dB: no warning
