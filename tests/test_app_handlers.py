@@ -191,6 +191,7 @@ def test_uploads_are_checked_from_the_header_before_decoding(tmp_path):
     assert S.load_upload(None).image is None
 
 
+@pytest.mark.slow
 def test_a_long_session_grows_neither_the_server_state_nor_the_disk(gan_pipe, tmp_path):
     """Gradio keeps a new component object in a session's config for every property update a handler returns
     (``gr.skip()`` included) and never frees the old ones: the load test found a session growing by six

@@ -69,6 +69,7 @@ def test_mask_auto_in_the_gan_pipeline_and_a_user_mask_wins(gan_pipe):
     assert res.params["mask"] == "given" and (res.mask == user).all() and "auto_mask" not in res.info
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_cli_mask_auto_writes_the_mask_beside_the_result(tmp_path, face_png):
     out = tmp_path / "o.png"

@@ -155,6 +155,7 @@ def test_dift_features_on_a_tiny_model(pipe):
     assert f1.shape[1:] == (40, 48) and torch.equal(f1, f2) and "t=261" in dift.name
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_bench_runs_identity_records_failures_and_eval_measures_it(tmp_path):
     data = make_drag100(tmp_path / "d", n=4, bad=2)  # sample 2's target lies outside its image
@@ -190,6 +191,7 @@ def test_bench_runs_identity_records_failures_and_eval_measures_it(tmp_path):
     assert bad.returncode == 2 and "not a dragkit run" in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_two_processes_share_the_samples(tmp_path):
     data = make_drag100(tmp_path / "d", n=6)
@@ -203,6 +205,7 @@ def test_two_processes_share_the_samples(tmp_path):
     assert "process 1 of 2" in r.stdout and "process 2 of 2" in r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_the_gscore_judge_through_a_loopback_endpoint(tmp_path):
     data = make_drag100(tmp_path / "d", n=2)

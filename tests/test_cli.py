@@ -20,6 +20,7 @@ def face(face_png):
 FAST = ["--method", "draggan", "--set", "drag_steps=5", "--set", "invert_steps=10", "--set", "invert_restarts=2", "-q"]
 
 
+@pytest.mark.slow
 def test_edit_writes_png_and_json(face, tmp_path):
     out = tmp_path / "out.png"
     r = dragkit("edit", face, "--drag", "31,50:31,45", "-o", out, *FAST)
@@ -40,6 +41,7 @@ def test_edit_writes_png_and_json(face, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.png"]
 
 
+@pytest.mark.slow
 def test_edit_with_mask_and_noop_pair(face, tmp_path):
     m = np.zeros((64, 64), np.uint8)
     m[35:64, 15:50] = 255
@@ -54,6 +56,7 @@ def test_edit_with_mask_and_noop_pair(face, tmp_path):
     assert rec["has_mask"] and rec["params"]["mask"].endswith("m.png") and rec["info"]["noop_pairs"] == [2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -90,6 +93,7 @@ def test_edit_user_mistakes(face, tmp_path, args, message):
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["missing", "truncated", "notimage", "dir"])
 def test_edit_bad_input_files(tmp_path, face, kind):
     src = tmp_path / "in.png"
@@ -104,6 +108,7 @@ def test_edit_bad_input_files(tmp_path, face, kind):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_edit_output_in_missing_folder(face, tmp_path):
     r = dragkit("edit", face, "--drag", "10,10:12,12", "-o", tmp_path / "nope" / "o.png", "-q")
     assert r.returncode == 2 and "does not exist" in r.stderr
@@ -120,6 +125,7 @@ def test_help_params_lists_names_and_defaults():
     assert one.returncode == 0 and "draggan: 200" in one.stdout and "lora" not in one.stdout  # its engine's only
 
 
+@pytest.mark.slow
 def test_demo_writes_its_files(tmp_path):
     r = dragkit("demo", "-o", tmp_path / "demo", "-q")
     assert r.returncode == 0, r.stderr
@@ -160,6 +166,7 @@ def test_version(capsys):
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"dragkit {__version__}"
 
 
+@pytest.mark.slow
 def test_a_growing_step_budget_and_the_time_limit_are_said(face_png, tmp_path, capsys):
     from dragkit.interfaces.cli import main
 
@@ -208,6 +215,7 @@ def test_a_model_of_the_other_engine_points_to_a_method_that_fits(face_png, tmp_
         assert e.value.code == 2 and re.search(hint, err) and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_long_work_is_visible_in_a_log(face, tmp_path):
     """stderr is a pipe here, not a terminal: tqdm would draw nothing, so the edit prints plain lines instead."""
@@ -223,6 +231,7 @@ def test_long_work_is_visible_in_a_log(face, tmp_path):
     assert not any(ln.startswith("dragkit: drag") for ln in quiet.stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_without_a_method_a_photo_goes_to_diffusion_and_a_gan_face_to_the_gan(face_png, tmp_path, capsys):
     from dragkit.interfaces.cli import main
     from dragkit.utils.io import write_png

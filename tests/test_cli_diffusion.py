@@ -11,7 +11,7 @@ from dragkit.utils.io import safe_unpickle
 
 from .helpers import dragkit
 
-pytestmark = [pytest.mark.subprocess]
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/dragbench/land_scape/PJC_2023-09-15-1603-42"
 

@@ -39,6 +39,7 @@ def test_the_clip_loss_reaches_the_latent_through_the_decoded_x0_prediction(pipe
     assert 0 <= float(loss.detach()) <= 600 and grad.abs().sum() > 0 and torch.isfinite(grad).all()
 
 
+@pytest.mark.slow
 def test_an_edit_prompt_steers_the_edit_and_is_recorded(pipe, tiny_clip):
     req = DragRequest(image(64, 64), [(20, 30)], [(36, 30)], prompt="a photo", edit_prompt="a red square", seed=1)
     guided = pipe(req, method="clipdrag", progress=False, clip_model=tiny_clip, **QUICK)
@@ -56,6 +57,7 @@ def test_an_edit_prompt_steers_the_edit_and_is_recorded(pipe, tiny_clip):
     assert not np.array_equal(np.asarray(guided.image), np.asarray(plain.image))  # the CLIP gradient acted
 
 
+@pytest.mark.slow
 def test_an_empty_edit_prompt_is_exactly_the_drag_alone(pipe, tiny_clip):
     """The authors' code skips the whole update when the edit prompt is empty; ours must equal the drag's."""
     base = dict(prompt="a photo", seed=3)
@@ -77,6 +79,7 @@ def test_edit_prompts_are_a_diffusion_feature(gan_pipe):
         gan_pipe(DragRequest(face.image, [(32, 49)], [(32, 44)], edit_prompt="smile"), code=face.code)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_clipdrag_end_to_end_from_the_cli(tiny_sd, tiny_clip, tmp_path, face_png):
     out = tmp_path / "c.png"

@@ -45,6 +45,7 @@ def test_inversion_then_sampling_is_exact_with_a_constant_noise_model(pipe, monk
     assert not torch.allclose(zt, z0, atol=0.1)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_inversion_then_sampling_reconstructs_with_the_tiny_unet(pipe):
     # a unit-scale latent, as an SD VAE gives (the tiny random VAE's latents are ~0.03 wide)
@@ -95,6 +96,7 @@ def test_selection_by_execution_order(pipe):
     assert firsts == sorted(firsts, key=["down_blocks", "mid_block", "up_blocks"].index)
 
 
+@pytest.mark.slow
 def test_edit_runs_drags_and_restores_everything(pipe):
     before = state_of(pipe.unet)
     req = DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo")
@@ -109,6 +111,7 @@ def test_edit_runs_drags_and_restores_everything(pipe):
     assert len(steps) == out.info["steps"] + 1 and "handles_xy" in steps[0]
 
 
+@pytest.mark.slow
 def test_everything_is_restored_after_an_edit_that_raised(pipe):
     before = state_of(pipe.unet)
     req = DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo")
@@ -122,6 +125,7 @@ def test_everything_is_restored_after_an_edit_that_raised(pipe):
     assert state_of(pipe.unet) == before
 
 
+@pytest.mark.slow
 def test_same_seed_same_output(pipe):
     req = DragRequest(image(), [(40, 40)], [(56, 44)], prompt="a photo", seed=3)
     a = pipe(req, progress=False, **{**FAST, "lora": "train", "lora_steps": 2})
@@ -136,6 +140,7 @@ def test_same_seed_same_output(pipe):
     assert np.array_equal(np.asarray(a.image), np.asarray(c.image)) and a.handles == c.handles  # the same work: exact
 
 
+@pytest.mark.slow
 def test_the_drag_moves_features_towards_the_targets(pipe):
     req = DragRequest(image(seed=5), [(30, 30), (70, 50)], [(46, 30), (70, 34)], prompt="a photo")
     out = pipe(req, progress=False, **{**FAST, "drag_steps": 40})
@@ -143,6 +148,7 @@ def test_the_drag_moves_features_towards_the_targets(pipe):
     assert sum(last) < 0.6 * sum(first), (first, last)
 
 
+@pytest.mark.slow
 def test_mask_term_only_with_a_mask(pipe):
     req = DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo")
     free = pipe(req, progress=False, **FAST)
@@ -153,6 +159,7 @@ def test_mask_term_only_with_a_mask(pipe):
     assert masked.trajectory[1]["losses"]["mask"] > 0 and masked.params["mask"] == "given"
 
 
+@pytest.mark.slow
 def test_odd_sizes_are_mapped_not_shifted(pipe):
     img = image(100, 70)
     out = pipe(DragRequest(img, [(50, 35)], [(50, 35)], prompt="x"), progress=False, **FAST)
@@ -162,6 +169,7 @@ def test_odd_sizes_are_mapped_not_shifted(pipe):
     assert out.info["noop_pairs"] == [1]
 
 
+@pytest.mark.slow
 def test_the_official_size_rule_edits_at_the_raw_size_with_their_grid_and_points(pipe):
     """``size_rule=official``: DragDiffusion's DragBench script on a 256x170 image (a DragBench height that is not a
     multiple of 8): the image goes to the VAE at its own size (the VAE keeps 21 latent rows, 168 pixels), the
@@ -195,6 +203,7 @@ def test_long_prompts_are_truncated_with_a_warning(pipe, caplog):
     assert emb.shape[1] == 77 and "the rest is ignored" in caplog.text
 
 
+@pytest.mark.slow
 def test_lora_path_that_does_not_fit(pipe, tmp_path):
     from dragkit.utils.testing import build_sd_pipeline
 
@@ -239,6 +248,7 @@ def test_method_and_engine_mismatches(pipe, gan_pipe):
         pipe(req, inversion_strength=1.5)
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_still_edits(pipe, tmp_path, monkeypatch, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -249,6 +259,7 @@ def test_an_unwritable_cache_still_edits(pipe, tmp_path, monkeypatch, caplog):
     assert out.info["lora"] == "trained" and out.info["lora_cache"] is None and "not cached" in caplog.text
 
 
+@pytest.mark.slow
 def test_cancel_ends_lora_training_early_and_nothing_is_cached(pipe, tmp_path):
     polls = []
     req = DragRequest(image(), [(40, 40)], [(50, 40)], prompt="p")
@@ -264,6 +275,7 @@ def test_cancel_ends_lora_training_early_and_nothing_is_cached(pipe, tmp_path):
     assert out.image.size == req.image.size
 
 
+@pytest.mark.slow
 def test_bfloat16_on_cpu(tiny_sd):
     from dragkit import DragDiffusionPipeline
 
@@ -274,6 +286,7 @@ def test_bfloat16_on_cpu(tiny_sd):
     assert out.info["dtype"] == "bfloat16" and out.image.size == (96, 80)
 
 
+@pytest.mark.slow
 def test_pixel_space_unconditional_models_run_the_same_preset(pixel_pipe, caplog):
     p = pixel_pipe
     assert p.vae is None and p.text_encoder is None and not p.engine.conditional
@@ -318,6 +331,7 @@ def test_packaged_model_names(monkeypatch, tmp_path):
     assert p.model_name == "faces64" and not p.engine.conditional
 
 
+@pytest.mark.slow
 def test_model_defaults_file(tmp_path, caplog):
     import json
 
@@ -356,6 +370,7 @@ def test_model_defaults_file(tmp_path, caplog):
         DragDiffusionPipeline.from_pretrained(folder)
 
 
+@pytest.mark.slow
 def test_shipped_faces64_reconstructs_a_real_face_after_inversion(gan_pipe):
     """The real shipped weights: a fresh DCGAN face inverted by DDIM to strength 0.7 and sampled back comes out at
     over 33 dB PSNR (random weights of the same layout do not get there; measured over 50 faces: docs/faces64.md)."""
@@ -376,6 +391,7 @@ def test_shipped_faces64_reconstructs_a_real_face_after_inversion(gan_pipe):
     assert 0.6 < float(zt.std()) < 1.4
 
 
+@pytest.mark.slow
 def test_closs_pulls_the_edited_features_at_the_target_toward_the_source_at_the_handle(pipe):
     """AdaptiveDrag's CLoss acts on the latent that is sampled: with it, the edited branch's features at the target
     end closer to the source branch's at the handle than without it (same start, same schedule)."""
@@ -399,6 +415,7 @@ def test_closs_pulls_the_edited_features_at_the_target_toward_the_source_at_the_
     assert len(history) == 7 and history[-1] < history[0]
 
 
+@pytest.mark.slow
 def test_closs_in_an_edit_is_reported(pipe):
     req = DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo")
     out = pipe(req, progress=False, **{**FAST, "closs_weight": 100.0, "closs_steps": 3})

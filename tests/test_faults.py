@@ -56,6 +56,7 @@ def _whole_or_absent(out):
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_an_edit_killed_at_random_moments_leaves_each_file_whole_or_absent(face_png, tmp_path):
     out = tmp_path / "out.png"
@@ -87,6 +88,7 @@ def test_an_edit_killed_at_random_moments_leaves_each_file_whole_or_absent(face_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.png"]
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_sigterm_stops_an_edit_with_one_line_and_nothing_partial(face_png, tmp_path):
     """SIGTERM while the drag runs: the readiness signal is the drag's own progress bar, which the CLI draws on a
@@ -139,6 +141,7 @@ def read_until(fd: int, marker: bytes | None, timeout: float) -> bytes:
     return data
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_sigterm_stops_the_app_promptly_with_an_edit_running(tmp_path):
     """A service manager stops the app with SIGTERM while a long edit runs: the process exits with 143 within
@@ -171,6 +174,7 @@ def _kill_writes(monkeypatch, error):
     monkeypatch.setattr(dragkit.utils.io.os, "fsync", fail)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "error, reason",
     [
@@ -223,6 +227,7 @@ def _results(run):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_bench_killed_again_and_again_until_done_equals_an_uninterrupted_one(tiny_sd, tmp_path):
     n = 6

@@ -53,6 +53,7 @@ def test_features_from_any_block_and_block_checks(gan_pipe):
         eng.check_blocks(7, 7)
 
 
+@pytest.mark.slow
 def test_inversion_fits_a_generated_face(gan_pipe):
     face = gan_pipe.generate(11)
     from dragkit.pipelines.gan import to_tensor
@@ -133,6 +134,7 @@ def test_pipeline_rejects_parameters_it_cannot_use(gan_pipe):
         gan_pipe(req, code=face.code, progress=False, mask="m.png")
 
 
+@pytest.mark.slow
 def test_a_photo_the_gan_cannot_make_warns_and_its_own_face_does_not(gan_pipe):
     from PIL import Image
 

@@ -1,6 +1,7 @@
 """LucidDrag's guidance energies: the editing energy and the on-the-fly patch discriminator."""
 
 import numpy as np
+import pytest
 import torch
 
 from dragkit.parts.guidance import (
@@ -31,6 +32,7 @@ def test_editing_energy_pulls_the_target_toward_the_handle_and_the_rest_toward_t
     assert float(editing_energy(perfect, src, h, t, 1, keep)) < 1e-9
 
 
+@pytest.mark.slow
 def test_the_fitted_discriminator_prefers_the_image_and_its_gradient_raises_the_score(gan_pipe):
     face = gan_pipe.generate(3).image
     x = torch.from_numpy(np.asarray(face, dtype=np.float32) / 255).permute(2, 0, 1)[None]
@@ -51,6 +53,7 @@ def _setup(pipe):
     return z_src, z_edit, embeds, mutual, h, t
 
 
+@pytest.mark.slow
 def test_editing_guidance_alone_lowers_the_editing_energy_of_the_sample(pipe):
     z_src, z_edit, embeds, mutual, h, t = _setup(pipe)
 
@@ -68,6 +71,7 @@ def test_editing_guidance_alone_lowers_the_editing_energy_of_the_sample(pipe):
     assert len(reports) == 7 and "edit" in reports[0] and "quality" not in reports[0]
 
 
+@pytest.mark.slow
 def test_quality_guidance_alone_raises_the_discriminator_score_of_the_sample(pipe):
     z_src, z_edit, embeds, mutual, _, _ = _setup(pipe)
     with torch.no_grad():

@@ -20,6 +20,7 @@ def lucid(pipe):
 QUICK = dict(resize_width=0, lora="none", mutual_attn_start_layer=4, discriminator_steps=20, inference_steps=10)
 
 
+@pytest.mark.slow
 def test_luciddrag_guides_the_sampling_and_records_its_intention(pipe):
     req = DragRequest(image(64, 64), [(20, 30), (40, 30)], [(14, 30), (46, 30)], prompt="a photo of a cat", seed=2)
     res = pipe(req, method="luciddrag", progress=False, **QUICK)
@@ -36,6 +37,7 @@ def test_luciddrag_guides_the_sampling_and_records_its_intention(pipe):
     assert other.image.tobytes() != res.image.tobytes()  # the semantic direction acted
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_luciddrag_from_the_cli(tiny_sd, tmp_path, face_png):
     out = tmp_path / "l.png"
@@ -50,6 +52,7 @@ def test_luciddrag_from_the_cli(tiny_sd, tmp_path, face_png):
     assert len(rec["info"]["guidance"]) > 0
 
 
+@pytest.mark.slow
 def test_several_results_one_per_intention_then_seed_variants(pipe):
     req = DragRequest(image(64, 64), [(20, 30), (40, 30)], [(18, 34), (44, 26)], prompt="a photo of a cat", seed=2)
     results = lucid(pipe)(req, progress=False, num_results=4, **QUICK)
@@ -80,6 +83,7 @@ def test_an_unconditional_model_gives_seed_variants_and_says_why(tmp_path):
     assert results[0].image.tobytes() != results[1].image.tobytes()
 
 
+@pytest.mark.slow
 def test_the_loopback_endpoint_chooses_the_intentions(pipe):
     from dragkit.parts.intentions import LLMReasoner
 
@@ -91,6 +95,7 @@ def test_the_loopback_endpoint_chooses_the_intentions(pipe):
     assert len(ep.requests) == 1 and ep.requests[0]["body"]["messages"][-1]["content"][1]["type"] == "image_url"
 
 
+@pytest.mark.slow
 def test_a_user_discriminator_replaces_the_fitted_one(pipe):
     import torch
 
@@ -117,6 +122,7 @@ def test_a_user_discriminator_replaces_the_fitted_one(pipe):
         pipe(req, method="luciddrag", progress=False, num_results=2, **quick)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_several_results_and_an_endpoint_from_the_cli(tiny_sd, tmp_path, face_png):
     out = tmp_path / "l.png"

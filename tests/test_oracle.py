@@ -20,7 +20,10 @@ from dragkit import DragRequest
 pytest.importorskip("diffusers")
 
 ORACLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "oracle" / "dragdiffusion"
-pytestmark = pytest.mark.skipif(not ORACLE.is_dir(), reason=f"the oracle is not at {ORACLE}")
+pytestmark = [
+    pytest.mark.skipif(not ORACLE.is_dir(), reason=f"the oracle is not at {ORACLE}"),
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,7 @@ def test_the_presets_layer_numbers_are_carried_to_sdxl_by_resolution():
     )  # the same output resolution
 
 
+@pytest.mark.slow
 def test_an_sdxl_edit_records_what_was_carried_over_and_moves_nothing_outside_the_mask(xl_pipe):
     out = xl_pipe(masked(), method="dragdiffusion", progress=False, composite="mask", **FAST)
     assert out.info["model_family"] == "sdxl" and out.info["prediction_type"] == "epsilon"
@@ -84,12 +85,14 @@ def test_an_sdxl_edit_records_what_was_carried_over_and_moves_nothing_outside_th
     assert np.array_equal(src[outside], res[outside])
 
 
+@pytest.mark.slow
 def test_the_sdxl_working_width_is_its_own(xl_pipe):
     out = xl_pipe(masked(), method="fastdrag", progress=False, lora="none")
     assert out.info["adapted_to_model"]["resize_width"] == {"preset": 512, "used": 256}  # 512 is SD 1.5's 512 px
     assert out.info["working_size"] == [256, 216]  # (80/96 of 256, rounded to a multiple of 8)
 
 
+@pytest.mark.slow
 def test_the_sdxl_lora_is_cached_the_sdxl_way_and_read_back(xl_pipe, tmp_path, monkeypatch):
     monkeypatch.setenv("DRAGKIT_CACHE", str(tmp_path))
     kw = dict(FAST, lora="train", lora_steps=2, drag_steps=2, source_cache=False)  # the LoRA alone is reused
@@ -149,6 +152,7 @@ def _as_v_prediction(pipe):
     return v
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dragdiffusion", "luciddrag", "fastdrag"])
 def test_an_equivalent_v_model_makes_the_same_edit(pipe, method, monkeypatch):
     """The drag loop's mask term (the scheduler's x0), sampling and LucidDrag's guidance (a shift of ε, applied in
@@ -230,6 +234,7 @@ def test_every_diffusion_preset_through_the_command_line(model, request, tmp_pat
     assert code == 2 and "cannot load VAE" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_memory_options_change_no_numbers_and_are_undone(xl_pipe, tmp_path, monkeypatch):
     monkeypatch.setenv("DRAGKIT_CACHE", str(tmp_path))
     kw = dict(FAST, lora="train", lora_steps=2, drag_steps=2, source_cache=False)

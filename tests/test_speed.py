@@ -32,6 +32,7 @@ def pixels(result):
     return np.asarray(result.image, dtype=np.int16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masked", [True, False])
 def test_dragkit_gives_the_reference_recipes_numbers(pipe, masked):
     req = masked_request()
@@ -54,6 +55,7 @@ def test_dragkit_gives_the_reference_recipes_numbers(pipe, masked):
         assert np.abs(pixels(other) - pixels(ref)).max() <= 1  # uint8 rounding of float noise at most
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_gives_the_same_numbers(pipe):
     req = masked_request()
     plain = pipe(req, progress=False, **{**FAST, "lora": "none"})
@@ -99,6 +101,7 @@ def test_source_kv_from_the_inversion_is_a_named_approximation(pipe):
         reference_edit(pipe, req, source_kv="inversion", **FAST)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["sd", "pixel"])
 def test_the_same_source_edited_again_skips_inversion_and_the_source_branch_with_the_same_numbers(
     pipe, pixel_pipe, which
@@ -142,6 +145,7 @@ def test_the_same_source_edited_again_skips_inversion_and_the_source_branch_with
     assert p(req, progress=False, **fast).info["source_cache"] == "hit"
 
 
+@pytest.mark.slow
 def test_the_source_cache_stays_out_of_what_it_cannot_serve(pipe, monkeypatch, tmp_path):
     req = masked_request()
     assert reference_edit(pipe, req, **FAST).info["source_cache"] == "off"
@@ -151,6 +155,7 @@ def test_the_source_cache_stays_out_of_what_it_cannot_serve(pipe, monkeypatch, t
     assert pipe(req, progress=False, **FAST).info["source_cache"] == "off"
 
 
+@pytest.mark.slow
 def test_autocast_and_channels_last_run_and_are_recorded(pipe):
     req = masked_request()
     exact = pipe(req, progress=False, **{**FAST, "lora": "none"})
@@ -162,6 +167,7 @@ def test_autocast_and_channels_last_run_and_are_recorded(pipe):
         pipe(req, progress=False, autocast="fp8", **FAST)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_bench_speed_command(tiny_sd, tmp_path, face_png):
     from PIL import Image

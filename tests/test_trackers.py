@@ -3,6 +3,7 @@ confidence-gated supervision, the presets, and a real long drag on the DCGAN fac
 
 import math
 
+import pytest
 import torch
 
 from dragkit.core.loop import DragContext
@@ -101,6 +102,7 @@ def test_stabledrag_presets_are_their_base_methods_plus_the_two_parts():
         assert a["tracker"] == "discriminative" and a["supervision"] == "confidence_gated"
 
 
+@pytest.mark.slow
 def test_stabledrag_gan_moves_the_demo_drag_on_a_real_face(gan_pipe):
     from dragkit import DragRequest
     from dragkit.bench.metrics import AlexFeatures, mean_distance
@@ -140,6 +142,7 @@ def test_confidence_gated_supervision_switches_its_template_at_tau():
     assert torch.allclose(gated.loss(f, h, active, ctx), plain.loss(f, h, active, ctx))
 
 
+@pytest.mark.slow
 def test_on_a_real_long_drag_stabledrag_keeps_track_where_draggan_drifts(gan_pipe):
     """Face seed 15, a 16.6-px drag from the long-drag set (docs/stabledrag.md), judged by the independent
     LPIPS-AlexNet matcher: DragGAN's nearest-neighbour tracker walks to the target and reports arrival while the

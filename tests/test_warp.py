@@ -188,6 +188,7 @@ def test_init_warp_starts_an_optimizing_method_from_the_warped_latent(pipe):
     assert warped.image.tobytes() != plain.image.tobytes()
 
 
+@pytest.mark.slow
 def test_init_warp_also_starts_the_alternating_and_the_guided_samplers(pipe):
     pipe.clear_source_cache()
     fast = dict(SD, lora="none")
@@ -202,6 +203,7 @@ def test_init_warp_also_starts_the_alternating_and_the_guided_samplers(pipe):
     assert guided.params["init"] == "warp" and guided.image.tobytes() != plain.image.tobytes()
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_fastdrag_from_the_cli_with_the_automatic_mask(tiny_sd, tmp_path, face_png):
     out = tmp_path / "f.png"
