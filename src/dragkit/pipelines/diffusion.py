@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -199,8 +200,10 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         path = Path(name)
         from diffusers.utils import logging as dlogging
 
-        verbosity = dlogging.get_verbosity()
+        verbosity, bars = dlogging.get_verbosity(), dlogging.is_progress_bar_enabled()
         dlogging.set_verbosity_error()  # its "couldn't connect" chatter would precede our one-line error
+        if not sys.stderr.isatty():  # in a log its "Loading pipeline components" bar is noise; the load stage says it
+            dlogging.disable_progress_bar()
         try:
             with prof.stage("load"):
                 pipe = cls._load(str(pretrained_model_name_or_path), Path(pretrained_model_name_or_path), **kwargs)
@@ -218,6 +221,8 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             raise ModelError(f"cannot load model {name!r}: {first}") from None
         finally:
             dlogging.set_verbosity(verbosity)
+            if bars:
+                dlogging.enable_progress_bar()
         pipe.model_name = name
         pipe.load_profile = prof.stages["load"]
         folder = Path(pretrained_model_name_or_path)
