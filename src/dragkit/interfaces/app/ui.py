@@ -82,7 +82,7 @@ def build(
             prune(shown_dir, keep_files)
             prune(out_dir, keep_files, keep=shown_dir)
 
-    def failed(e: Exception) -> str:  # shown once, in the status line beside the canvas; the next action clears it
+    def failed(e: Exception | str) -> str:  # said once, in the status line beside the canvas, until the next action
         return f"**error:** {e}"
 
     def shown(image):
@@ -197,7 +197,7 @@ def build(
                 step = f"step {min(ev['step'], ev['total'])} of {ev['total']}" if ev["total"] else f"step {ev['step']}"
                 yield preview, None, None, None, f"running: {step}"
             elif ev["kind"] == "error":
-                yield None, None, None, None, f"**error:** {ev['message']}"
+                yield None, None, None, None, failed(ev["message"])
                 return
             else:
                 results = ev["results"]
