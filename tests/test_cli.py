@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from .helpers import dragkit
@@ -280,3 +281,21 @@ def test_root_help_first_screen_answers_the_three_questions(capsys):
     head = text.split("Options")[0]  # before the option and command tables: the first screen
     for answer in ("dragkit demo", "Which method:", "faces64", "downloaded on first use", "no download", "OUT.json"):
         assert answer in head, answer
+
+
+def test_in_a_log_a_diffusion_edit_runs_and_prints_its_stages(face_png, tmp_path, capsys):
+    """With stderr not a terminal the bars become lines; the diffusion engine iterates tensors of timesteps through
+    them (a one-element tensor holding timestep 0 once iterated as nothing)."""
+    from dragkit.core.progress import LogBar, log_lines
+    from dragkit.interfaces.cli import main
+
+    try:
+        assert list(LogBar(torch.tensor([0]))) == [0] and len(list(LogBar(torch.tensor([981, 0])))) == 2
+        out = tmp_path / "f.png"
+        with pytest.raises(SystemExit) as e:
+            main(["edit", str(face_png), "--drag", "32,49:32,44", "--model", "faces64", "-o", str(out)])
+        err = capsys.readouterr().err
+        assert e.value.code == 0, err
+        assert "dragkit: warp: " in err and "dragkit: inversion: " in err and out.is_file()
+    finally:
+        log_lines(False)

@@ -73,7 +73,7 @@ class LogBar:
 
     def __iter__(self) -> Iterator[Any]:
         try:
-            for item in self.iterable or ():
+            for item in self.iterable if self.iterable is not None else ():  # a tensor of timesteps has no truth
                 yield item
                 self.update(1)
         finally:

@@ -345,9 +345,13 @@ def edit(
     except ModelError as e:
         if not e.offline:
             raise
-        why = f" (no --method given, so {method} on the default model)" if chosen is not None and model is None else ""
+        why = (
+            f" (no --method was given, so {method} on the default model)"
+            if chosen is not None and model is None
+            else ""
+        )
         raise ModelError(
-            f"{e} (--model FOLDER){why}; or, with no download: --model faces64 for a 64-px face, --method draggan "
+            f"{e}: --model FOLDER{why}; or, with no download: --model faces64 for a 64-px face, --method draggan "
             "for the face GAN"
         ) from None
     if num_results is not None or llm_url is not None:  # LucidDrag's driver options
