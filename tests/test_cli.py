@@ -291,6 +291,13 @@ def test_in_a_log_a_diffusion_edit_runs_and_prints_its_stages(face_png, tmp_path
 
     try:
         assert list(LogBar(torch.tensor([0]))) == [0] and len(list(LogBar(torch.tensor([981, 0])))) == 2
+        log_lines(True, every=3600)
+        capsys.readouterr()
+        bar = LogBar(desc="drag", total=6)
+        for _ in range(100):  # an adaptive schedule grows the budget a step at a time: said once, not 100 times
+            bar.total += 1
+            bar.refresh()
+        assert capsys.readouterr().err.count("the budget is now") == 1
         out = tmp_path / "f.png"
         with pytest.raises(SystemExit) as e:
             main(["edit", str(face_png), "--drag", "32,49:32,44", "--model", "faces64", "-o", str(out)])

@@ -44,7 +44,7 @@ class LogBar:
         self.iterable, self.desc, self.n = iterable, desc or "progress", 0
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
-        self.total, self.postfix = total, ""
+        self.total, self.postfix, self.regrown = total, "", False
         self.t0 = self.last = time.monotonic()
         say(f"{self.desc}: started" + (f" ({self.total} steps)" if self.total else ""))
 
@@ -64,7 +64,12 @@ class LogBar:
         self.postfix = ", ".join(f"{k} {v}" for k, v in kw.items())
 
     def refresh(self) -> None:
-        say(f"{self.desc}: the budget is now {self.total} steps")
+        """The total changed (a schedule grew the budget): said the first time, then at most once per period (the
+        periodic lines and the last one carry the new total too)."""
+        now = time.monotonic()
+        if not self.regrown or now - self.last >= _LOG["every"]:
+            self.regrown, self.last = True, now
+            say(f"{self.desc}: the budget is now {self.total} steps")
 
     def close(self) -> None:
         if self.t0 is not None:
