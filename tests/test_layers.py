@@ -41,7 +41,8 @@ def imports_of(path: Path, me: str | None = None) -> list[tuple[int, str]]:
     me = me or module_name(path)
     package = me if path.name == "__init__.py" else me.rsplit(".", 1)[0]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = TREES[path] if path in TREES else ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -63,6 +64,8 @@ def imports_of(path: Path, me: str | None = None) -> list[tuple[int, str]]:
 
 
 FILES = sorted(SRC.rglob("*.py"))
+# parsed once, while the tests are collected: no server thread of another test is printing a traceback then
+TREES = {path: ast.parse(path.read_text(), str(path)) for path in FILES}
 
 
 def test_every_module_is_in_a_layer():
