@@ -37,6 +37,10 @@ class Param:
     group: str = ""
     common: bool = False
 
+    def read_on(self, engine: str) -> bool:
+        """Whether a method on ``engine`` reads this parameter (an ``engine:NAME`` owner restricts it to that one)."""
+        return not self.owner.startswith("engine:") or self.owner == f"engine:{engine}"
+
     @property
     def section(self) -> str:
         """The heading in ``--help-params``: the group, else the owner without its engine prefix."""

@@ -92,11 +92,8 @@ def params_table(method: str | None = None, width: int | None = None) -> str:
     left = 2 + max(len(n) for n in P.REGISTRY) + 2
     wrap = textwrap.TextWrapper(width=width, subsequent_indent=" " * left)
 
-    def fits(p: P.Param, engine: str) -> bool:
-        return not p.owner.startswith("engine:") or p.owner == f"engine:{engine}"
-
     order = {name: i for i, name in enumerate(_SECTIONS)}
-    params = [p for p in P.REGISTRY.values() if chosen is None or fits(p, chosen.engine)]
+    params = [p for p in P.REGISTRY.values() if chosen is None or p.read_on(chosen.engine)]
     params.sort(key=lambda p: (order.get(p.section, len(order)), p.section, not p.common, p.name))
     lines = ["Parameters: --set NAME=VALUE, the same names in Python and OUT.json. * = commonly changed."]
     if chosen is None:
@@ -119,7 +116,7 @@ def params_table(method: str | None = None, width: int | None = None) -> str:
             others = [
                 f"{m.name} {m.defaults[p.name]}"
                 for m in METHODS.values()
-                if p.name in m.defaults and m.defaults[p.name] != p.default and fits(p, m.engine)
+                if p.name in m.defaults and m.defaults[p.name] != p.default and p.read_on(m.engine)
             ]
             values = f"default {p.default}" + ("; " + ", ".join(others) if others else "")
         head = f"{'*' if p.common else ' '} {p.name}".ljust(left)

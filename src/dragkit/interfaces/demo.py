@@ -90,11 +90,7 @@ def _faces64_drag(req: DragRequest, progress: bool, echo: Callable[[str], None])
         f"demo: the same drag with {DIFFUSION_METHOD} on faces64 (our diffusion model of faces, editing the face as "
         "an image), in the same region"
     )
-    if not progress:
-        from diffusers.utils import logging as diffusers_logging
-
-        diffusers_logging.disable_progress_bar()  # its "Loading pipeline components" bar
-    pipe = DragDiffusionPipeline.from_pretrained("faces64")
+    pipe = DragDiffusionPipeline.from_pretrained("faces64", progress=progress)
     pipe.set_progress_bar_config(disable=True if not progress else None, leave=False)
     result = pipe(req, method=DIFFUSION_METHOD, progress=progress)
     echo(_message(_summary(req, result)))

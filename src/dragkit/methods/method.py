@@ -42,16 +42,11 @@ class Method:
 
     def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Full parameter set: the registry defaults, then this preset's, then the overrides (all validated)."""
-        engine_params = {
-            k: p.default
-            for k, p in P.REGISTRY.items()
-            if not p.owner.startswith("engine:") or p.owner == f"engine:{self.engine}"
-        }
+        engine_params = {k: p.default for k, p in P.REGISTRY.items() if p.read_on(self.engine)}
         base = {**engine_params, **self.defaults}
         for k in overrides or {}:
-            owner = P.lookup(k).owner
-            if owner.startswith("engine:") and owner != f"engine:{self.engine}":
-                engine = owner.split(":")[1]
+            if not P.lookup(k).read_on(self.engine):
+                engine = P.lookup(k).owner.split(":")[1]
                 raise ParameterError(f"{k} is a {engine} engine parameter; method {self.name!r} runs on {self.engine}")
         return P.resolve(base, overrides or {})
 

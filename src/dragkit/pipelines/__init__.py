@@ -36,11 +36,9 @@ def load_pipeline(
         return DragGANPipeline.from_pretrained(model or "dcgan-faces").to(device)
     from .diffusion import DEFAULT_MODEL, DragDiffusionPipeline
 
-    if quiet:
-        from diffusers.utils import logging as diffusers_logging
-
-        diffusers_logging.disable_progress_bar()  # its "Loading pipeline components" bar
-    kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+    kwargs: dict[str, Any] = {"progress": not quiet}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
     if vae is not None:
         kwargs["vae"] = load_vae(vae, dtype)
     pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, **kwargs).to(device)

@@ -177,10 +177,13 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         self._engine: DiffusionEngine | None = None
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path = DEFAULT_MODEL, **kwargs: Any):  # type: ignore[override]
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: str | Path = DEFAULT_MODEL, *, progress: bool = True, **kwargs: Any
+    ):
         """Load from a hub id, a local diffusers folder, or a single ``.safetensors`` checkpoint.
 
-        ``dtype=torch.float16`` (or ``torch_dtype=``) loads the weights in that precision.
+        ``dtype=torch.float16`` (or ``torch_dtype=``) loads the weights in that precision. diffusers' loading bar is
+        shown with ``progress`` on a terminal only (in a log the profiler's ``load`` line says it).
         Errors a user can fix (a missing model offline, a folder that is not a diffusers pipeline) are raised as
         :class:`~dragkit.core.errors.ModelError` with one line naming the model.
         """
@@ -202,7 +205,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
 
         verbosity, bars = dlogging.get_verbosity(), dlogging.is_progress_bar_enabled()
         dlogging.set_verbosity_error()  # its "couldn't connect" chatter would precede our one-line error
-        if not sys.stderr.isatty():  # in a log its "Loading pipeline components" bar is noise; the load stage says it
+        if not (progress and sys.stderr.isatty()):  # its "Loading pipeline components" bar
             dlogging.disable_progress_bar()
         try:
             with prof.stage("load"):

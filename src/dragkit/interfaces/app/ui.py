@@ -232,12 +232,14 @@ def build(
         return "stopping: the result is the edit so far"
 
     methods = sorted(METHODS)
+    diffusion = [m for m in methods if METHODS[m].engine == "diffusion"]
+    guided = [m for m in methods if METHODS[m].defaults.get("sampler") == "guidance"]  # several results
     only_for = {  # panels that apply to some methods only; the rest are hidden in the page (no server update)
-        "prompt": [m for m in methods if METHODS[m].engine == "diffusion"],
-        "lora": [m for m in methods if METHODS[m].engine == "diffusion"],
+        "prompt": diffusion,
+        "lora": diffusion,
         "edit-prompt": [m for m in methods if METHODS[m].defaults.get("clip_weight", 0)],
-        "gallery": [m for m in methods if METHODS[m].defaults.get("sampler") == "guidance"],
-        "n-results": [m for m in methods if METHODS[m].defaults.get("sampler") == "guidance"],
+        "gallery": guided,
+        "n-results": guided,
     }
     show_panels = (
         "(m) => { const only = " + json.dumps(only_for) + "; for (const [id, names] of Object.entries(only)) {"
