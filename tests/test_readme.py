@@ -8,6 +8,7 @@ in that file or in the summaries of its folder of measurements.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from pathlib import Path
@@ -100,21 +101,21 @@ def citing_chunks() -> list[str]:
     return [c for c in chunks if "docs/" in c]
 
 
-def cited_text(row: str) -> str:
-    """What a row cites: each named doc, and for a doc with a folder of the same name, the summaries in that
-    folder (its Markdown files)."""
-    text = []
-    for name in re.findall(r"(docs/[\w./-]*\w)", row):
-        path = ROOT / name
-        folders = [path] if path.is_dir() else [path.with_suffix("")] if path.suffix == ".md" else []
-        if path.is_file():
-            text.append(path.read_text(errors="replace"))
-        for folder in folders:
-            if folder.is_dir():
-                for f in sorted(folder.rglob("*")):
-                    if f.suffix == ".md":  # the summaries (per-drag tables would match almost any figure)
-                        text.append(f.read_text(errors="replace"))
+@functools.cache
+def doc_text(name: str) -> str:
+    """A cited doc's text, and for a doc with a folder of the same name, the summaries in that folder (its
+    Markdown files; per-drag tables would match almost any figure). Read once however often it is cited."""
+    path = ROOT / name
+    text = [path.read_text(errors="replace")] if path.is_file() else []
+    folder = path if path.is_dir() else path.with_suffix("") if path.suffix == ".md" else None
+    if folder is not None and folder.is_dir():
+        text += [f.read_text(errors="replace") for f in sorted(folder.rglob("*.md"))]
     return "\n".join(text)
+
+
+def cited_text(row: str) -> str:
+    """What a row cites: each named doc (:func:`doc_text`)."""
+    return "\n".join(doc_text(name) for name in re.findall(r"(docs/[\w./-]*\w)", row))
 
 
 @pytest.mark.parametrize("chunk", citing_chunks(), ids=lambda c: c.strip("| -")[:40])
