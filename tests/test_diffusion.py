@@ -440,3 +440,41 @@ def test_a_latent_guides_adam_step_changes_only_the_editable_region():
     moved = (held != z).any(dim=1)[0]
     assert torch.equal(moved, where[0, 0].bool())  # inside moves, outside is exactly the input
     assert torch.allclose(held * where, free * where)
+
+
+@pytest.fixture(scope="module")
+def few_attention_pipe(tmp_path_factory):
+    """A reduced SD 1.5-layout model with three UNet levels: 7 self-attentions, fewer than the first mutual layer of
+    every preset (fastdrag and dragkit start at 7, the others at 10)."""
+    from dragkit import DragDiffusionPipeline
+    from dragkit.utils.testing import build_sd_pipeline
+
+    folder = build_sd_pipeline(tmp_path_factory.mktemp("sd-7-attn"), unet_channels=(8, 16, 16))
+    p = DragDiffusionPipeline.from_pretrained(folder)
+    p.set_progress_bar_config(disable=True)
+    assert len(p.engine.self_attentions()) == 7
+    return p
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method", ["dragkit", "fastdrag", "dragdiffusion", "gooddrag", "luciddrag", "stabledrag", "clipdrag"]
+)
+def test_every_preset_finishes_on_a_unet_with_fewer_self_attentions_than_its_first_mutual_layer(
+    few_attention_pipe, method, caplog
+):
+    """Issue 32: dragkit and fastdrag read the source branch from the inversion and ended in 'no recorded source
+    inputs' on such a UNet, where dragdiffusion warned and finished. Every preset now warns and finishes, twice (the
+    second edit of the same image reads the kept source)."""
+    req = DragRequest(image(64, 64), [(20, 30)], [(30, 30)], mask=np.ones((64, 64), bool))
+    quick = dict(resize_width=0, lora="none", drag_steps=2, inference_steps=20, drag_phases=2, guide_steps=2)
+    for visit in ("miss", "hit"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            out = few_attention_pipe(req, method=method, progress=False, **quick)
+        assert "no reference-latent control" in caplog.text
+        assert out.info["mutual_attention_blocks"] == []
+        assert out.image.size == (64, 64)
+        if method in ("dragkit", "fastdrag"):  # they read the source from the inversion, and keep it
+            assert out.info["source_cache"] == visit
+            assert out.handles[0] == pytest.approx((30.0, 30.0), abs=1.0)  # the warp moved the handle to its target

@@ -483,7 +483,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         steps = params["inference_steps"]
         n_inv = inversion_step_count(params["inversion_strength"], steps)
         source_kv = params["source_kv"] == "inversion"
-        records: Records = {}
+        records: Records | None = {} if source_kv else None
         zt = engine.invert(
             z0,
             embeds,
@@ -494,7 +494,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             progress=progress,
             autocast_mode=params["autocast"],
         )
-        return zt, (records if source_kv else None), False
+        return zt, records, False
 
     def _cache_key(
         self,

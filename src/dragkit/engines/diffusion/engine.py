@@ -454,9 +454,11 @@ class DiffusionEngine:
         autocast_mode: str = "none",
     ) -> Tensor:
         """DDIM-invert ``z0`` for ``n_invert`` of ``steps`` steps with ``DDIMInverseScheduler`` (no CFG); the result
-        sits at the forward timestep ``timesteps[steps - n_invert]``. With ``record`` (self-attention module paths)
-        each step also keeps those layers' inputs in ``records``, by timestep: ``source_kv=inversion`` sampling reads
-        them instead of denoising the source branch."""
+        sits at the forward timestep ``timesteps[steps - n_invert]``. With ``records`` each step keeps the inputs of
+        the ``record`` layers (self-attention module paths) there, by timestep: ``source_kv=inversion`` sampling reads
+        them instead of denoising the source branch. Every inverted timestep gets an entry, an empty one when
+        ``record`` is empty (a UNet with fewer self-attentions than the preset's first mutual layer): the sampling
+        then has nothing to read and runs with plain self-attention, as ``source_kv=recompute`` does."""
         if record and records is None:
             raise ValueError("record needs a records dict to fill")
         check_alignment(self.scheduler, self.inverse_scheduler, steps)
@@ -468,7 +470,7 @@ class DiffusionEngine:
             self.cond(embeds),
             self.progress_bar(timesteps) if progress else timesteps,
             record,
-            records if record else None,
+            records,
             autocast_mode,
         )
 
