@@ -144,7 +144,7 @@ def test_fastdrag_warps_and_samples_without_optimizing_and_reuses_the_inversion(
 
 
 def test_the_repair_regenerates_the_region_and_keeps_the_warped_latent_elsewhere(pipe, monkeypatch):
-    from dragkit.methods import drivers
+    from dragkit.methods.drivers import warp as drivers  # where warp_then_sample looks them up
 
     seen = {}
 

@@ -94,9 +94,27 @@ def reference_edit(
         mask, image_mask = editable_mask(request, params, plain, zt.float(), handles, targets, gm, info, prof)
         mask = None if mask is None else mask.to(pipe.device)
         edit = DiffusionEdit(
-            engine, request, "dragdiffusion", params, embeds, x, zt, start, t, grid, gm, handles, targets, mask,
-            mutual, None, None, False, info, prof,
-        )  # fmt: skip
+            engine=engine,
+            request=request,
+            method="dragdiffusion",
+            params=params,
+            embeds=embeds,
+            image=x,
+            latent=zt,
+            start=start,
+            timestep=t,
+            grid=grid,
+            grid_map=gm,
+            handles=handles,
+            targets=targets,
+            mask=mask,
+            mutual=mutual,
+            source=None,
+            cache_key=None,
+            cache_hit=False,
+            info=info,
+            prof=prof,
+        )
         terms, denoised, clip = loop_terms(edit)
         features = engine.features_at(
             t, embeds, params["feature_block"], grid, denoised=denoised, x0_image=clip, full=True

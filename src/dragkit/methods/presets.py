@@ -186,8 +186,9 @@ add_method(
 
 
 # GoodDrag (Zhang et al., ICLR 2025): DragDiffusion's LoRA, inversion and features; alternating drag and denoising
-# (sampler=alternate, dragkit/methods/drivers.py) with information-preserving motion supervision (supervision=initial:
-# the template is always the original handle's features, those of the un-edited trajectory at each phase's timestep),
+# (sampler=alternate, methods/drivers/alternate.py) with information-preserving motion supervision
+# (supervision=initial: the template is always the original handle's features, those of the un-edited trajectory
+# at each phase's timestep),
 # strides of 4 grid pixels, tracking every 3 updates in a 25x25 window, an early stop when 10 tracking rounds in a
 # row move nothing. The numbers are those its UI and benchmark run (ALGORITHMS.md, GoodDrag: gooddrag_ui.py,
 # utils/ui_utils.py): lr 0.02, 7 phases of 10 tracking rounds x 3 updates, r1 4, r2 12, beta 4, inversion 0.75

@@ -377,9 +377,30 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
 
             # 6. Drag and sample: the method's driver
             edit = DiffusionEdit(
-                engine, request, method, params, embeds, x, zt, start, t, grid, gm, handles, targets, mask, mutual,
-                source, key, hit, info, prof, callback, cancel, progress,
-            )  # fmt: skip
+                engine=engine,
+                request=request,
+                method=method,
+                params=params,
+                embeds=embeds,
+                image=x,
+                latent=zt,
+                start=start,
+                timestep=t,
+                grid=grid,
+                grid_map=gm,
+                handles=handles,
+                targets=targets,
+                mask=mask,
+                mutual=mutual,
+                source=source,
+                cache_key=key,
+                cache_hit=hit,
+                info=info,
+                prof=prof,
+                callback=callback,
+                cancel=cancel,
+                progress=progress,
+            )
             outcomes = driver.run(edit, options)
 
             # 7. Decode each result to the input's size

@@ -1,7 +1,8 @@
 """The diffusion engine: a Stable Diffusion (or pixel-space) model's state for drag editing, and its pieces.
 
 - :mod:`.engine`: :class:`DiffusionEngine` (encode/decode, invert, features at any timestep, denoise any span of the
-  schedule, the source cache and the identity LoRA) and the engine's parameters;
+  schedule, the source cache and the identity LoRA); :mod:`.params`: the engine's parameters; :mod:`.components`:
+  the pieces it is built from (the prompt embeddings, an image's latent, the DDIM pair, gradient switches);
 - :mod:`.features`: UNet features through forward hooks, the forward stopped once they are in hand;
 - :mod:`.attention`: attention processors (mutual self-attention, recording), installed and always restored;
 - :mod:`.sampling`: the aligned DDIM schedules, stepping through a span, how sampling-time parts act;
@@ -20,8 +21,7 @@ from .attention import (
     attention_processors,
     self_attentions,
 )
-from .engine import (
-    DiffusionEngine,
+from .components import (
     Embeds,
     Posterior,
     PromptEmbeds,
@@ -30,6 +30,7 @@ from .engine import (
     model_family,
     weights_require_grad,
 )
+from .engine import DiffusionEngine
 from .features import UNetOutput, autocast, feature_function, unet_forward
 from .lora import (
     LORA_ADAPTER,

@@ -4,7 +4,8 @@ It owns the components (UNet, VAE, text encoder and tokenizer, the DDIM schedule
 offers what every diffusion method is built from: ``encode``/``decode``, ``invert(z0, …)``, ``features_at(t, …)`` (a
 feature function for the drag loop at any timestep), ``denoise(…, start, stop)`` (any span of the schedule, with
 mutual self-attention and sampling-time parts), the source cache and the identity LoRA. Methods compose these in
-drivers (``dragkit.methods.drivers``); the pipeline only orders the steps of an edit.
+drivers (``dragkit.methods.drivers``); the pipeline only orders the steps of an edit. The engine's parameters are in
+:mod:`.params`, the pieces it is built from in :mod:`.components`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,15 +22,15 @@ from PIL import Image
 from torch import Tensor
 
 from ...core.errors import ParameterError
-from ...core.params import Param, register
 from ...core.protocols import FeatureFn, SamplingGuide
 from . import lora as L
+from . import params as _params  # noqa: F401 - the engine's parameters are registered with it
 from .attention import MutualSelfAttentionProcessor, RecordingProcessor, attention_processors, self_attentions
+from .components import Embeds, Posterior, PromptEmbeds, gradient_checkpointing, model_family
 from .features import autocast, feature_function
 from .sampling import (
     Variation,
     active,
-    aligned_inverse_scheduler,
     apply_latent_guides,
     check_alignment,
     check_feed,
@@ -41,204 +41,6 @@ from .sampling import (
 from .source_cache import Records, SourceCache
 
 logger = logging.getLogger(__name__)
-
-register(
-    Param(
-        "inference_steps",
-        int,
-        50,
-        "diffusion: DDIM steps of the full schedule",
-        "engine:diffusion",
-        min=1,
-        max=1000,
-        group="inversion",
-        common=True,
-    ),
-    Param(
-        "inversion_strength",
-        float,
-        0.7,
-        "diffusion: fraction of the schedule inverted (the drag optimizes the latent there)",
-        "engine:diffusion",
-        min=0,
-        max=1,
-        min_exclusive=True,
-        group="inversion",
-        common=True,
-    ),
-    Param(
-        "mutual_attn_start_layer",
-        int,
-        10,
-        "diffusion: first transformer block (execution order: down, mid, up) whose self-attention uses the source "
-        "branch's K/V while sampling",
-        "engine:diffusion",
-        min=0,
-        group="sampling",
-    ),
-    Param(
-        "source_kv",
-        str,
-        "recompute",
-        "sampling: where the edited branch's mutual self-attention reads the source's keys/values. recompute: "
-        "denoise the source branch alongside (DragDiffusion, exact); inversion: reuse the layer inputs recorded "
-        "while inverting at the same timestep and denoise the edited branch alone (about half the sampling time; "
-        "an approximation, measured in docs/speed.md)",
-        "engine:diffusion",
-        choices=("recompute", "inversion"),
-        group="sampling",
-    ),
-    Param(
-        "source_cache",
-        bool,
-        True,
-        "diffusion: keep the last source's inverted latent and its source branch's inputs to the mutual layers in "
-        "memory (one image per pipeline); a later edit of the same image with the same prompt, LoRA and schedule "
-        "skips inversion and denoises the edited branch alone (exact: the source branch never reads the edit). "
-        "Costs the mutual layers' inputs for every sampling step (about 1 GB for SD 1.5 at 512x512)",
-        "engine:diffusion",
-        group="speed and memory",
-    ),
-    Param(
-        "autocast",
-        str,
-        "none",
-        "diffusion: mixed precision for the UNet calls of inversion, drag and sampling (none, bf16, fp16); changes "
-        "the numbers, see docs/speed.md",
-        "engine:diffusion",
-        choices=("none", "bf16", "fp16"),
-        group="speed and memory",
-    ),
-    Param(
-        "grad_checkpointing",
-        bool,
-        False,
-        "drag and identity LoRA training: recompute the UNet's activations in the backward pass instead of keeping "
-        "them (less memory, more time; same numbers)",
-        "engine:diffusion",
-        group="speed and memory",
-    ),
-    Param(
-        "vae_tiling",
-        bool,
-        False,
-        "diffusion: encode and decode the image in overlapping tiles (diffusers' VAE tiling: far less memory at "
-        "1024 px and up; tile seams can differ by a few levels)",
-        "engine:diffusion",
-        group="speed and memory",
-    ),
-    Param(
-        "channels_last",
-        bool,
-        False,
-        "diffusion: run the UNet's convolutions in channels-last memory layout (a speed option on some GPUs)",
-        "engine:diffusion",
-        group="speed and memory",
-    ),
-    Param(
-        "resize_width",
-        int,
-        512,
-        "diffusion: resize the image to this width (aspect kept, sides rounded to multiples of 8); 0 = keep its "
-        "width. Pixel-space models always work at their own resolution",
-        "engine:diffusion",
-        min=0,
-        group="features",
-    ),
-    Param(
-        "size_rule",
-        str,
-        "rounded",
-        "diffusion: the size an image is edited at. rounded: resized so that its sides are multiples of the VAE's "
-        "factor (8 for SD), points mapped to that size; official: DragDiffusion's code, the image at its own size "
-        "(the VAE crops the remainder), the supervision grid int(0.5*side) of it, the points scaled by grid/side "
-        "in float32 and rounded, as their DragBench script does (to reproduce its numbers; needs resize_width=0 "
-        "or the image's own width)",
-        "engine:diffusion",
-        choices=("rounded", "official"),
-        group="features",
-    ),
-)
-
-
-@contextlib.contextmanager
-def weights_require_grad(module: torch.nn.Module, on: bool) -> Iterator[None]:
-    """Every parameter's ``requires_grad`` set to ``on`` for the block, each flag restored after (even on error).
-    ``on=False``: a backward pass computes only the gradients it is asked for (the latent's), not the weights'."""
-    saved = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in saved:
-        p.requires_grad_(on)
-    try:
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
-
-
-@contextlib.contextmanager
-def gradient_checkpointing(unet: torch.nn.Module, on: bool) -> Iterator[None]:
-    """diffusers' gradient checkpointing for the block (activations recomputed in the backward pass)."""
-    was = bool(getattr(unet, "is_gradient_checkpointing", False))
-    if on and not was:
-        unet.enable_gradient_checkpointing()
-    try:
-        yield
-    finally:
-        if on and not was:
-            unet.disable_gradient_checkpointing()
-
-
-@dataclass
-class PromptEmbeds:
-    """SDXL's text conditioning: ``hidden`` (both encoders' penultimate hidden states side by side, ``(1, 77, d)``),
-    ``pooled`` (the second encoder's projected embedding) and ``time_ids`` (original size, crop corner and target
-    size, each ``(height, width)``). SD 1.x/2.x need only a hidden-state tensor."""
-
-    hidden: Tensor
-    pooled: Tensor
-    time_ids: Tensor
-
-    def cond(self, batch: int) -> dict[str, Any]:
-        return {
-            "encoder_hidden_states": self.hidden.expand(batch, -1, -1),
-            "added_cond_kwargs": {
-                "text_embeds": self.pooled.expand(batch, -1),
-                "time_ids": self.time_ids.expand(batch, -1),
-            },
-        }
-
-
-Embeds = Tensor | PromptEmbeds | None
-
-
-def model_family(unet: torch.nn.Module, vae: torch.nn.Module | None) -> str:
-    """``sdxl``, ``sd`` (1.x/2.x) or ``pixel``, read from the checkpoint's own configs, never from its name: SDXL's
-    UNet takes the ``text_time`` added conditioning; a latent model without it is SD 1.x/2.x."""
-    if vae is None:
-        return "pixel"
-    if getattr(unet.config, "addition_embed_type", None) == "text_time":
-        return "sdxl"
-    return "sd"
-
-
-@dataclass
-class Posterior:
-    """An image's latent: ``mean`` (× the VAE's scaling factor; DragDiffusion edits it) and ``sample(g)``, a draw
-    from the VAE's posterior (the identity LoRA trains on those). For pixel-space models both are the image."""
-
-    mean: Tensor
-    sample: Callable[[torch.Generator], Tensor]
-
-
-def ddim_schedulers(scheduler: Any, inverse: Any = None) -> tuple[Any, Any]:
-    """DragDiffusion's DDIM, whatever scheduler a checkpoint ships (no clipping of x0: inversion is only exact
-    without it; alphas start at ᾱ₀), and a ``DDIMInverseScheduler`` whose timesteps mirror it."""
-    from diffusers import DDIMScheduler
-
-    forward = DDIMScheduler.from_config(
-        scheduler.config, clip_sample=False, set_alpha_to_one=False, steps_offset=scheduler.config.steps_offset
-    )
-    return forward, inverse if inverse is not None else aligned_inverse_scheduler(forward)
 
 
 class DiffusionEngine:
