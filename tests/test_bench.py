@@ -176,6 +176,7 @@ def test_bench_runs_identity_records_failures_and_eval_measures_it(tmp_path):
     o = m["overall"]
     assert o["samples"] == 3 and o["pairs"] == 6 and m["failed"] == ["dogs/s2"]
     assert o["if"] == 1.0 and o["lpips"] == 0.0  # identity: nothing changed
+    assert o["realism"] == pytest.approx(0, abs=1e-5) and o["torn"] == 0  # ... and every patch is the source's
     assert o["md_alex"] == pytest.approx(o["mean_drag_length"], abs=2.0)  # nothing moved: MD ≈ the drag length
     assert set(m["categories"]) == {"cats", "dogs"} and "| **all** | 3 | 6 |" in (run / "metrics.md").read_text()
     assert Image.open(run / "metrics.png").width > 0 and Image.open(run / "contact_sheet.png").width > 300

@@ -154,7 +154,9 @@ def test_demo_writes_its_files(tmp_path):
     assert rec["params"]["composite"] == "mask" and rec["params"]["inversion_strength"] == 0.1
     demo64 = rec["info"]["demo"]
     assert demo64["md_after"] <= 0.7 * demo64["md_before"] and demo64["lpips_outside_mask"] < 0.03
-    assert "faces64" in r.stdout and "LPIPS outside the mask" in r.stdout
+    assert "faces64" in r.stdout and "LPIPS outside the mask" in r.stdout and "realism in the mask" in r.stdout
+    for d in (demo, demo64):  # the realism measure ran on both halves (a number; not asserted low: docs/realism.md)
+        assert 0 < d["realism"] < 1 and isinstance(d["torn"], bool)
     assert "Loading pipeline" not in r.stderr  # --quiet hides diffusers' bars too
 
 

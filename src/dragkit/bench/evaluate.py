@@ -11,6 +11,11 @@ overall.
   the source's patch at each handle and the result's patch at its target, summed over pairs, divided by the
   number of pairs once (GoodDrag's code divides twice; we do not) and by the patch size (1 + 2r)²; mean over
   images. Offsets that fall outside either image are left out.
+- **realism** inside the editable region (the sample's mask, or 8/64 of the image's side around each drag without
+  one): :class:`dragkit.bench.metrics.PatchRealism`, the 95th percentile of each local patch's LPIPS-AlexNet distance
+  to the nearest real patch (the source's, within the drag's reach; with ``--realism-reference dcgan-faces`` also
+  DCGAN reference faces at about the same place), lower is better, 0 for an untouched region; ``torn``: the share of
+  edits over its threshold (``docs/realism.md``).
 - **time and peak memory** per edit, from the run's own records.
 - **GScore** (optional): a vision-language judge through an OpenAI-compatible endpoint rates each result's
   naturalness 1–10 (:class:`GScoreJudge`).
@@ -104,17 +109,42 @@ def load_dift(model: str) -> Any:
     return DragDiffusionPipeline.from_pretrained(model, dtype=torch.float32).engine
 
 
-def _config(md: Sequence[str], dift_model: str, judge: GScoreJudge | None) -> dict[str, Any]:
+REALISM_REFERENCES = ("none", "dcgan-faces")
+
+
+def realism_meter(reference: str) -> Any:
+    """The realism measure for a run: judged by each sample's source alone (``none``: photos), or also by the DCGAN
+    reference faces (``dcgan-faces``: runs on 64-px faces)."""
+    from .metrics import PatchRealism, reference_faces
+
+    if reference not in REALISM_REFERENCES:
+        raise InputError(f"--realism-reference {reference}: choose {' or '.join(REALISM_REFERENCES)}")
+    return PatchRealism(reference_faces() if reference == "dcgan-faces" else None)
+
+
+def realism_region(sample: Sample, size: tuple[int, int]) -> np.ndarray:
+    """Where realism is judged: the sample's mask, or without one 8/64 of the image's longer side around each drag."""
+    from ..core.geometry import drag_region
+
+    w, h = size
+    if sample.mask is not None and sample.mask.shape == (h, w) and sample.mask.any():
+        return np.asarray(sample.mask, bool)
+    pairs = list(zip(sample.handles, sample.targets, strict=True))
+    return drag_region((h, w), pairs, max(1.0, 8 * max(w, h) / 64))
+
+
+def _config(md: Sequence[str], dift_model: str, judge: GScoreJudge | None, realism: Any = None) -> dict[str, Any]:
     return {
         "md": sorted(md),
         "dift_model": dift_model if "dift" in md else None,
         "gscore": None if judge is None else judge.model,
         "dai_radii": list(DAI_RADII),
+        "realism": None if realism is None else realism.name,
     }
 
 
 def measure_sample(
-    sample: Sample, folder: Path, extractors: dict[str, Any], judge: GScoreJudge | None
+    sample: Sample, folder: Path, extractors: dict[str, Any], judge: GScoreJudge | None, realism: Any = None
 ) -> dict[str, Any]:
     """Every measure of one finished sample (its folder has ``result.png`` and ``result.json``)."""
     from .metrics import lpips_distance, mean_distance
@@ -136,6 +166,9 @@ def measure_sample(
     b = np.asarray(result, dtype=np.float64) / 255
     row["dai"] = {str(r): round(dai(a, b, sample.handles, sample.targets, r), 6) for r in DAI_RADII}
     row["drag_length"] = [round(math.dist(h, t), 4) for h, t in zip(sample.handles, sample.targets, strict=True)]
+    if realism is not None:
+        score = realism(source, result, realism_region(sample, source.size), sample.handles, sample.targets)
+        row["realism"], row["torn"] = round(score.distance, 5), score.torn
     row["seconds"] = bench.get("seconds")
     row["peak_memory_bytes"] = bench.get("peak_memory_bytes")
     if judge is not None:
@@ -151,9 +184,11 @@ def aggregate(rows: list[dict[str, Any]], md: Sequence[str]) -> dict[str, Any]:
         out[f"md_{name}"] = round(statistics.fmean(pairs), 4) if pairs else None
     lengths = [d for r in rows for d in r["drag_length"]]
     out["mean_drag_length"] = round(statistics.fmean(lengths), 4) if lengths else None
-    for k in ("if", "lpips", "gscore"):
+    for k in ("if", "lpips", "gscore", "realism"):
         vals = [r[k] for r in rows if r.get(k) is not None]
         out[k] = round(statistics.fmean(vals), 6) if vals else None
+    judged = [r["torn"] for r in rows if r.get("torn") is not None]
+    out["torn"] = round(sum(judged) / len(judged), 4) if judged else None
     out["dai"] = (
         {str(r): round(statistics.fmean(x["dai"][str(r)] for x in rows), 6) for r in DAI_RADII} if rows else {}
     )
@@ -174,9 +209,11 @@ def evaluate_run(
     judge: GScoreJudge | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    realism_reference: str | None = "none",
 ) -> dict[str, Any]:
     """Measure every finished sample of ``run``; write ``metrics.json`` and ``metrics.md`` there; return the
-    metrics (``overall``, ``categories``, ``samples``, ``failed``, ``missing``)."""
+    metrics (``overall``, ``categories``, ``samples``, ``failed``, ``missing``). ``realism_reference``: see
+    :func:`realism_meter` (``None``: no realism)."""
     from tqdm.auto import tqdm
 
     run = Path(run)
@@ -187,7 +224,8 @@ def evaluate_run(
         raise InputError(f"--md {','.join(unknown)}: choose from {', '.join(MD_FEATURES)}")
     record = json.loads((run / "run.json").read_text())
     samples = read_bundles(run)
-    config = _config(md, dift_model, judge)
+    realism = None if realism_reference is None else realism_meter(realism_reference)
+    config = _config(md, dift_model, judge, realism)
     folders = {s.id: run / "samples" / s.id for s in samples}
     done = [s for s in samples if (folders[s.id] / "result.json").is_file()]
     failed = sorted(p.parent.relative_to(run / "samples").as_posix() for p in run.glob("samples/*/*/error.json"))
@@ -219,7 +257,7 @@ def evaluate_run(
     if cached:
         echo(f"{len(cached)} samples measured before with the same settings; {len(todo)} to measure")
     for s in tqdm(todo, desc="eval", disable=not progress, unit="sample"):
-        row = measure_sample(s, folders[s.id], extractors, judge)
+        row = measure_sample(s, folders[s.id], extractors, judge, realism)
         write_json(folders[s.id] / "eval.json", {"config": config, "row": row})
         cached[s.id] = row
     rows = [cached[s.id] for s in done]
@@ -257,6 +295,9 @@ def metrics_chart(metrics: dict[str, Any]) -> Image.Image:
             title = metrics["md_labels"][key.split("_")[1]] + ", pixels, lower is better"
             charts.append(bar_chart(names, [a.get(key) for a in aggs], title))
     charts.append(bar_chart(names, [a.get("if") for a in aggs], "IF = 1 - LPIPS-alex at 224x224, higher is better"))
+    if any(a.get("realism") is not None for a in aggs):
+        title = "realism in the edited region (patch distance to the nearest real patch), lower is better"
+        charts.append(bar_chart(names, [a.get("realism") for a in aggs], title))
     return stack(charts)
 
 
@@ -294,6 +335,8 @@ COLUMNS = [
     ("MD (LPIPS-alex) ↓", lambda a: _fmt(a.get("md_alex"))),
     ("IF ↑", lambda a: _fmt(a.get("if"), 4)),
     ("LPIPS ↓", lambda a: _fmt(a.get("lpips"), 4)),
+    ("realism ↓", lambda a: _fmt(a.get("realism"), 4)),
+    ("torn ↓", lambda a: "–" if a.get("torn") is None else f"{100 * a['torn']:.0f}%"),
     *[(f"DAI r={r} ↓", lambda a, r=r: _fmt((a.get("dai") or {}).get(str(r)), 4)) for r in DAI_RADII],
     ("GScore ↑", lambda a: _fmt(a.get("gscore"))),
     ("s / edit", lambda a: _fmt(a.get("seconds_mean"))),
@@ -313,7 +356,9 @@ def metrics_markdown(metrics: dict[str, Any]) -> str:
         f"# {r['method']} on {Path(r['dataset']).name}" + (f" ({r['model']})" if r.get("model") else ""),
         "",
         "MD (DIFT) is DragBench's official mean distance; MD (LPIPS-alex) uses the offline LPIPS-AlexNet features "
-        "and is not comparable with published MD. IF = 1 − LPIPS-alex at 224×224.",
+        "and is not comparable with published MD. IF = 1 − LPIPS-alex at 224×224. Realism: inside the editable "
+        "region, each patch's distance to the nearest real patch (95th percentile; 0 = untouched); torn: the share "
+        "of edits over its threshold (docs/realism.md).",
         "",
         head,
         "|---|" + "---:|" * (3 + len(cols)),

@@ -4,6 +4,7 @@ image (the recipes and why: ``docs/dragkit_recipe.md``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -119,10 +120,20 @@ def _summary(req: DragRequest, result: DragResult) -> dict:
 
             keep = (~req.mask).astype("float32")
             summary["lpips_outside_mask"] = round(lpips_distance(req.image, result.image, weight=keep), 4)
+            score = _realism()(req.image, result.image, req.mask, req.handles, req.targets)
+            summary["realism"], summary["torn"] = round(score.distance, 4), score.torn
     except Exception as e:
         logger.warning("independent MD not measured (%s)", e)
     result.info["demo"] = summary
     return summary
+
+
+@functools.cache
+def _realism():
+    """The realism measure with the DCGAN reference faces, built once for both halves."""
+    from ..bench.metrics import PatchRealism, reference_faces
+
+    return PatchRealism(reference_faces())
 
 
 def _message(summary: dict) -> str:
@@ -134,6 +145,11 @@ def _message(summary: dict) -> str:
         )
     if "lpips_outside_mask" in summary:
         msg += f"; LPIPS outside the mask {summary['lpips_outside_mask']}"
+    if "realism" in summary:
+        msg += (
+            f"; realism in the mask {summary['realism']} (each patch's distance to the nearest real one, 0 = as "
+            f"real as the source{', flagged as torn' if summary['torn'] else ''})"
+        )
     return msg
 
 

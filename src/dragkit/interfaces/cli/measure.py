@@ -84,9 +84,16 @@ def eval_(
         str | None, typer.Option("--gscore-url", help="an OpenAI-compatible endpoint for the GScore judge (off)")
     ] = None,
     gscore_model: Annotated[str | None, typer.Option("--gscore-model", help="the judge's model name")] = None,
+    realism_reference: Annotated[
+        str,
+        typer.Option(
+            "--realism-reference",
+            help="realism judged by each source alone (none: photos) or also by real faces (dcgan-faces: 64-px faces)",
+        ),
+    ] = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
-    """Measure a run (MD, IF, DAI, time, memory; per category): writes RUNDIR/metrics.json and metrics.md."""
+    """Measure a run (MD, IF, DAI, realism, time, memory; per category): writes RUNDIR/metrics.json and metrics.md."""
     from ...bench.evaluate import GScoreJudge, compare_markdown, evaluate_run, metrics_markdown
 
     if compare:
@@ -106,6 +113,7 @@ def eval_(
         dift_model=dift_model,
         device=_select_device(device),
         judge=judge,
+        realism_reference=realism_reference,
         progress=not quiet,
         echo=lambda m: typer.echo(m, err=True),
     )
