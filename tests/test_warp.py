@@ -233,3 +233,49 @@ def test_init_warp_on_a_gan_moves_the_content_of_its_spatial_code(gan_pipe):
         gan_pipe(DragRequest(face.image, [h], [t]), code=face.code, progress=False, init="warp", mask="none")
     with pytest.raises(ParameterError, match="init=warp needs a spatial code: latent_block=0"):
         gan_pipe(req, code=face.code, progress=False, init="warp", latent_block=0)
+
+
+def capsule(h=24, w=24, a=(12.0, 6.0), b=(12.0, 14.0), radius=4.0):
+    """A region like the evaluations' masks: the cells within ``radius`` of the a→b segment, (row, col)."""
+    rr, cc = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    p, a_, d = torch.stack([rr, cc], -1), torch.tensor(a, dtype=torch.float64), torch.tensor(b) - torch.tensor(a)
+    t = (((p - a_) * d).sum(-1) / (d * d).sum()).clamp(0, 1)
+    return (p - a_ - t[..., None] * d).norm(dim=-1) <= radius
+
+
+def test_the_slide_moves_the_region_rigidly_and_takes_what_lay_behind_the_handle():
+    from dragkit.parts.warp import slid_handles, slide_warp
+
+    z = grid_latent(24, 24)
+    region = capsule()
+    a, b = torch.tensor([[12.0, 6.0]]), torch.tensor([[12.0, 14.0]])  # 8 cells to the right
+    out = slide_warp(z, a, b, region, band=0.0, sample="backward")
+    assert out[0, :2, 12, 14].tolist() == [12.0, 6.0]  # the target holds what was at the handle: no stretch there
+    assert out[0, :2, 12, 6].tolist() == [12.0, 0.0]  # the handle's place: from 8 cells behind it (the image's edge)
+    rows, cols = torch.nonzero(region, as_tuple=True)
+    came_from = out[0, :2, rows, cols] - torch.stack([rows, cols]).float()
+    assert torch.all(came_from[0] == 0) and torch.all((came_from[1] == -8) | (cols < 8))  # all by the whole drag
+    assert torch.equal(out[0, :, ~region], z[0, :, ~region])  # outside the region nothing changes
+    assert slid_handles(a, b, region, 0.0)[0].tolist() == pytest.approx([12.0, 14.0])
+
+
+def test_the_slides_band_shears_only_near_the_edge():
+    from dragkit.parts.warp import slide_field
+
+    region = capsule()
+    a, b = torch.tensor([[12.0, 6.0]]), torch.tensor([[12.0, 14.0]])
+    u = slide_field(a, b, region, band=2.0)
+    assert u[12, 10].tolist() == pytest.approx([0.0, 8.0])  # deep inside: the whole drag
+    outside = torch.nn.functional.pad(~region, (1, 1, 1, 1), value=False)
+    edge = region & (outside[:-2, 1:-1] | outside[2:, 1:-1] | outside[1:-1, :-2] | outside[1:-1, 2:])
+    assert edge.any() and float(u[edge].norm(dim=-1).max()) <= 0.25 * 8.0 + 1e-9  # on the edge: a quarter at most
+    assert torch.equal(u[~region], torch.zeros_like(u[~region]))
+
+
+@pytest.mark.slow
+def test_warp_field_slide_in_a_preset_moves_the_handle_to_its_target(pipe):
+    pipe.clear_source_cache()
+    out = pipe(masked_request(), method="fastdrag", progress=False, warp_field="slide", **SD)
+    assert out.info["warp"]["field"] == "slide"
+    ((x, y),) = out.handles
+    assert abs(x - 56) <= 1 and abs(y - 40) <= 1

@@ -19,6 +19,14 @@ backward mapping on the same warpage function. Every place the warp reaches samp
 came from, so a stretched region neither repeats nor skips cells. And it adds ``repair_region``, where a warp's
 result may be regenerated (``repair_strength``, driver ``warp``).
 
+And a second field, ``warp_field=slide`` (:func:`slide_warp`, dragkit's): FastDrag's stretch moves the handle by the
+whole drag and everything else less, linearly to nothing at a circle around the region, so the content between the
+handle and that circle is stretched over the drag's length: a moved eye drags a streak behind it. The slide moves
+the editable region's content rigidly instead: every place deep inside the region takes the content the drag's
+vector behind it (``u(p) = d``), the vector falling to zero across a band of ``warp_band`` px inside the region's
+edge. Content comes in from behind the handle (from outside the region, where the source is untouched), what was
+under the target is covered, and only the band is sheared. No place is left empty.
+
 Two guards the released code lacks: a cell exactly at a handle moves with that handle (theirs computes 0/0 and
 drops it), and a handle outside the circle cannot make a negative square root. Empty places are tracked explicitly
 (theirs takes a cell whose first channel is exactly 0 as empty).
@@ -26,6 +34,7 @@ drops it), and a handle outside the circle cannot make a negative square root. E
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -35,6 +44,7 @@ from ..core.params import Param, register
 
 WARP_FILLS = ("interpolation", "original", "zero")
 WARP_SAMPLES = ("relocate", "backward")
+WARP_FIELDS = ("stretch", "slide", "move")
 
 register(
     Param(
@@ -67,6 +77,39 @@ register(
         "no holes or blocks inside the warped region)",
         "warp",
         choices=WARP_SAMPLES,
+    ),
+    Param(
+        "warp_field",
+        str,
+        "stretch",
+        "latent warp: how far each place of the editable region moves: stretch (FastDrag's warpage function: the "
+        "handle by the whole drag, the rest less, linearly to nothing at a circle around the region; stretches what "
+        "lies behind the handle into a streak) or slide (the region's content moved rigidly by the drag, content "
+        "from behind the handle coming in, the motion falling to nothing across warp_band px inside the region's "
+        "edge; with warp_sample=relocate the content is taken from the nearest cell) or move (a disc of warp_radius "
+        "around each handle cut out and moved rigidly to its target, the place it left filled with the content the "
+        "moved disc covers). slide and move lost to stretch on realism (docs/dragkit_recipe.md)",
+        "warp",
+        choices=WARP_FIELDS,
+    ),
+    Param(
+        "warp_radius",
+        float,
+        0.1,
+        "warp_field=move: the radius of the disc moved around each handle, as a fraction of the image's longer side",
+        "warp",
+        min=0.005,
+        max=1,
+    ),
+    Param(
+        "warp_band",
+        float,
+        3.0,
+        "warp_field=slide or move: image pixels over which the motion falls to nothing, inside the editable region's "
+        "edge (slide) or around each moved disc (move); 0: a hard cut",
+        "warp",
+        min=0,
+        max=1000,
     ),
 )
 
@@ -241,6 +284,103 @@ def repair_region(
     return out
 
 
+def slide_field(handles: Tensor, targets: Tensor, region: Tensor, band: float) -> Tensor:
+    """The slide's backward displacement ``u`` ``(h, w, 2)`` on the latent grid: each place ``p`` of ``region`` takes
+    the content at ``p − u(p)``. ``u(p) = φ(p) Σ_k w_k(p) (B_k − A_k)``, ``w_k ∝ 1/(distance from p to the k-th
+    handle→target segment + 1e-4)``, ``φ`` rising linearly from 0 at the region's edge to 1 at ``band`` cells inside
+    it (a hard step when ``band`` is 0; the image's border is not an edge); 0 outside the region."""
+    from scipy.ndimage import distance_transform_edt
+
+    h, w = region.shape
+    inside = region.numpy().astype(bool)
+    depth = torch.from_numpy(distance_transform_edt(np.pad(inside, 1, constant_values=True))[1:-1, 1:-1])
+    phi = ((depth - 0.5) / band).clamp(0, 1) if band > 0 else (depth > 0).double()
+    phi = phi * torch.from_numpy(inside)
+    rr, cc = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    p = torch.stack([rr, cc], -1)[:, :, None, :]  # (h, w, 1, 2)
+    a, d = handles.double()[None, None], (targets - handles).double()[None, None]  # (1, 1, N, 2)
+    t = (((p - a) * d).sum(-1) / (d * d).sum(-1).clamp_min(1e-12)).clamp(0, 1)
+    dist = (p - a - t[..., None] * d).norm(dim=-1)  # (h, w, N): to each segment
+    weight = 1 / (dist + 1e-4)
+    weight = weight / weight.sum(-1, keepdim=True)
+    return phi[..., None] * (weight[..., None] * d).sum(-2)
+
+
+def slide_warp(z: Tensor, handles: Tensor, targets: Tensor, region: Tensor, band: float, sample: str) -> Tensor:
+    """dragkit's slide of a latent ``(1, C, h, w)`` (:func:`slide_field`): every place takes the content at ``p −
+    u(p)``, bilinearly (``sample="backward"``) or from the nearest cell (``relocate``), the image's edge replicated.
+    Returns a new latent."""
+    h, w = z.shape[-2:]
+    u = slide_field(handles.cpu(), targets.cpu(), region.cpu(), band)
+    rr, cc = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    q = torch.stack([rr, cc], -1) - u
+    if sample == "relocate":
+        q = q.round()
+    grid = torch.stack([q[..., 1] / max(w - 1, 1), q[..., 0] / max(h - 1, 1)], -1) * 2 - 1
+    src = z.detach().double()
+    out = F.grid_sample(src, grid[None].to(src.device), mode="bilinear", padding_mode="border", align_corners=True)
+    keep = region.to(z.device)[None, None]
+    return z.clone().copy_(torch.where(keep, out.to(z.dtype), z))
+
+
+def slid_handles(handles: Tensor, targets: Tensor, region: Tensor, band: float) -> Tensor:
+    """Where the slide puts each handle's content: the place ``p`` with ``p − u(p) = A_k``, found by fixed-point
+    iteration from the target (``u`` bilinear between cells); a handle outside the region stays."""
+    u = slide_field(handles.cpu(), targets.cpu(), region.cpu(), band).permute(2, 0, 1)[None]  # (1, 2, h, w)
+    h, w = region.shape
+    out = handles.double().clone()
+    for k, (a, b) in enumerate(zip(handles.double(), targets.double(), strict=True)):
+        r, c = a.round().long().tolist()
+        if not (0 <= r < h and 0 <= c < w and bool(region[r, c])):
+            continue
+        p = b.clone()
+        for _ in range(20):
+            g = torch.stack([p[1] / max(w - 1, 1), p[0] / max(h - 1, 1)]) * 2 - 1
+            at = F.grid_sample(u, g.view(1, 1, 1, 2), mode="bilinear", padding_mode="border", align_corners=True)
+            p = a + at.view(2)
+        out[k] = p
+    return out
+
+
+def move_warp(
+    z: Tensor, handles: Tensor, targets: Tensor, region: Tensor, radius: float, band: float, sample: str
+) -> Tensor:
+    """dragkit's cut-and-move of a latent ``(1, C, h, w)``: the disc of ``radius`` cells around each handle is moved
+    rigidly to its target, and the place it left takes the content the moved disc now covers (from ``p + k·d``, the
+    first whole multiple of the drag past the handle's disc: a content-aware fill by the content that was pushed
+    aside). Both discs blend into what surrounds them over ``band`` cells; only ``region`` changes. Later drags win
+    where discs overlap."""
+    h, w = z.shape[-2:]
+    rr, cc = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    p = torch.stack([rr, cc], -1)
+    u = torch.zeros(h, w, 2, dtype=torch.float64)
+    alpha = torch.zeros(h, w, dtype=torch.float64)
+    soft = max(band, 1e-6)
+    for a, b in zip(handles.double(), targets.double(), strict=True):
+        d = b - a
+        if float(d.norm()) == 0:
+            continue
+        dist_a, dist_b = (p - a).norm(dim=-1), (p - b).norm(dim=-1)
+        k = torch.ones(h, w, dtype=torch.float64)
+        for _ in range(int(2 * radius / float(d.norm())) + 2):  # the first multiple of d that leaves the disc
+            k = torch.where((p + k[..., None] * d - a).norm(dim=-1) <= radius, k + 1, k)
+        fill = ((radius + soft / 2 - dist_a) / soft).clamp(0, 1)
+        moved = ((radius + soft / 2 - dist_b) / soft).clamp(0, 1)
+        u = torch.where((fill > 0)[..., None], -k[..., None] * d, u)
+        alpha = torch.maximum(alpha * (fill <= 0), fill)
+        u = torch.where((moved > 0)[..., None], d.expand(h, w, 2), u)
+        alpha = torch.where(moved > 0, moved, alpha)
+    alpha = alpha * region.double()
+    q = p - u
+    if sample == "relocate":
+        q = q.round()
+    grid = torch.stack([q[..., 1] / max(w - 1, 1), q[..., 0] / max(h - 1, 1)], -1) * 2 - 1
+    src = z.detach().double()
+    out = F.grid_sample(src, grid[None].to(src.device), mode="bilinear", padding_mode="border", align_corners=True)
+    a_ = alpha.to(src.device)[None, None]
+    return z.clone().copy_((a_ * out + (1 - a_) * src).to(z.dtype))
+
+
 def warp_on_grid(
     z: Tensor,
     handles: Tensor,
@@ -249,17 +389,36 @@ def warp_on_grid(
     grid: tuple[int, int],
     fill: str = "interpolation",
     sample: str = "relocate",
+    field: str = "stretch",
+    band: float = 0.0,
+    radius: float = 0.1,
 ) -> tuple[Tensor, Tensor, int]:
     """The warp as a drag's starting point on any engine: ``handles``/``targets`` ``(N, 2)`` and ``mask`` (1 = may
-    change) on the supervision ``grid``, scaled to the latent's own grid (not rounded again, as FastDrag's code does).
-    Returns the warped latent, where the warp put each handle (on ``grid``: a handle inside the region moves as its
-    cell does, one outside stays), and the number of region cells."""
+    change) on the supervision ``grid``, scaled to the latent's own grid (not rounded again, as FastDrag's code does);
+    ``field``: FastDrag's ``stretch`` or dragkit's ``slide`` (its ``band`` in ``grid`` pixels). Returns the warped
+    latent, where the warp put each handle (on ``grid``: a handle inside the region moves as its cell does, one
+    outside stays), and the number of region cells."""
     if mask is None:
         raise ParameterError("init=warp moves the editable region's content: paint a mask, or use mask=auto")
+    if field not in WARP_FIELDS:
+        raise ValueError(f"warp_field={field!r}: choose one of {', '.join(WARP_FIELDS)}")
     (h, w), (lh, lw) = grid, z.shape[-2:]
     scale = torch.tensor([lh / h, lw / w], dtype=torch.float64)
     region = latent_region(mask.cpu(), (lh, lw))
     a, b = handles.cpu().double() * scale, targets.cpu().double() * scale
+    if field == "move":
+        cells_band = band * float(scale.mean())
+        cells_radius = radius * max(lh, lw)
+        out = move_warp(z, a, b, region, cells_radius, cells_band, sample)
+        at = [i for i, (r, c) in enumerate(a.round().long().tolist()) if bool(region[min(r, lh - 1), min(c, lw - 1)])]
+        moved = handles.clone()
+        moved[at] = targets[at].to(moved.dtype)
+        return out, moved, int(region.sum())
+    if field == "slide":
+        cells_band = band * float(scale.mean())
+        out = slide_warp(z, a, b, region, cells_band, sample) if bool(region.any()) else z.clone()
+        moved = (slid_handles(a, b, region, cells_band) / scale).to(handles.dtype).to(handles.device)
+        return out, moved, int(region.sum())
     out = latent_warp(z, a, b, region, fill, sample)
     at = [i for i, (r, c) in enumerate(a.round().long().tolist()) if bool(region[min(r, lh - 1), min(c, lw - 1)])]
     moved = handles.clone()

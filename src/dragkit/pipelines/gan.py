@@ -251,12 +251,22 @@ class DragGANPipeline:
         res = self.engine.resolution
         with prof.stage("warp"):
             start, moved, cells = warp_on_grid(
-                code, handles, targets, mask, (res, res), params["warp_fill"], params["warp_sample"]
+                code,
+                handles,
+                targets,
+                mask,
+                (res, res),
+                params["warp_fill"],
+                params["warp_sample"],
+                params["warp_field"],
+                params["warp_band"],  # the grid is the image's pixels
+                params["warp_radius"],
             )
         info["warp"] = {
             "region_cells": cells,
             "fill": params["warp_fill"],
             "sample": params["warp_sample"],
+            "field": params["warp_field"],
             "code_shape": list(code.shape[1:]),
         }
         with torch.no_grad():

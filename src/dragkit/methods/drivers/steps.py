@@ -128,11 +128,15 @@ def warped(edit: DiffusionEdit) -> tuple[Tensor, Tensor]:
             edit.grid,
             edit.params["warp_fill"],
             edit.params["warp_sample"],
+            edit.params["warp_field"],
+            edit.params["warp_band"] * edit.grid[0] / edit.grid_map.image_size[0],  # image px → grid px
+            edit.params["warp_radius"],
         )
     edit.info["warp"] = {
         "region_cells": cells,
         "fill": edit.params["warp_fill"],
         "sample": edit.params["warp_sample"],
+        "field": edit.params["warp_field"],
     }
     return z, moved
 
