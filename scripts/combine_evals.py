@@ -3,7 +3,8 @@ long, by each run's length range) and, with ``--by-handles``, per handle kind to
 
 For each method and group: the median MD before → after, how many drags ended closer and how many lost the content,
 the median realism inside the region and how many edits it flags as torn, the mean LPIPS outside the mask and the
-mean seconds per edit. A method that is in some runs only is pooled over those (its drag count says so)::
+mean seconds per edit. A method that is in some runs only is pooled over those (its drag count says so); a drag
+that one method edited in two of the runs counts once::
 
     python scripts/combine_evals.py out/heldout/faces64_* out/heldout/others_* --by-handles
 """
@@ -55,8 +56,13 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def table(folders: list[Path], by_handles: bool) -> tuple[str, dict[str, dict[str, Any]]]:
     pooled: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    seen: set[tuple] = set()  # a drag edited by one method in two runs counts once (the first run's row)
     for meta, method, rows in runs(folders):
-        pooled.setdefault(method, {}).setdefault(group_of(meta, by_handles), []).extend(rows)
+        for r in rows:
+            key = (method, r["seed"], tuple(r["handle"]), tuple(r["target"]))
+            if key not in seen:
+                seen.add(key)
+                pooled.setdefault(method, {}).setdefault(group_of(meta, by_handles), []).append(r)
     groups = sorted({g for per in pooled.values() for g in per}, key=lambda g: (g.startswith("long"), g))
     result = {m: {g: summary(rs) for g, rs in per.items()} for m, per in pooled.items()}
     head = "| method | " + " | ".join(f"{g}: MD before → after; realism; torn" for g in groups)
