@@ -18,6 +18,7 @@ from ..core.geometry import GridMap
 from ..core.loop import DragContext, FeatureOutput
 from ..core.types import DragRequest, DragResult
 from ..engines.gan import BUNDLED, GANCode, GANEngine
+from ..engines.gan.engine import to_pil
 from ..parts import FeatureMaskTerm
 from ..parts.warp import warp_on_grid
 from ..utils.profiler import StageProfiler
@@ -55,13 +56,6 @@ def fit_warnings(size: tuple[int, int], res: int, psnr: float) -> list[str]:
             "changes a lookalike; a diffusion method edits the image itself (dragkit; faces64 as its model for a face)"
         )
     return out
-
-
-def to_pil(x: Tensor, size: tuple[int, int] | None = None) -> Image.Image:
-    """``(1, 3, h, w)`` in [-1, 1] → PIL RGB, resized to ``size`` = ``(W, H)`` when given."""
-    a = ((x[0].detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    im = Image.fromarray(a)
-    return im.resize(size, Image.BILINEAR) if size is not None and im.size != tuple(size) else im
 
 
 @dataclass

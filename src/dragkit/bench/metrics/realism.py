@@ -221,10 +221,11 @@ def translated(image: Image.Image, dx: int, dy: int) -> Image.Image:
 def reference_faces(n: int = 200, first_seed: int = REFERENCE_FIRST_SEED) -> tuple[Image.Image, ...]:
     """``n`` faces of the bundled DCGAN (seeds ``first_seed`` on): the real images a face model's edits are compared
     with (faces64 was trained on this generator's faces)."""
-    from ...pipelines.gan import DragGANPipeline
+    from ...engines.gan.engine import GANEngine, to_pil
 
-    gan = DragGANPipeline.from_pretrained()
-    return tuple(gan.generate(first_seed + i).image for i in range(n))
+    gan = GANEngine.from_pretrained()  # the engine, not a pipeline: a measure depends on no editing method
+    with torch.no_grad():
+        return tuple(to_pil(gan.synthesize(gan.sample_z(first_seed + i))) for i in range(n))
 
 
 def if_s2t(

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from ...core.errors import ModelError, ParameterError
@@ -135,12 +136,29 @@ def _state_dict_from_file(path: Path) -> Mapping[str, Tensor]:
     return sd
 
 
+def _refuse_stylegan_pickle(path: Path) -> None:
+    """A ``.pkl`` is read safely (never executed) to say what it is; no StyleGAN generator runs in dragkit yet."""
+    from .nvidia_pkl import NvidiaPickleError, generator_record, read_nvidia_pkl
+
+    try:
+        g = generator_record(read_nvidia_pkl(path), path)
+    except NvidiaPickleError as e:
+        raise ModelError(str(e)) from None
+    kind = getattr(g, "class_name", None) or f"TensorFlow {g.name}"
+    raise ModelError(
+        f"{path}: a StyleGAN network pickle (G_ema: {kind}), read safely; dragkit cannot run StyleGAN generators "
+        "yet (issue 33: its own StyleGAN2 generator is not written), so only DCGAN-layout weights can be edited"
+    )
+
+
 def load_generator(name_or_path: str | Path = BUNDLED) -> DCGANGenerator:
     """Load a DCGAN generator: ``"dcgan-faces"`` (the bundled real model) or a ``.safetensors`` / torch file.
 
     Files are read with ``weights_only=True``; shapes (z size, width, channels) come from the weights.
     """
     path = bundled_weights_path() if str(name_or_path) == BUNDLED else Path(name_or_path)
+    if path.suffix == ".pkl" and path.is_file():
+        _refuse_stylegan_pickle(path)
     sd = _state_dict_from_file(path)
     z_dim, w8 = sd["main.0.weight"].shape[:2]
     last = sd.get("main.12.weight")
@@ -152,6 +170,13 @@ def load_generator(name_or_path: str | Path = BUNDLED) -> DCGANGenerator:
     except RuntimeError as e:
         raise ModelError(f"{path}: weights do not fit the DCGAN generator: {e}") from None
     return g.eval().requires_grad_(False)
+
+
+def to_pil(x: Tensor, size: tuple[int, int] | None = None) -> Image.Image:
+    """A generator's output ``(1, 3, h, w)`` in [-1, 1] → PIL RGB, resized to ``size`` = ``(W, H)`` when given."""
+    a = ((x[0].detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    im = Image.fromarray(a)
+    return im.resize(size, Image.BILINEAR) if size is not None and im.size != tuple(size) else im
 
 
 @dataclass
