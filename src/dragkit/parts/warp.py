@@ -25,7 +25,9 @@ handle and that circle is stretched over the drag's length: a moved eye drags a 
 the editable region's content rigidly instead: every place deep inside the region takes the content the drag's
 vector behind it (``u(p) = d``), the vector falling to zero across a band of ``warp_band`` px inside the region's
 edge. Content comes in from behind the handle (from outside the region, where the source is untouched), what was
-under the target is covered, and only the band is sheared. No place is left empty.
+under the target is covered, and only the band is sheared. No place is left empty. A third,
+``warp_field=move`` (:func:`move_warp`), cuts a disc of ``warp_radius`` around each handle, moves it rigidly to
+its target and fills the place it left with what the moved disc covers (``dragkit-gan``'s since issue 32).
 
 Two guards the released code lacks: a cell exactly at a handle moves with that handle (theirs computes 0/0 and
 drops it), and a handle outside the circle cannot make a negative square root. Empty places are tracked explicitly
@@ -395,7 +397,8 @@ def warp_on_grid(
 ) -> tuple[Tensor, Tensor, int]:
     """The warp as a drag's starting point on any engine: ``handles``/``targets`` ``(N, 2)`` and ``mask`` (1 = may
     change) on the supervision ``grid``, scaled to the latent's own grid (not rounded again, as FastDrag's code does);
-    ``field``: FastDrag's ``stretch`` or dragkit's ``slide`` (its ``band`` in ``grid`` pixels). Returns the warped
+    ``field``: FastDrag's ``stretch``, or dragkit's ``slide`` or ``move`` (``band`` in ``grid`` pixels, ``radius`` a
+    fraction of the latent's longer side). Returns the warped
     latent, where the warp put each handle (on ``grid``: a handle inside the region moves as its cell does, one
     outside stays), and the number of region cells."""
     if mask is None:
