@@ -5,7 +5,7 @@ A StyleGAN2-ADA or StyleGAN3 PyTorch ``.pkl`` (the files DragGAN's download scri
 as a call of ``_reconstruct_persistent_obj(meta)``, where ``meta`` holds the class name, the full source text of the
 module that defined it, and the object's state (``_parameters``, ``_buffers``, nested ``_modules``, ``_init_args``,
 ``_init_kwargs`` and its plain attributes). Loading such a file the official way executes that source text. So
-does unpickling it with ``pickle.load``, and ``torch.load(weights_only=True)`` refuses it.
+does any plain unpickler, and ``torch.load(weights_only=True)`` refuses it.
 
 :func:`read_nvidia_pkl` reads it through a restricted unpickler with an allow-list (:data:`ALLOWED`):
 
@@ -154,7 +154,8 @@ def _reconstruct(meta: Any) -> PersistentRecord:
 def _load_from_bytes(data: bytes) -> Any:
     if not isinstance(data, (bytes, bytearray)):
         raise NvidiaPickleError(f"a tensor's storage is {type(data).__name__}, not bytes")
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    stream = io.BytesIO(data)
+    return torch.load(stream, weights_only=True, map_location="cpu")
 
 
 def _rebuild_tensor(storage: Any, offset: int, size: tuple, stride: tuple, requires_grad: bool, *rest: Any):
