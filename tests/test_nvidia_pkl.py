@@ -204,7 +204,7 @@ def test_the_gan_engine_says_a_stylegan_pickle_cannot_run_yet(nvidia, tmp_path):
     from dragkit.engines.gan.engine import load_generator
 
     path = write(tmp_path, {"G_ema": network(nvidia, "Generator", "", 0)}, name="ffhq.pkl")
-    with pytest.raises(ModelError, match=r"a StyleGAN network pickle \(G_ema: Generator\), read safely.*not written"):
+    with pytest.raises(ModelError, match=r"a StyleGAN network pickle \(G_ema: Generator\), read safely.*do not run"):
         load_generator(path)
     hostile = write(tmp_path, {"G_ema": Hostile(os.system, "true")}, name="evil.pkl")
     with pytest.raises(ModelError, match="refusing to unpickle"):

@@ -137,7 +137,7 @@ def _state_dict_from_file(path: Path) -> Mapping[str, Tensor]:
 
 
 def _refuse_stylegan_pickle(path: Path) -> None:
-    """A ``.pkl`` is read safely (never executed) to say what it is; no StyleGAN generator runs in dragkit yet."""
+    """A ``.pkl`` is read safely (never executed) to say what it is; the GAN engine does not run StyleGAN yet."""
     from .nvidia_pkl import NvidiaPickleError, generator_record, read_nvidia_pkl
 
     try:
@@ -146,8 +146,9 @@ def _refuse_stylegan_pickle(path: Path) -> None:
         raise ModelError(str(e)) from None
     kind = getattr(g, "class_name", None) or f"TensorFlow {g.name}"
     raise ModelError(
-        f"{path}: a StyleGAN network pickle (G_ema: {kind}), read safely; dragkit cannot run StyleGAN generators "
-        "yet (issue 33: its own StyleGAN2 generator is not written), so only DCGAN-layout weights can be edited"
+        f"{path}: a StyleGAN network pickle (G_ema: {kind}), read safely; the GAN engine and its methods do not run "
+        "StyleGAN generators yet (issue 33; dragkit.engines.gan.stylegan2 builds one from the file), so only "
+        "DCGAN-layout weights can be edited"
     )
 
 
