@@ -1,6 +1,6 @@
 """dragkit's StyleGAN2 generator: the papers' structure, NVIDIA's weight names, and the whole route from a
-``.pkl`` in NVIDIA's layout (read safely) to the same image. The comparison with NVIDIA's own code on the same
-weights is issue 33's oracle (its README will say how it was made); these tests need no NVIDIA code."""
+``.pkl`` in NVIDIA's layout (read safely) to the same image. The comparison with DragGAN's own code on the same
+weights is ``tests/test_oracle_draggan.py`` (``tests/oracle/draggan/README.md``)."""
 
 from __future__ import annotations
 

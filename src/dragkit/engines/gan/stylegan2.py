@@ -281,14 +281,19 @@ def generator_from_record(record: Any) -> StyleGAN2Generator:
     name = getattr(record, "class_name", type(record).__name__)
     if name != "Generator" or not hasattr(record, "init_kwargs"):
         raise ModelError(f"G_ema is a {name}: only StyleGAN2 generators (class Generator) can run here")
-    kw = record.init_kwargs
+    return generator_from_state(record.init_kwargs, record.state_dict())
+
+
+def generator_from_state(kw: dict[str, Any], state: dict[str, Any]) -> StyleGAN2Generator:
+    """dragkit's generator from NVIDIA's ``init_kwargs`` (``z_dim``, ``w_dim``, ``img_resolution``,
+    ``mapping_kwargs``, ``synthesis_kwargs`` or those keys flat, as the StyleGAN3 repository writes them) and a state
+    dict under NVIDIA's names (a converted ``G_ema``, or a ``.safetensors`` of it)."""
     mk = dict(kw.get("mapping_kwargs") or {})
     sk = {**dict(kw.get("synthesis_kwargs") or {}), **{k: v for k, v in kw.items() if k not in _GENERATOR_KEYS}}
     if int(kw.get("c_dim", 0)):
         raise ModelError(f"c_dim={kw['c_dim']}: conditional generators are not supported yet")
     if sk.get("architecture", "skip") != "skip":
         raise ModelError(f"architecture={sk['architecture']!r}: only StyleGAN2's 'skip' generator is supported")
-    state = record.state_dict()
     if any(k.startswith("synthesis.input.") or ".L0_" in k for k in state):
         raise ModelError("a StyleGAN3 generator (alias-free layers): not supported yet, only StyleGAN2")
     clamp = sk.get("conv_clamp")
