@@ -17,6 +17,7 @@ from PIL import Image
 from scipy.ndimage import map_coordinates
 
 from ..core.types import Point
+from .metrics.realism import translated
 
 Control = Callable[[Image.Image, Point, Point], Image.Image]
 
@@ -96,10 +97,8 @@ def brightness(image: Image.Image, factor: float = 1.06) -> Image.Image:
 
 def shift(image: Image.Image, dx: float = 2, dy: float = 1) -> Image.Image:
     """The whole image moved by ``(dx, dy)`` px (its edges replicated): content moved, nothing torn."""
-    a, s = _array(image), _scale(image)
-    h, w = a.shape[:2]
-    ys, xs = np.mgrid[:h, :w]
-    return _image(_sample(a, ys - round(dy * s), xs - round(dx * s), order=0))
+    s = _scale(image)
+    return translated(image.convert("RGB"), round(dx * s), round(dy * s))
 
 
 def blur(image: Image.Image, sigma: float) -> Image.Image:

@@ -298,8 +298,7 @@ def slide_field(handles: Tensor, targets: Tensor, region: Tensor, band: float) -
     depth = torch.from_numpy(distance_transform_edt(np.pad(inside, 1, constant_values=True))[1:-1, 1:-1])
     phi = ((depth - 0.5) / band).clamp(0, 1) if band > 0 else (depth > 0).double()
     phi = phi * torch.from_numpy(inside)
-    rr, cc = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    p = torch.stack([rr, cc], -1)[:, :, None, :]  # (h, w, 1, 2)
+    p = _cell_grid(h, w)[:, :, None, :]  # (h, w, 1, 2)
     a, d = handles.double()[None, None], (targets - handles).double()[None, None]  # (1, 1, N, 2)
     t = (((p - a) * d).sum(-1) / (d * d).sum(-1).clamp_min(1e-12)).clamp(0, 1)
     dist = (p - a - t[..., None] * d).norm(dim=-1)  # (h, w, N): to each segment
@@ -314,15 +313,26 @@ def slide_warp(z: Tensor, handles: Tensor, targets: Tensor, region: Tensor, band
     Returns a new latent."""
     h, w = z.shape[-2:]
     u = slide_field(handles.cpu(), targets.cpu(), region.cpu(), band)
+    out = _taken_from(z, _cell_grid(h, w) - u, sample)
+    keep = region.to(z.device)[None, None]
+    return z.clone().copy_(torch.where(keep, out.to(z.dtype), z))
+
+
+def _cell_grid(h: int, w: int) -> Tensor:
+    """Every cell's ``(row, col)``, ``(h, w, 2)`` float64."""
     rr, cc = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    q = torch.stack([rr, cc], -1) - u
+    return torch.stack([rr, cc], -1)
+
+
+def _taken_from(z: Tensor, q: Tensor, sample: str) -> Tensor:
+    """``z`` ``(1, C, h, w)`` read at the places ``q`` ``(h, w, 2)`` (row, col): bilinearly (``backward``) or at the
+    nearest cell (``relocate``), the edge replicated; float64."""
+    h, w = z.shape[-2:]
     if sample == "relocate":
         q = q.round()
     grid = torch.stack([q[..., 1] / max(w - 1, 1), q[..., 0] / max(h - 1, 1)], -1) * 2 - 1
     src = z.detach().double()
-    out = F.grid_sample(src, grid[None].to(src.device), mode="bilinear", padding_mode="border", align_corners=True)
-    keep = region.to(z.device)[None, None]
-    return z.clone().copy_(torch.where(keep, out.to(z.dtype), z))
+    return F.grid_sample(src, grid[None].to(src.device), mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def slid_handles(handles: Tensor, targets: Tensor, region: Tensor, band: float) -> Tensor:
@@ -353,8 +363,7 @@ def move_warp(
     aside). Both discs blend into what surrounds them over ``band`` cells; only ``region`` changes. Later drags win
     where discs overlap."""
     h, w = z.shape[-2:]
-    rr, cc = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    p = torch.stack([rr, cc], -1)
+    p = _cell_grid(h, w)
     u = torch.zeros(h, w, 2, dtype=torch.float64)
     alpha = torch.zeros(h, w, dtype=torch.float64)
     soft = max(band, 1e-6)
@@ -373,14 +382,9 @@ def move_warp(
         u = torch.where((moved > 0)[..., None], d.expand(h, w, 2), u)
         alpha = torch.where(moved > 0, moved, alpha)
     alpha = alpha * region.double()
-    q = p - u
-    if sample == "relocate":
-        q = q.round()
-    grid = torch.stack([q[..., 1] / max(w - 1, 1), q[..., 0] / max(h - 1, 1)], -1) * 2 - 1
-    src = z.detach().double()
-    out = F.grid_sample(src, grid[None].to(src.device), mode="bilinear", padding_mode="border", align_corners=True)
-    a_ = alpha.to(src.device)[None, None]
-    return z.clone().copy_((a_ * out + (1 - a_) * src).to(z.dtype))
+    out = _taken_from(z, p - u, sample)
+    a_ = alpha.to(out.device)[None, None]
+    return z.clone().copy_((a_ * out + (1 - a_) * z.detach().double()).to(z.dtype))
 
 
 def warp_on_grid(
