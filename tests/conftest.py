@@ -1,4 +1,6 @@
 import os
+import sys
+import types
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -76,3 +78,57 @@ def tiny_sd2_v(tmp_path_factory):
     from dragkit.utils.testing import build_tiny_sd2_v
 
     return build_tiny_sd2_v(tmp_path_factory.mktemp("tiny-sd2-v"))
+
+
+@pytest.fixture
+def nvidia(monkeypatch):
+    """Stand-ins named as NVIDIA's modules (``torch_utils.persistence``, ``dnnlib.util``, ``dnnlib.tflib.network``),
+    present only while a test runs, so that pickling writes the globals their network files name: ``Persistent``
+    writes what their persistence writes, ``EasyDict`` and ``Network`` pickle as theirs do. None of their code."""
+    ns = types.SimpleNamespace()
+
+    def _reconstruct_persistent_obj(meta):  # never called: the reader maps this name to a record
+        raise AssertionError("the reader called the file's reconstructor")
+
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    persistence = types.ModuleType("torch_utils.persistence")
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
+
+    class EasyDict(dict):
+        pass
+
+    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
+    util = types.ModuleType("dnnlib.util")
+    util.EasyDict = EasyDict
+
+    class Network:  # TensorFlow-era dnnlib.tflib.network.Network: pickled through its own __getstate__
+        def __init__(self, state):
+            self._state = state
+
+        def __getstate__(self):
+            return self._state
+
+    Network.__module__, Network.__qualname__ = "dnnlib.tflib.network", "Network"
+    tfnet = types.ModuleType("dnnlib.tflib.network")
+    tfnet.Network = Network
+    for name, mod in {
+        "torch_utils": types.ModuleType("torch_utils"),
+        "torch_utils.persistence": persistence,
+        "dnnlib": types.ModuleType("dnnlib"),
+        "dnnlib.util": util,
+        "dnnlib.tflib": types.ModuleType("dnnlib.tflib"),
+        "dnnlib.tflib.network": tfnet,
+    }.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+
+    class Persistent:  # what persistence.persistent_class's __reduce__ writes
+        def __init__(self, class_name, state, source):
+            self.class_name, self.state, self.source = class_name, state, source
+
+        def __reduce__(self):
+            meta = dict(type="class", version=6, module_src=self.source, class_name=self.class_name, state=self.state)
+            return (_reconstruct_persistent_obj, (meta,))
+
+    ns.EasyDict, ns.Persistent, ns.Network = EasyDict, Persistent, Network
+    return ns

@@ -1,18 +1,16 @@
 """The NVIDIA network-pickle reader: it reads the layout StyleGAN2-ADA/StyleGAN3 PyTorch files and the
 TensorFlow-era ones have, and it never runs anything a file names.
 
-The files are made here in that layout: stand-in modules named as NVIDIA's (``torch_utils.persistence``,
-``dnnlib.util``, ``dnnlib.tflib.network``) exist only while a test pickles, so that the pickle names the same globals
-a real file names. Their embedded "module source" would write a marker file if anything executed it, and the
-stand-in reconstructor fails the test if anything calls it.
+The files are made here in that layout (the ``nvidia`` fixture of ``conftest.py``): stand-in modules named as
+NVIDIA's (``torch_utils.persistence``, ``dnnlib.util``, ``dnnlib.tflib.network``) exist only while a test pickles,
+so that the pickle names the same globals a real file names. Their embedded "module source" would write a marker
+file if anything executed it, and the stand-in reconstructor fails the test if anything calls it.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import sys
-import types
 from collections import OrderedDict
 
 import numpy as np
@@ -27,58 +25,6 @@ from dragkit.engines.gan.nvidia_pkl import (
     generator_record,
     read_nvidia_pkl,
 )
-
-
-@pytest.fixture
-def nvidia(monkeypatch):
-    """Stand-ins for NVIDIA's modules, so that pickling writes the globals their files name."""
-    ns = types.SimpleNamespace()
-
-    def _reconstruct_persistent_obj(meta):  # never called: the reader maps this name to a record
-        raise AssertionError("the reader called the file's reconstructor")
-
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    persistence = types.ModuleType("torch_utils.persistence")
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
-
-    class EasyDict(dict):
-        pass
-
-    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
-    util = types.ModuleType("dnnlib.util")
-    util.EasyDict = EasyDict
-
-    class Network:  # TensorFlow-era dnnlib.tflib.network.Network: pickled through its own __getstate__
-        def __init__(self, state):
-            self._state = state
-
-        def __getstate__(self):
-            return self._state
-
-    Network.__module__, Network.__qualname__ = "dnnlib.tflib.network", "Network"
-    tfnet = types.ModuleType("dnnlib.tflib.network")
-    tfnet.Network = Network
-    for name, mod in {
-        "torch_utils": types.ModuleType("torch_utils"),
-        "torch_utils.persistence": persistence,
-        "dnnlib": types.ModuleType("dnnlib"),
-        "dnnlib.util": util,
-        "dnnlib.tflib": types.ModuleType("dnnlib.tflib"),
-        "dnnlib.tflib.network": tfnet,
-    }.items():
-        monkeypatch.setitem(sys.modules, name, mod)
-
-    class Persistent:  # what persistence.persistent_class's __reduce__ writes
-        def __init__(self, class_name, state, source):
-            self.class_name, self.state, self.source = class_name, state, source
-
-        def __reduce__(self):
-            meta = dict(type="class", version=6, module_src=self.source, class_name=self.class_name, state=self.state)
-            return (_reconstruct_persistent_obj, (meta,))
-
-    ns.EasyDict, ns.Persistent, ns.Network = EasyDict, Persistent, Network
-    return ns
 
 
 def network(ns, class_name, source, seed, children=None):

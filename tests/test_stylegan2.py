@@ -126,44 +126,27 @@ def test_a_record_in_nvidia_s_layout_builds_the_same_generator(tiny):
     assert g.synthesis.b4.conv1.conv_clamp == 256
 
 
-def test_a_pkl_written_in_nvidia_s_layout_gives_the_same_image(tiny, tmp_path, monkeypatch):
+def test_a_pkl_written_in_nvidia_s_layout_gives_the_same_image(tiny, tmp_path, nvidia):
     """The whole route: NVIDIA's persistence layout on disk → the safe reader → this generator."""
     import pickle
-    import sys
-    import types
     from collections import OrderedDict
 
     from dragkit.engines.gan.nvidia_pkl import generator_record, read_nvidia_pkl
 
-    def _reconstruct_persistent_obj(meta):
-        raise AssertionError("never called")
+    def persistent(module, kwargs=None):
+        state = {
+            "training": False,
+            "_parameters": OrderedDict((k, torch.nn.Parameter(v.clone())) for k, v in module._parameters.items()),
+            "_buffers": OrderedDict(module._buffers),
+            "_modules": OrderedDict((k, persistent(m)) for k, m in module._modules.items()),
+            "_init_args": (),
+            "_init_kwargs": kwargs or {},
+        }
+        return nvidia.Persistent("Generator" if kwargs else type(module).__name__, state, "raise SystemExit")
 
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    mod = types.ModuleType("torch_utils.persistence")
-    mod._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    monkeypatch.setitem(sys.modules, "torch_utils", types.ModuleType("torch_utils"))
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", mod)
-
-    class Persistent:
-        def __init__(self, module, kwargs=None):
-            self.name = "Generator" if kwargs else type(module).__name__
-            self.state = {
-                "training": False,
-                "_parameters": OrderedDict((k, torch.nn.Parameter(v.clone())) for k, v in module._parameters.items()),
-                "_buffers": OrderedDict(module._buffers),
-                "_modules": OrderedDict((k, Persistent(m)) for k, m in module._modules.items()),
-                "_init_args": (),
-                "_init_kwargs": kwargs or {},
-            }
-
-        def __reduce__(self):
-            meta = dict(type="class", version=6, module_src="raise SystemExit", class_name=self.name, state=self.state)
-            return (_reconstruct_persistent_obj, (meta,))
-
-    kwargs = record_of(tiny).init_kwargs
     path = tmp_path / "tiny.pkl"
-    path.write_bytes(pickle.dumps({"G": None, "D": None, "G_ema": Persistent(tiny, kwargs)}, protocol=3))
+    g_ema = persistent(tiny, record_of(tiny).init_kwargs)
+    path.write_bytes(pickle.dumps({"G": None, "D": None, "G_ema": g_ema}, protocol=3))
     g = generator_from_record(generator_record(read_nvidia_pkl(path)))
     z = tiny.z_from_seed(11)
     assert torch.equal(g(z, truncation_psi=0.7), tiny(z, truncation_psi=0.7))
