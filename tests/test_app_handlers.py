@@ -196,14 +196,16 @@ def test_a_long_session_grows_neither_the_server_state_nor_the_disk(gan_pipe, tm
     """Gradio keeps a new component object in a session's config for every property update a handler returns
     (``gr.skip()`` included) and never frees the old ones: the load test found a session growing by six
     components per edit. The handlers return values only; the session's config stays the same size. The files
-    served (ours and Gradio's cached copies) are removed after ``keep_files`` seconds."""
+    served (ours and Gradio's cached copies) are removed after ``keep_files`` seconds: by the app's clock, which
+    the test moves on instead of waiting."""
     gradio_client = pytest.importorskip("gradio_client")
     from dragkit.interfaces.app.ui import build
 
     runner = Runner()
     runner._pipes[("gan", None)] = (gan_pipe, threading.Lock())
     files = tmp_path / "files"
-    demo = build(runner, 1, [], 8, keep_files=4, files_dir=files)
+    later = [0.0]  # seconds the test has moved the app's clock on
+    demo = build(runner, 1, [], 8, keep_files=600, files_dir=files, clock=lambda: time.time() + later[0])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -226,11 +228,33 @@ def test_a_long_session_grows_neither_the_server_state_nor_the_disk(gan_pipe, tm
             sizes.append((len(session.blocks_config.blocks), len(session.config_values)))
         assert sizes[-1] == sizes[0], sizes
         served = {f for s in demo.temp_file_sets for f in s}
-        time.sleep(5.5)
+        assert served and all(Path(f).exists() for f in served)  # kept while younger than keep_files
+        later[0] = 3600.0  # an hour on: what the first four jobs served is over keep_files old
         job(9)
         runs = [d for d in files.iterdir() if d.name != "shown"]
         cached = {f for s in demo.temp_file_sets for f in s}
         assert len(runs) == 1  # the last run's bundle; the older ones are gone
-        assert served and not served & cached and not any(Path(f).exists() for f in served)  # Gradio's copies too
+        assert not served & cached and not any(Path(f).exists() for f in served)  # Gradio's copies too
     finally:
         demo.close()
+
+
+def test_forget_cached_removes_gradios_old_copies_only(tmp_path):
+    """Gradio's cached copies older than the cutoff go (from disk and from its sets); younger ones and those a
+    component keeps stay; a copy already gone is dropped from the set without an error."""
+    import os
+    from types import SimpleNamespace
+
+    from dragkit.interfaces.app.ui import forget_cached
+
+    old, young, kept, gone = (tmp_path / f"{n}.png" for n in ("old", "young", "kept", "gone"))
+    for f in (old, young, kept):
+        f.write_bytes(b"x")
+    now = os.lstat(young).st_ctime
+    files = {str(old), str(young), str(kept), str(gone)}
+    components = {1: SimpleNamespace(keep_in_cache={str(kept)}), 2: object()}
+    blocks = SimpleNamespace(blocks=components, temp_file_sets=[files])
+    forget_cached(blocks, now - 1)  # nothing is over a second old
+    assert files == {str(old), str(young), str(kept)} and old.exists()
+    forget_cached(blocks, now + 1)
+    assert files == {str(kept)} and not old.exists() and not young.exists() and kept.exists()

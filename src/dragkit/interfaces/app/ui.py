@@ -6,12 +6,13 @@ import atexit
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,9 @@ from .runner import Runner
 MAX_UPLOAD = "20mb"
 
 
-def prune(folder: Path, age: float, keep: Path | None = None) -> None:
-    """Remove the entries of ``folder`` but ``keep`` (files, or run folders with their files) last changed over
-    ``age`` seconds ago; one that vanishes meanwhile is fine."""
-    cutoff = time.time() - age
+def prune(folder: Path, cutoff: float, keep: Path | None = None) -> None:
+    """Remove the entries of ``folder`` but ``keep`` (files, or run folders with their files) last changed before
+    the time ``cutoff``; one that vanishes meanwhile is fine."""
     for entry in folder.iterdir():
         if entry == keep:
             continue
@@ -37,6 +37,25 @@ def prune(folder: Path, age: float, keep: Path | None = None) -> None:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         except FileNotFoundError:
             pass
+
+
+def forget_cached(blocks: Any, cutoff: float) -> None:
+    """Remove Gradio's cached copies of the files ``blocks`` served that were made before the time ``cutoff``
+    (but those Gradio marks to keep). Gradio's own scheduled deleter (``delete_cache``) walks these sets while
+    request threads add to them; the first "Set changed size during iteration" ends its task for good and the
+    copies then pile up. This walks a copy of each set (``set.copy`` is one step under the GIL)."""
+    keep = set().union(*(getattr(c, "keep_in_cache", set()) for c in blocks.blocks.values()))
+    for files in blocks.temp_file_sets:
+        for f in files.copy():
+            if f in keep:
+                continue
+            try:
+                if os.lstat(f).st_ctime >= cutoff:
+                    continue
+                os.remove(f)
+            except FileNotFoundError:
+                pass
+            files.discard(f)
 
 
 class StopFlag(threading.Event):
@@ -54,12 +73,15 @@ def build(
     queue_size: int | None = 64,
     keep_files: int = KEEP_FILES,
     files_dir: str | os.PathLike | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Any:
     """The app's ``gr.Blocks`` (queued: ``concurrency`` edits at once, at most ``queue_size`` waiting; more are
     refused with "queue is full"). The pictures and bundles it serves are written under ``files_dir`` (default: a
     temporary folder removed at exit) and, like Gradio's cached copies of them, removed ``keep_files`` seconds
     later, so a long-running app does not fill its disk. A model typed in the page must be a hub id, a packaged
-    model or a name under one of ``model_dirs`` (:func:`~dragkit.interfaces.app.session.resolve_model`)."""
+    model or a name under one of ``model_dirs`` (:func:`~dragkit.interfaces.app.session.resolve_model`). The
+    files are pruned when a picture is loaded or generated and when a run ends, by ``clock`` (seconds; tests pass
+    a clock they move on instead of waiting)."""
     import gradio as gr
 
     runner = runner or Runner()
@@ -71,16 +93,18 @@ def build(
     else:
         out_dir = Path(files_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-    pruned = [time.time()]
+    pruned = [clock()]
 
     shown_dir = out_dir / "shown"
     shown_dir.mkdir(exist_ok=True)
 
     def prune_old() -> None:  # at most every tenth of the keeping time
-        if time.time() - pruned[0] > keep_files / 10:
-            pruned[0] = time.time()
-            prune(shown_dir, keep_files)
-            prune(out_dir, keep_files, keep=shown_dir)
+        now = clock()
+        if now - pruned[0] > keep_files / 10:
+            pruned[0] = now
+            prune(shown_dir, now - keep_files)
+            prune(out_dir, now - keep_files, keep=shown_dir)
+            forget_cached(demo, now - keep_files)
 
     def failed(e: Exception | str) -> str:  # said once, in the status line beside the canvas, until the next action
         return f"**error:** {e}"
@@ -102,6 +126,7 @@ def build(
     # Every handler writes the status line beside the canvas: what to do next, how a run went, or an error (shown
     # there once, not as a badge on every output, and replaced by the next action's line).
     def on_upload(path, s, editor):
+        prune_old()
         try:
             new = S.load_upload(path)
         except DragkitError as e:  # the refused upload leaves the image, the points and the mask as they were
@@ -109,6 +134,7 @@ def build(
         return new, shown(S.annotate(new)), shown(new.image), "click a handle, then its target"
 
     def on_generate(seed):
+        prune_old()
         pipe, lock = runner.pipeline("gan", None)
         with lock:  # the same generator may be running another session's edit
             image = pipe.generate(int(seed)).image
@@ -246,7 +272,8 @@ def build(
         " const el = document.getElementById(id); if (el) el.style.display = names.includes(m) ? '' : 'none'; } }"
     )
 
-    with gr.Blocks(title="dragkit", delete_cache=(max(1, keep_files // 10), keep_files)) as demo:
+    # Gradio's cached copies are pruned by forget_cached, not by its delete_cache (see there); the rest go at exit
+    with gr.Blocks(title="dragkit") as demo:
         state = gr.State(S.Session())
         stop = gr.State(StopFlag)
         gr.Markdown("# dragkit\nUpload an image or generate a face, click a **handle** then its **target**, Run.")
@@ -323,6 +350,7 @@ def build(
         method.change(None, [method], None, js=show_panels)
         demo.load(None, [method], None, js=show_panels)
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
+    atexit.register(forget_cached, demo, math.inf)  # Gradio's copies go with the process, like ours
     return demo
 
 
