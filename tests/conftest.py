@@ -1,6 +1,7 @@
 import os
 import sys
 import types
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -132,3 +133,34 @@ def nvidia(monkeypatch):
 
     ns.EasyDict, ns.Persistent, ns.Network = EasyDict, Persistent, Network
     return ns
+
+
+def write_nvidia_pkl(nvidia, generator, path):
+    """``generator`` (dragkit's StyleGAN2) written as NVIDIA's snapshots store one: ``{G, D, G_ema, ...}`` with
+    ``G_ema`` (and ``G``) in their persistence layout, every module's state and the init kwargs; the embedded
+    "source" would stop the interpreter if anything ran it."""
+    import pickle
+    from collections import OrderedDict
+
+    def persistent(module, kwargs=None):
+        state = {
+            "training": False,
+            "_parameters": OrderedDict((k, torch.nn.Parameter(v.clone())) for k, v in module._parameters.items()),
+            "_buffers": OrderedDict(module._buffers),
+            "_modules": OrderedDict((k, persistent(m)) for k, m in module._modules.items()),
+            "_init_args": (),
+            "_init_kwargs": kwargs or {},
+        }
+        return nvidia.Persistent("Generator" if kwargs else type(module).__name__, state, "raise SystemExit")
+
+    g = persistent(generator, generator.init_kwargs)
+    path.write_bytes(pickle.dumps({"G": g, "D": None, "G_ema": g, "augment_pipe": None}, protocol=3))
+    return path
+
+
+@pytest.fixture
+def oracle_pkl(nvidia, tmp_path):
+    """The DragGAN oracle's small random 128-px StyleGAN2 (tests/oracle/draggan) as an NVIDIA ``.pkl``."""
+    from dragkit.engines.gan import load_stylegan
+
+    return write_nvidia_pkl(nvidia, load_stylegan(Path(__file__).parent / "oracle" / "draggan"), tmp_path / "g.pkl")

@@ -43,7 +43,7 @@ def test_features_from_any_block_and_block_checks(gan_pipe):
     eng = gan_pipe.engine
     code = eng.sample_z(0)
     for block, channels in [(0, 512), (1, 256), (2, 128), (3, 64)]:
-        f = eng.features(code.tensor, 0, block, (64, 64))
+        f = eng.features(code, block, (64, 64))
         assert f.shape == (1, channels, 64, 64)
     # the same point expressed at a later block gives the same image
     assert torch.allclose(eng.synthesize(eng.advance(code, 2)), eng.synthesize(code), atol=1e-5)

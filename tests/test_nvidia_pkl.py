@@ -145,13 +145,25 @@ def test_says_what_is_missing(nvidia, tmp_path):
     assert ("torch_utils.persistence", "_reconstruct_persistent_obj") in ALLOWED and len(ALLOWED) < 30
 
 
-def test_the_gan_engine_says_a_stylegan_pickle_cannot_run_yet(nvidia, tmp_path):
+def test_the_gan_engine_opens_pickles_only_through_the_safe_reader(nvidia, tmp_path):
+    """A ``.pkl`` goes to the StyleGAN engine, through the reader: a hostile one is refused (nothing runs), one that
+    is not a StyleGAN2 generator is one line, a TensorFlow-era one says which conversion it needs; the DCGAN loader
+    points a ``.pkl`` to the right door."""
     from dragkit.core.errors import ModelError
+    from dragkit.engines.gan import load_engine
     from dragkit.engines.gan.engine import load_generator
 
-    path = write(tmp_path, {"G_ema": network(nvidia, "Generator", "", 0)}, name="ffhq.pkl")
-    with pytest.raises(ModelError, match=r"a StyleGAN network pickle \(G_ema: Generator\), read safely.*do not run"):
-        load_generator(path)
-    hostile = write(tmp_path, {"G_ema": Hostile(os.system, "true")}, name="evil.pkl")
+    marker = tmp_path / "ran.txt"
+    hostile = write(tmp_path, {"G_ema": Hostile(os.system, f"touch {marker}")}, name="evil.pkl")
     with pytest.raises(ModelError, match="refusing to unpickle"):
-        load_generator(hostile)
+        load_engine(hostile)
+    assert not marker.exists()
+    path = write(tmp_path, {"G_ema": network(nvidia, "Generator", "", 0)}, name="ffhq.pkl")
+    with pytest.raises(ModelError, match="init_kwargs lack img_resolution: not a StyleGAN2 generator"):
+        load_engine(path)
+    tf = nvidia.Network(dict(version=4, name="G_main", static_kwargs={}, components={}, build_module_src="",
+                             build_func_name="G_main", variables=[]))  # fmt: skip
+    with pytest.raises(ModelError, match="TensorFlow-era StyleGAN pickle.*legacy.py"):
+        load_engine(write(tmp_path, (None, None, tf), protocol=4, name="car-config-f.pkl"))
+    with pytest.raises(ModelError, match="a network pickle is a StyleGAN file.*load_engine"):
+        load_generator(path)

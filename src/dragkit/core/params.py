@@ -123,12 +123,14 @@ BOUNDS: dict[str, float] = {
     "lora_rank": 1_024,
     "lora_steps": 100_000,
     "mutual_attn_start_layer": 1_000,
+    "pti_steps": 100_000,
     "r_m": 256,
     "r_p": 256,
     "repair_band": 64,
     "resize_width": 4_096,
     "track_learn_steps": 10_000,
     "track_train_radius": 256,
+    "w_layers": 64,
 }
 
 

@@ -32,18 +32,30 @@ P.register(
 
 @dataclass(frozen=True)
 class Method:
-    """A named preset: which engine, which parts, every default; ``citation`` goes into docs and results."""
+    """A named preset: which engine, which parts, every default; ``citation`` goes into docs and results.
+
+    ``variants`` holds what the preset changes on one family of models (``"stylegan2"``: the parts DragGAN's own
+    code uses on its StyleGAN generators), applied over the model's own defaults (its geometry, which the engine
+    gives: feature block, radii scaled to its resolution)."""
 
     name: str
     engine: Literal["gan", "diffusion", "identity"]
     summary: str
     citation: str
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Full parameter set: the registry defaults, then this preset's, then the overrides (all validated)."""
+    def resolve(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        model: Mapping[str, Any] | None = None,
+        family: str | None = None,
+    ) -> dict[str, Any]:
+        """Full parameter set: the registry defaults, then this preset's, then the model's (``model``: what the
+        engine's model sets, e.g. a StyleGAN generator's feature block and radii), then this preset's variant for
+        the model's ``family``, then the overrides (all validated)."""
         engine_params = {k: p.default for k, p in P.REGISTRY.items() if p.read_on(self.engine)}
-        base = {**engine_params, **self.defaults}
+        base = {**engine_params, **self.defaults, **(model or {}), **self.variants.get(family or "", {})}
         for k in overrides or {}:
             if not P.lookup(k).read_on(self.engine):
                 engine = P.lookup(k).owner.split(":")[1]
@@ -55,7 +67,7 @@ METHODS: dict[str, Method] = {}
 
 
 def add_method(m: Method) -> Method:
-    unknown = [k for k in m.defaults if k not in P.REGISTRY]
+    unknown = [k for k in [*m.defaults, *(k for v in m.variants.values() for k in v)] if k not in P.REGISTRY]
     if unknown:
         raise RuntimeError(f"method {m.name!r} sets unregistered parameters {unknown}")
     METHODS[m.name] = m

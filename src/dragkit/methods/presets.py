@@ -28,6 +28,11 @@ add_method(
             "feature_block": 3,
             "latent_block": 2,
         },
+        # On a StyleGAN2 generator, DragGAN's released code (viz/renderer.py at 336f120): its tracking (L2, exact
+        # template) and its motion term (the linspace disc, mean L1), with the engine's numbers for the generator
+        # (w+ rows 0-5, the 128-px block, r1 3 and r2 12 scaled to 512 px, λ 20): it tracks the points their code
+        # tracks at every step (tests/oracle/draggan).
+        variants={"stylegan2": {"tracker": "draggan", "supervision": "draggan"}},
     )
 )
 
@@ -135,6 +140,7 @@ add_method(
         # drags (11 vs 6 of 60), the semantic patches (radii from the superpixel spacing) move less, adaptive steps
         # push stalled drags until the face breaks. All stay available by name (--set backtrack=true, ...).
         defaults={**METHODS["draggan"].defaults, "mask": "auto"},
+        variants=METHODS["draggan"].variants,
     )
 )
 
@@ -301,6 +307,9 @@ add_method(
             "mask": "auto",
             "composite": "mask",
         },
+        # On a StyleGAN2 generator the warp moves the features and image entering the 64-px block (a 32×32 code,
+        # the DCGAN's 16×16 at twice the cells); not measured on real StyleGAN weights (none are available offline).
+        variants={"stylegan2": {"latent_block": 4}},
     )
 )
 

@@ -184,8 +184,53 @@ class InitialTemplateSupervision:
         return patch_l1(features, handles, active, ctx, patch_offsets(self.r_m, self.shape), initial, self.step)
 
 
+@dataclass(frozen=True)
+class DragGANCodeSupervision:
+    """Motion supervision as DragGAN's released code computes it (``viz/renderer.py`` at 336f120, after the sign fix
+    d0422b1), where it differs from the paper's equation as :class:`PatchSupervision` reads it:
+
+    - the patch is the pixels whose distance to the handle is **under** ``r_m``, measured on a grid whose coordinates
+      are ``i·h/(h−1)`` (``linspace(0, h, h)``), so the disc sits up to a pixel towards the grid's origin;
+    - each handle's loss is the **mean** L1 over the patch and channels, ``mean | sg(F(q)) − F(q + d̂) |`` with ``F(q)``
+      read exactly and ``F(q + d̂)`` sampled bilinearly, ``d̂ = d / (‖d‖ + 1e-7)``, all in float32 as theirs;
+    - every handle farther than 1 px from its target is moved, also one the stop rule already counts as arrived.
+    """
+
+    r_m: int = default("r_m")
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> DragGANCodeSupervision:
+        return cls(r_m=p["r_m"])
+
+    def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor:
+        import torch.nn.functional as F
+
+        h, w = features.shape[-2:]
+        rows = torch.linspace(0, h, h, device=features.device)
+        cols = torch.linspace(0, w, w, device=features.device)
+        rr, cc = torch.meshgrid(rows, cols, indexing="ij")
+        total = features.new_zeros(())
+        for (row, col), (trow, tcol) in zip(handles.tolist(), ctx.targets.tolist(), strict=True):
+            direction = torch.tensor([tcol - col, trow - row], dtype=torch.float32)  # (x, y), as theirs
+            norm = torch.linalg.norm(direction)
+            if not norm > 1:
+                continue
+            dist = ((rr - row) ** 2 + (cc - col) ** 2) ** 0.5
+            ri, ci = torch.where(dist < self.r_m)
+            if len(ri) == 0:
+                continue
+            direction = (direction / (norm + 1e-7)).to(features.device)
+            gy = (ri + direction[1]) / (h - 1) * 2 - 1
+            gx = (ci + direction[0]) / (w - 1) * 2 - 1
+            grid = torch.stack([gx, gy], dim=-1)[None, None]
+            moved = F.grid_sample(features.float(), grid, align_corners=True).squeeze(2)
+            total = total + F.l1_loss(features[:, :, ri, ci].detach(), moved)
+        return total
+
+
 SUPERVISIONS = {
     "patch": PatchSupervision,
+    "draggan": DragGANCodeSupervision,
     "confidence_gated": ConfidenceGatedSupervision,
     "semantic": SemanticRegionSupervision,
     "initial": InitialTemplateSupervision,

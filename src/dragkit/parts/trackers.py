@@ -339,8 +339,45 @@ class SemanticRegionTracker:
         return TrackResult(handles=torch.stack(new))
 
 
+@dataclass(frozen=True)
+class DragGANCodeTracker:
+    """Point tracking as DragGAN's released code does it (``viz/renderer.py`` at 336f120), where it differs from
+    :class:`NearestTracker` (the papers' equation): the template is the initial feature read exactly at the rounded
+    handle, the distance is **L2** over channels (the paper writes L1), the window is the ``(2r_p+1)²`` square around
+    the handle clipped to the grid, and the first minimum in row-major order wins. Used by ``draggan`` on StyleGAN
+    generators, so that dragkit tracks the points DragGAN's own code tracks (tests/oracle/draggan). No confidence.
+    """
+
+    r_p: int = default("r_p")
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> DragGANCodeTracker:
+        return cls(r_p=p["r_p"])
+
+    def prepare(self, ctx: DragContext) -> None:
+        f0 = ctx.features0
+        ctx.state["draggan.templates"] = [
+            f0[:, :, round(float(r)), round(float(c))] for r, c in ctx.handles0.tolist()
+        ]  # (1, C) each
+
+    def track(self, features: Tensor, handles: Tensor, ctx: DragContext) -> TrackResult:
+        h, w = features.shape[-2:]
+        new = []
+        for (row, col), ref in zip(handles.tolist(), ctx.state["draggan.templates"], strict=True):
+            row, col = round(row), round(col)
+            up, down = max(row - self.r_p, 0), min(row + self.r_p + 1, h)
+            left, right = max(col - self.r_p, 0), min(col + self.r_p + 1, w)
+            patch = features[:, :, up:down, left:right]
+            dist = torch.linalg.norm(patch - ref.reshape(1, -1, 1, 1), dim=1)
+            idx = int(torch.min(dist.view(1, -1), -1)[1])
+            width = right - left
+            new.append([idx // width + up, idx % width + left])
+        return TrackResult(handles=torch.tensor(new, dtype=torch.float64).reshape(-1, 2))
+
+
 TRACKERS = {
     "nearest": NearestTracker,
+    "draggan": DragGANCodeTracker,
     "discriminative": DiscriminativeTracker,
     "semantic": SemanticRegionTracker,
     "fast": FastTracker,

@@ -75,6 +75,11 @@ def check_model_fits(engine: str, model: str | None) -> None:
             "--model dcgan-faces: this is the face GAN, and the method runs on the diffusion engine; use a GAN "
             "method, e.g. --method dragkit-gan or --method draggan"
         )
+    elif engine == "diffusion" and (path.suffix == ".pkl" or (path / "init_kwargs.json").is_file()):
+        raise ParameterError(
+            f"--model {model}: this is a StyleGAN generator, and the method runs on the diffusion engine; use a GAN "
+            "method, e.g. --method draggan"
+        )
 
 
 def load_vae(name: str, dtype: Any = None) -> Any:

@@ -22,8 +22,16 @@ from ..utils.profiler import StageProfiler
 logger = logging.getLogger("dragkit")
 
 
-def resolve_params(method: str, engine: str, request: DragRequest, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The full, validated parameter set of ``method`` on this pipeline's ``engine``, with the overrides."""
+def resolve_params(
+    method: str,
+    engine: str,
+    request: DragRequest,
+    overrides: dict[str, Any],
+    model: dict[str, Any] | None = None,
+    family: str | None = None,
+) -> dict[str, Any]:
+    """The full, validated parameter set of ``method`` on this pipeline's ``engine``, with the model's defaults and
+    the preset's variant for its ``family`` (:meth:`~dragkit.methods.method.Method.resolve`), then the overrides."""
     m = get_method(method)
     if m.engine != engine:
         raise ParameterError(f"method {method!r} runs on the {m.engine} engine, not on {engine}")
@@ -36,7 +44,7 @@ def resolve_params(method: str, engine: str, request: DragRequest, overrides: di
         raise ParameterError(
             f"edit prompt {request.edit_prompt!r}: CLIP guidance runs on diffusion methods only, not on {method!r}"
         )
-    params = m.resolve(overrides)
+    params = m.resolve(overrides, model, family)
     if request.mask is not None:
         params["mask"] = "given"  # a user's mask wins over the automatic one
     elif params["composite"] == "mask" and params["mask"] != "auto":

@@ -17,7 +17,7 @@ from ..core.errors import ParameterError
 from ..core.geometry import GridMap
 from ..core.loop import DragContext, FeatureOutput
 from ..core.types import DragRequest, DragResult
-from ..engines.gan import BUNDLED, GANCode, GANEngine
+from ..engines.gan import BUNDLED, GANCode, GANEngine, StyleGANEngine, load_engine
 from ..engines.gan.engine import to_pil
 from ..parts import FeatureMaskTerm
 from ..parts.warp import warp_on_grid
@@ -83,12 +83,14 @@ class DragGANPipeline:
     the input size; points are mapped both ways, so they are always in input-image pixels.
     """
 
-    def __init__(self, engine: GANEngine) -> None:
+    def __init__(self, engine: GANEngine | StyleGANEngine) -> None:
         self.engine = engine
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = BUNDLED) -> DragGANPipeline:
-        return cls(GANEngine.from_pretrained(name_or_path))
+        """``"dcgan-faces"`` (bundled), DCGAN weights (``.safetensors``/torch), a StyleGAN2 ``.pkl`` (read safely)
+        or a StyleGAN2 folder in dragkit's layout (:func:`~dragkit.engines.gan.load_engine`)."""
+        return cls(load_engine(name_or_path))
 
     def to(self, device: str | torch.device) -> DragGANPipeline:
         self.engine.to(device)
@@ -100,7 +102,8 @@ class DragGANPipeline:
 
     @torch.no_grad()
     def generate(self, seed: int) -> GANSample:
-        """A face from ``seed`` and the exact code that made it."""
+        """An image from ``seed`` and the exact code that made it (on a StyleGAN, the image DragGAN shows for the
+        seed: its z, truncation 0.7)."""
         code = self.engine.sample_z(seed)
         return GANSample(to_pil(self.engine.synthesize(code)), code, seed)
 
@@ -112,22 +115,25 @@ class DragGANPipeline:
         res: int,
         progress: bool,
         cancel: Callable[[], bool] | None = None,
-    ) -> tuple[GANCode, dict[str, Any]]:
-        """The code to edit: the given one advanced to ``latent_block``, or the request's image inverted (a cancel
-        ends the fit early; the info says how many of its steps ran)."""
-        lb = params["latent_block"]
+    ) -> tuple[GANCode, dict[str, Any], GANEngine | StyleGANEngine]:
+        """The code to edit and the engine to edit it on: the given code as the drag's latent, or the request's image
+        fitted (``invert_method``; with ``pti`` the engine is a copy whose generator was tuned to the image; a cancel
+        ends the fit early and the info says how many of its steps ran)."""
         if code is not None:
-            return self.engine.advance(code, lb), {"source": "generated"}
-        inv = self.engine.invert(
+            return self.engine.edit_code(code, params), {"source": "generated"}, self.engine
+        inv = self.engine.fit(
             to_tensor(request.image, res).to(self.engine.device),
-            latent_block=lb,
-            steps=params["invert_steps"],
-            restarts=params["invert_restarts"],
+            params,
             seed=request.seed,
             progress=progress,
             cancel=cancel,
         )
-        info = {"source": "inverted", "inversion_psnr": round(inv.psnr, 3), "inversion_steps": inv.steps}
+        info = {
+            "source": "inverted",
+            "inversion_method": params["invert_method"],
+            "inversion_psnr": round(inv.psnr, 3),
+            "inversion_steps": inv.steps,
+        }
         if inv.steps < inv.planned:
             info["inversion_stopped"] = f"cancelled after {inv.steps} of {inv.planned} steps"
         else:
@@ -136,7 +142,7 @@ class DragGANPipeline:
                 logger.warning("%s", w)
             if warnings:
                 info["warnings"] = warnings
-        return inv.code, info
+        return inv.code, info, inv.engine or self.engine
 
     @torch.no_grad()
     def __call__(
@@ -165,11 +171,11 @@ class DragGANPipeline:
             record_frames: keep ``(step, image)`` every this many steps (and the last) in ``result.frames``.
             **overrides: any parameter by its stable name (``r_p=6``); see ``dragkit edit --help-params``.
         """
-        params = resolve_params(method, "gan", request, overrides)
+        params = resolve_params(method, "gan", request, overrides, self.engine.model_defaults(), self.engine.family)
         lb, fb = params["latent_block"], params["feature_block"]
         self.engine.check_blocks(lb, fb)
         prof = StageProfiler(self.engine.device)
-        info: dict[str, Any] = {"engine": "gan", "model": self.engine.name}
+        info: dict[str, Any] = {"engine": "gan", "model": self.engine.name, "generator": self.engine.family}
 
         res = self.engine.resolution
         W, H = request.size
@@ -178,24 +184,24 @@ class DragGANPipeline:
         info.update(noop_pairs(request))
 
         with prof.stage("invert"):
-            code, inv_info = self._code(request, code, params, res, progress, cancel)
+            code, inv_info, engine = self._code(request, code, params, res, progress, cancel)
         info.update(inv_info)
 
         def features(latent: Tensor) -> FeatureOutput:
-            return FeatureOutput(self.engine.features(latent, lb, fb, (res, res)))
+            return FeatureOutput(engine.features(code.with_tensor(latent), fb, (res, res)))
 
         # DragGAN's points live on integer pixels of the feature map resized to the image.
         handles, targets = torch.round(gm.to_grid(request.handles)), gm.to_grid(request.targets)
         mask, image_mask = editable_mask(request, params, features, code.tensor, handles, targets, gm, info, prof)
         if mask is not None:
-            mask = mask.to(self.engine.device)
+            mask = mask.to(engine.device)
 
         frames: list[tuple[int, Image.Image]] = []
 
         def on_step(ev: dict[str, Any]) -> None:
             ev["handles_xy"] = gm.to_image(ev["handles"]).tolist()
             if record_frames and (ev["step"] % record_frames == 0 or ev["final"]):
-                frames.append((ev["step"], to_pil(self.engine.synthesize(GANCode(ev["latent"], lb)), request.size)))
+                frames.append((ev["step"], to_pil(engine.synthesize(code.with_tensor(ev["latent"])), request.size)))
                 ev["preview"] = frames[-1][1]  # for live previews (the web app)
             if callback is not None:
                 callback(ev)
@@ -218,7 +224,7 @@ class DragGANPipeline:
                 context=context,
             )
         with prof.stage("decode"):
-            image = to_pil(self.engine.synthesize(GANCode(out.latent, lb)), request.size)
+            image = to_pil(engine.synthesize(code.with_tensor(out.latent)), request.size)
         return make_result(
             request, image, out, gm, method=method, params=params, info=info, prof=prof, frames=frames, mask=image_mask
         )

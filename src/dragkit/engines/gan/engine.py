@@ -11,7 +11,7 @@ import importlib.util
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,67 @@ register(
         "invert_restarts",
         int,
         8,
-        "GAN: random z starts tried when fitting a user image",
+        "GAN: random z starts tried when fitting a user image (DCGAN; a StyleGAN fit starts from its mean w)",
         "engine:gan",
         min=1,
         group="inversion",
+    ),
+    Param(
+        "invert_method",
+        str,
+        "latent",
+        "GAN: how a user image is fitted: latent (the code only) or pti (pivotal tuning, Roich et al. 2022: the code, "
+        "then the generator itself tuned around it for this edit)",
+        "engine:gan",
+        choices=("latent", "pti"),
+        group="inversion",
+    ),
+    Param(
+        "pti_steps",
+        int,
+        350,
+        "GAN, invert_method=pti: the most generator-tuning steps (PTI's max_pti_steps)",
+        "engine:gan",
+        min=0,
+        group="inversion",
+    ),
+    Param(
+        "pti_lr",
+        float,
+        3e-4,
+        "GAN, invert_method=pti: Adam learning rate of the generator tuning (PTI's)",
+        "engine:gan",
+        min=0,
+        min_exclusive=True,
+        group="inversion",
+    ),
+    Param(
+        "pti_lpips_stop",
+        float,
+        0.06,
+        "GAN, invert_method=pti: the tuning stops once LPIPS to the image is this low (PTI's threshold)",
+        "engine:gan",
+        min=0,
+        group="inversion",
+    ),
+    Param(
+        "w_layers",
+        int,
+        6,
+        "StyleGAN: the drag optimizes the first this many rows of w+ (one per layer, from the coarsest) and keeps "
+        "the rest (DragGAN: 6; 0 = all)",
+        "engine:gan",
+        min=0,
+        group="latent",
+    ),
+    Param(
+        "w_space",
+        str,
+        "w+",
+        "StyleGAN: w+ (one w per optimized layer, DragGAN's default) or w (one w shared by them)",
+        "engine:gan",
+        choices=("w+", "w"),
+        group="latent",
     ),
 )
 
@@ -136,30 +193,17 @@ def _state_dict_from_file(path: Path) -> Mapping[str, Tensor]:
     return sd
 
 
-def _refuse_stylegan_pickle(path: Path) -> None:
-    """A ``.pkl`` is read safely (never executed) to say what it is; the GAN engine does not run StyleGAN yet."""
-    from .nvidia_pkl import NvidiaPickleError, generator_record, read_nvidia_pkl
-
-    try:
-        g = generator_record(read_nvidia_pkl(path), path)
-    except NvidiaPickleError as e:
-        raise ModelError(str(e)) from None
-    kind = getattr(g, "class_name", None) or f"TensorFlow {g.name}"
-    raise ModelError(
-        f"{path}: a StyleGAN network pickle (G_ema: {kind}), read safely; the GAN engine and its methods do not run "
-        "StyleGAN generators yet (issue 33; dragkit.engines.gan.stylegan2 builds one from the file), so only "
-        "DCGAN-layout weights can be edited"
-    )
-
-
 def load_generator(name_or_path: str | Path = BUNDLED) -> DCGANGenerator:
     """Load a DCGAN generator: ``"dcgan-faces"`` (the bundled real model) or a ``.safetensors`` / torch file.
 
     Files are read with ``weights_only=True``; shapes (z size, width, channels) come from the weights.
     """
     path = bundled_weights_path() if str(name_or_path) == BUNDLED else Path(name_or_path)
-    if path.suffix == ".pkl" and path.is_file():
-        _refuse_stylegan_pickle(path)
+    if path.suffix == ".pkl":
+        raise ModelError(
+            f"{path}: a network pickle is a StyleGAN file, not DCGAN weights; open it with "
+            "dragkit.engines.gan.load_engine (or DragGANPipeline.from_pretrained, --model on the command line)"
+        )
     sd = _state_dict_from_file(path)
     z_dim, w8 = sd["main.0.weight"].shape[:2]
     last = sd.get("main.12.weight")
@@ -182,10 +226,22 @@ def to_pil(x: Tensor, size: tuple[int, int] | None = None) -> Image.Image:
 
 @dataclass
 class GANCode:
-    """A point in the generator: the input of ``blocks[block]`` (``block = 0``: the z vector)."""
+    """A point in the generator: the input of ``blocks[block]`` (``block = 0``: the z vector of a DCGAN, the w+ of
+    a StyleGAN), the tensor a drag optimizes.
+
+    StyleGAN codes also carry ``styles``, the whole w+ ``(1, num_ws, w_dim)``: at ``block = 0`` the tensor holds
+    its first ``rows`` rows (one shared w when its second side is 1; ``rows = 0``: all) and the rest are taken from
+    ``styles``; at ``block ≥ 1`` the tensor is the block's input features and image so far, concatenated over
+    channels, and ``styles`` drives the blocks after."""
 
     tensor: Tensor
     block: int = 0
+    styles: Tensor | None = None
+    rows: int = 0
+
+    def with_tensor(self, tensor: Tensor) -> GANCode:
+        """The same kind of code holding ``tensor`` (the drag's optimized latent)."""
+        return replace(self, tensor=tensor)
 
 
 @dataclass
@@ -195,10 +251,14 @@ class GANInversion:
     psnr: float
     steps: int  # Adam steps done
     planned: int  # Adam steps asked for (more than ``steps`` when a cancel ended the fit early)
+    engine: Any = None  # with invert_method=pti: the engine of the tuned generator the edit must use
 
 
 class GANEngine:
-    """Wraps a generator for drag editing: codes, features from any block, synthesis and inversion."""
+    """Wraps a generator for drag editing: codes, features from any block, synthesis and inversion. (The same
+    interface over a StyleGAN2 generator: :class:`~dragkit.engines.gan.style_engine.StyleGANEngine`.)"""
+
+    family = "dcgan"
 
     def __init__(self, generator: nn.Module, name: str = "custom") -> None:
         if not hasattr(generator, "blocks") or not hasattr(generator, "z_dim"):
@@ -251,6 +311,15 @@ class GANEngine:
             x = b(x)
         return x
 
+    def model_defaults(self) -> dict[str, Any]:
+        """Parameters this generator sets over the presets' (none: the GAN presets' numbers were measured on the
+        bundled DCGAN)."""
+        return {}
+
+    def edit_code(self, code: GANCode, params: Mapping[str, Any]) -> GANCode:
+        """The code a drag optimizes, from a generated sample's code: the input of ``blocks[latent_block]``."""
+        return self.advance(code, params["latent_block"])
+
     def check_blocks(self, latent_block: int, feature_block: int) -> None:
         n = len(self.blocks)
         if latent_block >= n:
@@ -261,15 +330,44 @@ class GANEngine:
                 f"(at or after latent_block={latent_block})"
             )
 
-    def features(self, tensor: Tensor, latent_block: int, feature_block: int, size: tuple[int, int]) -> Tensor:
-        """Output of ``blocks[feature_block]`` for the code ``tensor`` entering ``blocks[latent_block]``, resized
+    def features(self, code: GANCode, feature_block: int, size: tuple[int, int]) -> Tensor:
+        """Output of ``blocks[feature_block]`` for ``code`` (the input of ``blocks[code.block]``), resized
         bilinearly to ``size`` (DragGAN resizes its feature map to the image). Only the needed blocks run."""
-        x = tensor
-        for b in self.blocks[latent_block : feature_block + 1]:
+        x = code.tensor
+        for b in self.blocks[code.block : feature_block + 1]:
             x = b(x)
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x
+
+    def fit(
+        self,
+        target: Tensor,
+        params: Mapping[str, Any],
+        seed: int = 42,
+        progress: bool = True,
+        cancel: Callable[[], bool] | None = None,
+    ) -> GANInversion:
+        """A user image ``(1, 3, R, R)`` in [-1, 1] fitted as the parameters say: ``invert_method=latent``
+        (:meth:`invert` into the code entering ``blocks[latent_block]``) or ``pti`` (Roich et al., *Pivotal Tuning
+        for Latent-based Editing of Real Images*, 2022: z fitted as the pivot, :meth:`invert` without the block
+        stage, then a copy of the generator tuned so the pivot gives the image; the result's ``engine`` runs it)."""
+        lb, steps, restarts = params["latent_block"], params["invert_steps"], params["invert_restarts"]
+        if params["invert_method"] == "latent":
+            return self.invert(target, lb, steps, restarts, seed, progress, cancel)
+        from .pti import pivotal_tuning
+
+        pivot = self.invert(target, 0, steps, restarts, seed, progress, cancel)
+        tuned, done, cancelled = pivotal_tuning(
+            self.generator, lambda g: g(pivot.code.tensor), target.to(self.device), params, progress, cancel
+        )
+        engine = GANEngine(tuned, self.name)
+        code = engine.advance(pivot.code, lb)
+        code.tensor = code.tensor.detach()
+        with torch.no_grad():
+            recon = engine.synthesize(code)
+        planned = pivot.planned + (params["pti_steps"] if cancelled or pivot.steps < pivot.planned else done)
+        return GANInversion(code, recon, psnr(recon, target), pivot.steps + done, planned, engine)
 
     def invert(
         self,

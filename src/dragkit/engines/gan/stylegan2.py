@@ -234,14 +234,32 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"noise_mode={noise_mode!r}: choose one of {', '.join(NOISE_MODES)}")
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws is {tuple(ws.shape)}; this generator takes (N, {self.num_ws}, {self.w_dim})")
+        _, img, feats = self.run_blocks(ws, noise_mode=noise_mode, generator=generator)
+        return (img, feats) if return_features else img
+
+    def run_blocks(
+        self,
+        ws: Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        x: Tensor | None = None,
+        img: Tensor | None = None,
+        noise_mode: str = "const",
+        generator=None,
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Blocks ``start`` to ``stop − 1`` (counted from the 4-px block) on the features ``x`` and image ``img``
+        entering block ``start`` (none for block 0), driven by the whole w+ ``ws``. Returns the last block's features
+        and image and every block's features."""
         ws = ws.float()
-        x = img = None
-        feats, i = [], 0
-        for block in self.blocks():
+        blocks = self.blocks()
+        i = sum(b.num_conv for b in blocks[:start])
+        feats = []
+        for block in blocks[start:stop]:
             x, img = block(x, img, ws[:, i : i + block.num_conv + 1], noise_mode, generator)
             i += block.num_conv
             feats.append(x)
-        return (img, feats) if return_features else img
+        assert x is not None and img is not None
+        return x, img, feats
 
 
 class StyleGAN2Generator(nn.Module):
@@ -261,6 +279,20 @@ class StyleGAN2Generator(nn.Module):
     ):
         super().__init__()
         self.z_dim, self.w_dim, self.img_resolution, self.img_channels = z_dim, w_dim, img_resolution, img_channels
+        self.init_kwargs = {  # NVIDIA's constructor arguments for these numbers (what dragkit's layout stores)
+            "z_dim": z_dim,
+            "c_dim": 0,
+            "w_dim": w_dim,
+            "img_resolution": img_resolution,
+            "img_channels": img_channels,
+            "mapping_kwargs": {"num_layers": mapping_layers, "lr_multiplier": mapping_lr_multiplier},
+            "synthesis_kwargs": {
+                "architecture": "skip",
+                "channel_base": channel_base,
+                "channel_max": channel_max,
+                "conv_clamp": conv_clamp,
+            },
+        }
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max, conv_clamp)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_multiplier)
@@ -288,6 +320,9 @@ def generator_from_state(kw: dict[str, Any], state: dict[str, Any]) -> StyleGAN2
     """dragkit's generator from NVIDIA's ``init_kwargs`` (``z_dim``, ``w_dim``, ``img_resolution``,
     ``mapping_kwargs``, ``synthesis_kwargs`` or those keys flat, as the StyleGAN3 repository writes them) and a state
     dict under NVIDIA's names (a converted ``G_ema``, or a ``.safetensors`` of it)."""
+    missing = [k for k in ("z_dim", "w_dim", "img_resolution") if k not in kw]
+    if missing:
+        raise ModelError(f"the generator's init_kwargs lack {', '.join(missing)}: not a StyleGAN2 generator")
     mk = dict(kw.get("mapping_kwargs") or {})
     sk = {**dict(kw.get("synthesis_kwargs") or {}), **{k: v for k, v in kw.items() if k not in _GENERATOR_KEYS}}
     if int(kw.get("c_dim", 0)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,13 +18,14 @@ def default_method(image: Path, model: str | None) -> tuple[str, str]:
     """The method when none is given, and why: a GAN's for an image the face GAN made (its PNG's ``dragkit`` text
     says so: a result of a GAN method, or the demo's source) or with ``--model dcgan-faces``; otherwise ``dragkit``
     on a diffusion model (Stable Diffusion 1.5 unless ``--model`` names another)."""
-    import json
 
     from ...methods import get_method
 
     if model is not None:
         if model == "dcgan-faces" or model.endswith((".pt", ".pth")):
             return "dragkit-gan", "--model names a GAN"
+        if model.endswith(".pkl") or (Path(model) / "init_kwargs.json").is_file():
+            return "draggan", "--model names a StyleGAN generator: DragGAN, as its own code runs it"
         return "dragkit", "dragkit's recipe on the diffusion model --model names (the fastest preset)"
     made_by_gan = False
     try:
@@ -110,6 +112,15 @@ def edit(
             "(as the app's limit)",
         ),
     ] = None,
+    gan_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--gan-seed",
+            min=0,
+            help="GAN methods: edit the generator's own image for this seed (on a StyleGAN, the one DragGAN shows "
+            "for it) instead of fitting IMAGE, which is then left out; the source is written as OUT_source.png",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
     help_params: Annotated[
         bool,
@@ -127,7 +138,8 @@ def edit(
 
     Which model: diffusion methods use Stable Diffusion 1.5, downloaded on first use (several GB), unless --model
     names another (a hub id, a folder or a .safetensors file; SDXL and SD 2.x too). GAN methods use the bundled
-    dcgan-faces: no download.
+    dcgan-faces (no download) unless --model names a StyleGAN2 .pkl (DragGAN's downloads; read safely, never run)
+    or DCGAN weights; --gan-seed N edits the generator's own image for seed N instead of fitting IMAGE.
 
     Where it goes: -o OUT.png, with OUT.json beside it (every parameter, the trajectory, timings).
 
@@ -142,17 +154,31 @@ def edit(
         _help_params(method)
     log_lines(not quiet and not sys.stderr.isatty())  # in a log: a line per stage and periodic ones, not bars
 
-    if image is None:
-        raise InputError("missing IMAGE: dragkit edit IMAGE --drag X1,Y1:X2,Y2 -o OUT.png")
+    if image is None and gan_seed is None:
+        raise InputError("missing IMAGE: dragkit edit IMAGE --drag X1,Y1:X2,Y2 -o OUT.png (or --gan-seed N)")
+    if image is not None and gan_seed is not None:
+        raise InputError(f"IMAGE {image} and --gan-seed {gan_seed}: edit one or the other")
     if output is None:
         raise InputError("missing -o OUT.png: where to write the result")
     if not drag:
         raise InputError("no --drag given: add at least one, e.g. --drag 40,44:46,44")
     chosen = None
-    if method is None:
+    if method is None and gan_seed is not None:
+        method, why = (
+            ("draggan", "--gan-seed on a StyleGAN")
+            if model
+            and model != "dcgan-faces"
+            and (model.endswith(".pkl") or (Path(model) / "init_kwargs.json").is_file())
+            else ("dragkit-gan", "--gan-seed edits a GAN's own image")
+        )
+        chosen = {"method": method, "why": why}
+    elif method is None:
+        assert image is not None
         method, why = default_method(image, model)
         chosen = {"method": method, "why": why}
     m = get_method(method)
+    if gan_seed is not None and m.engine != "gan":
+        raise ParameterError(f"--gan-seed {gan_seed}: {method} runs on the {m.engine} engine; it is for GAN methods")
     overrides: dict[str, Any] = dict(parse_assignment(s) for s in sets or [])
     if lora is not None:
         overrides["lora"] = lora
@@ -166,13 +192,27 @@ def edit(
     if (llm_url is None) != (llm_model is None):
         raise ParameterError("--llm-url and --llm-model go together: the endpoint and the model name to ask")
     from ...core.types import DragRequest
-    from ...utils.io import check_output_path, load_image, load_mask, save_results
+    from ...utils.io import check_output_path, load_image, load_mask, save_results, write_png
 
     out_png = check_output_path(output)
     dev = _select_device(device)
     torch_dtype = _select_dtype(dtype, dev)
-    src = load_image(image)
     pairs = [parse_drag(d) for d in drag]
+    if m.engine == "gan" and dtype not in ("auto", "float32"):
+        raise ParameterError(f"--dtype {dtype}: the GAN engine runs in float32")
+    if vae is not None and m.engine != "diffusion":
+        raise ParameterError(f"--vae: {method} runs on the {m.engine} engine, which has no VAE")
+    if gan_seed is None:
+        assert image is not None
+        src = load_image(image)
+        pipe = _load(m.engine, model, dev, torch_dtype, quiet, vae, method, chosen)
+    else:  # the generator's own image for the seed, and the exact code that made it (no fit)
+        pipe = _load(m.engine, model, dev, torch_dtype, quiet, vae, method, chosen)
+        sample = pipe.generate(gan_seed)
+        src = sample.image
+        overrides["code"] = sample.code
+        source_png = out_png.with_name(out_png.stem + "_source.png")
+        write_png(source_png, src, {"dragkit": json.dumps({"source": str(model or "dcgan-faces"), "seed": gan_seed})})
     mask_arr = None
     if mask_spec in ("none", "", "auto"):
         overrides["mask"] = mask_spec or "none"  # auto: superpixels of the model's own features, saved beside
@@ -187,26 +227,6 @@ def edit(
         seed=seed,
         edit_prompt=edit_prompt,
     )
-    if m.engine == "gan" and dtype not in ("auto", "float32"):
-        raise ParameterError(f"--dtype {dtype}: the GAN engine runs in float32")
-    if vae is not None and m.engine != "diffusion":
-        raise ParameterError(f"--vae: {method} runs on the {m.engine} engine, which has no VAE")
-    from ...pipelines import load_pipeline
-
-    try:
-        pipe: Any = load_pipeline(m.engine, model, dev, torch_dtype, quiet, vae=vae)
-    except ModelError as e:
-        if not e.offline:
-            raise
-        why = (
-            f" (no --method was given, so {method} on the default model)"
-            if chosen is not None and model is None
-            else ""
-        )
-        raise ModelError(
-            f"{e}: --model FOLDER{why}; or, with no download: --model faces64 for a 64-px face, --method draggan "
-            "for the face GAN"
-        ) from None
     if num_results is not None or llm_url is not None:  # LucidDrag's driver options
         from ...methods.drivers import GuidanceOptions
         from ...parts.intentions import LLMReasoner
@@ -260,3 +280,23 @@ def edit(
             )
     if len(results) > 1 or "intention" in results[0].info:
         typer.echo(f"{len(results)} result(s) in {results[0].timings['total']:.1f} s")
+
+
+def _load(engine: str, model, dev, torch_dtype, quiet: bool, vae, method: str, chosen) -> Any:
+    """The method's pipeline; a model that is not here and cannot be downloaded says what would work offline."""
+    from ...pipelines import load_pipeline
+
+    try:
+        return load_pipeline(engine, model, dev, torch_dtype, quiet, vae=vae)
+    except ModelError as e:
+        if not e.offline:
+            raise
+        why = (
+            f" (no --method was given, so {method} on the default model)"
+            if chosen is not None and model is None
+            else ""
+        )
+        raise ModelError(
+            f"{e}: --model FOLDER{why}; or, with no download: --model faces64 for a 64-px face, --method draggan "
+            "for the face GAN"
+        ) from None
