@@ -97,14 +97,14 @@ def test_upload_click_run_download_with_a_second_user_alongside(app_url, face_pn
             assert box["x"] + box["width"] <= canvas["x"] and box["y"] + box["height"] <= 1000, selector
         assert not visible(a, "#gallery") and not visible(a, "#prompt")  # draggan: no results gallery, no prompt
         upload(a, face_png)  # Alice uploads a face...
-        b.get_by_label("face seed").fill("27")  # ... while Bob generates the very same face with the GAN
-        b.get_by_role("button", name="generate a face (GAN)").click()
+        b.get_by_label("GAN seed").fill("27")  # ... while Bob generates the very same face with the GAN
+        b.get_by_role("button", name="generate (GAN)").click()
         a.wait_for_function(READY, timeout=60000)
         b.wait_for_function(READY, timeout=60000)
         assert a.locator("img[src*='/file=']:visible").count() == 1  # the uploaded photo is shown once: the canvas
-        b.get_by_label("face seed").fill("0")  # Bob moves on to another face
-        b.get_by_role("button", name="generate a face (GAN)").click()
-        hint_has(b, "face 0 from the DCGAN", timeout=60000)
+        b.get_by_label("GAN seed").fill("0")  # Bob moves on to another face
+        b.get_by_role("button", name="generate (GAN)").click()
+        hint_has(b, "image 0 from the DCGAN", timeout=60000)
         click_image(a, "#canvas", 32, 44, src.size)
         hint_has(a, "now click its target")
         click_image(b, "#canvas", 20, 20, (64, 64))
@@ -165,3 +165,46 @@ def test_upload_click_run_download_with_a_second_user_alongside(app_url, face_pn
         b.wait_for_selector("text=other paths are not read", timeout=30000)
         assert "steps" not in b.locator("#hint").inner_text() and b.locator("#bundle a").count() == 0
         browser.close()
+
+
+def test_a_stylegan_pkl_from_the_model_folder_generates_by_seed_and_drags_with_draggan(oracle_pkl, tmp_path):
+    """DragGAN's workflow in the page: pick a ``.pkl`` in the generator list (the app's model folder), generate by
+    seed, click a handle and its target, Run ``draggan``: the edit runs on that generator's code for the seed."""
+    from playwright.sync_api import sync_playwright
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(oracle_pkl, models / "tiny-stylegan2.pkl")
+    app = App(tmp_path / "app.log", "--model-dir", models)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
+            page.goto(app.url)
+            page.locator("#run").wait_for(timeout=30000)
+            page.locator("#generator input").fill("tiny-stylegan2.pkl")
+            page.locator("#generator input").press("Enter")
+            page.get_by_label("GAN seed").fill("3")
+            page.get_by_role("button", name="generate (GAN)").click()
+            hint_has(page, "image 3 from tiny-stylegan2.pkl", timeout=60000)
+            click_image(page, "#canvas", 44, 64, (128, 128))
+            hint_has(page, "now click its target")
+            click_image(page, "#canvas", 54, 64, (128, 128))
+            hint_has(page, "1 pair(s)")
+            page.get_by_text("Advanced").click()
+            page.get_by_label("parameters, one NAME=VALUE").fill("drag_steps=3")
+            page.locator("#run").click()
+            link = page.locator("#bundle a")
+            link.wait_for(timeout=180000)
+            with page.expect_download() as dl:
+                link.click()
+            dl.value.save_as(tmp_path / "bundle.zip")
+            browser.close()
+    finally:
+        app.stop()
+    import json
+
+    result = json.loads(zipfile.ZipFile(tmp_path / "bundle.zip").read("result.json"))
+    assert result["method"] == "draggan" and result["info"]["generator"] == "stylegan2"
+    assert result["info"]["source"] == "generated" and result["info"]["steps"] == 3  # the seed's code, no fit
+    assert result["info"]["model"].endswith("tiny-stylegan2.pkl")

@@ -60,6 +60,7 @@ class Runner:
         overrides: dict[str, Any] | None = None,
         cancel: threading.Event | None = None,
         num_results: int | None = None,
+        code: Any = None,
     ) -> Iterator[dict[str, Any]]:
         """Yields ``{"kind": "progress", "step", "total", "preview"}`` while the edit runs, then
         ``{"kind": "done", "results": [DragResult, ...], "gif": bytes | None}``; a mistake or a failure ends with
@@ -110,6 +111,8 @@ class Runner:
             kwargs: dict[str, Any] = {"method": method, "callback": callback, "cancel": stop.is_set, "progress": False}
             if m.engine == "gan":
                 kwargs["record_frames"] = PREVIEW_EVERY
+                if code is not None:  # a generated image: its own code, no fit
+                    kwargs["code"] = code
             if num_results is not None and params.get("sampler") == "guidance":
                 from ...methods.drivers import GuidanceOptions
 

@@ -34,6 +34,9 @@ class Session:
     image: Image.Image | None = None
     points: tuple[Point, ...] = ()
     mask: np.ndarray | None = field(default=None, repr=False)
+    # a generated image's generator (None: the bundled DCGAN) and the exact code that made it: a GAN method edits
+    # that code on that generator (as DragGAN does) instead of fitting the picture
+    generated: tuple[str | None, Any] | None = field(default=None, repr=False)
 
     @property
     def handles(self) -> list[Point]:
@@ -87,6 +90,29 @@ def resolve_model(value: str | None, model_dirs: Sequence[str | os.PathLike] = (
         f"model {value!r}: the app loads a hub id (owner/name), a packaged model (faces64) or a model in {where}; "
         "other paths are not read"
     )
+
+
+GAN_DEFAULT = "dcgan-faces"
+
+
+def generator_choices(model_dirs: Sequence[str | os.PathLike] = ()) -> list[str]:
+    """The generators the page offers: the bundled DCGAN, then every StyleGAN ``.pkl`` (and dragkit-layout StyleGAN
+    folder) directly in the app's model folders, by name."""
+    names = [GAN_DEFAULT]
+    for d in model_dirs:
+        root = Path(d).expanduser()
+        if root.is_dir():
+            names += sorted(p.name for p in root.iterdir() if p.suffix == ".pkl" or (p / "init_kwargs.json").is_file())
+    return list(dict.fromkeys(names))
+
+
+def resolve_generator(value: str | None, model_dirs: Sequence[str | os.PathLike] = ()) -> str | None:
+    """The generator named in the page: empty or the bundled DCGAN (None), else a name in the app's model folders
+    (:func:`resolve_model`'s rule: no other path is read)."""
+    value = (value or "").strip()
+    if value in ("", GAN_DEFAULT):
+        return None
+    return resolve_model(value, model_dirs)
 
 
 def set_image(image: Image.Image | None) -> Session:

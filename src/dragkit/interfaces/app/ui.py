@@ -3,6 +3,7 @@
 session), loaded models in one shared :class:`~dragkit.interfaces.app.runner.Runner`."""
 
 import atexit
+import dataclasses
 import hashlib
 import io
 import json
@@ -133,14 +134,19 @@ def build(
             return s, shown(S.annotate(s)), editor, failed(e)
         return new, shown(S.annotate(new)), shown(new.image), "click a handle, then its target"
 
-    def on_generate(seed):
+    def on_generate(seed, generator, s):
         prune_old()
-        pipe, lock = runner.pipeline("gan", None)
-        with lock:  # the same generator may be running another session's edit
-            image = pipe.generate(int(seed)).image
-        s = S.set_image(image)
-        hint = f"face {int(seed)} from the DCGAN: click a handle, then its target"
-        return s, shown(S.annotate(s)), shown(image), hint
+        try:
+            chosen = S.resolve_generator(generator, model_dirs)
+            pipe, lock = runner.pipeline("gan", chosen)
+            with lock:  # the same generator may be running another session's edit
+                sample = pipe.generate(int(seed))
+        except DragkitError as e:  # the image, points and mask stay as they were (a rare path: one update is fine)
+            return s, shown(S.annotate(s)), gr.skip(), failed(e)
+        s = dataclasses.replace(S.set_image(sample.image), generated=(chosen, sample.code))
+        name = "the DCGAN" if chosen is None else Path(chosen).name
+        hint = f"image {int(seed)} from {name}: click a handle, then its target"
+        return s, shown(S.annotate(s)), shown(sample.image), hint
 
     def pairs_hint(s, verb: str = "click") -> str:
         n = len(s.points)
@@ -213,9 +219,12 @@ def build(
         except DragkitError as e:
             yield None, None, None, None, failed(e)
             return
+        code = None  # a generated image, edited by a GAN method on its own generator (the model field left empty)
+        if METHODS[method].engine == "gan" and s.generated is not None and chosen in (None, s.generated[0]):
+            chosen, code = s.generated
         n = int(n_results) if n_results and int(n_results) > 1 else None
         preview = None  # while it runs: the newest preview, and the last run's outputs cleared
-        for ev in runner.run(req, method, chosen, overrides, stop, n):
+        for ev in runner.run(req, method, chosen, overrides, stop, n, code):
             if ev["kind"] == "progress":
                 if ev["total"]:
                     progress((min(ev["step"], ev["total"]), ev["total"]), desc="dragging")
@@ -283,8 +292,16 @@ def build(
                     "upload an image", file_types=["image"], type="filepath", elem_id="upload"
                 )
                 with gr.Row():
-                    face_seed = gr.Number(value=0, precision=0, label="face seed", minimum=0, min_width=80)
-                    generate = gr.Button("generate a face (GAN)", min_width=120)
+                    face_seed = gr.Number(value=0, precision=0, label="GAN seed", minimum=0, min_width=80)
+                    generator = gr.Dropdown(  # the bundled DCGAN, or a StyleGAN .pkl from the app's model folders
+                        S.generator_choices(model_dirs),
+                        value=S.GAN_DEFAULT,
+                        label="generator",
+                        allow_custom_value=True,
+                        min_width=120,
+                        elem_id="generator",
+                    )
+                    generate = gr.Button("generate (GAN)", min_width=100)
                 method = gr.Dropdown(methods, value="draggan", label="method", elem_id="method")
                 model = gr.Textbox(
                     label="model: hub id, faces64, or a name in the app's model folders (empty: default)"
@@ -333,7 +350,7 @@ def build(
             )
 
         upload.upload(on_upload, [upload, state, editor], [state, canvas, editor, hint])
-        generate.click(on_generate, [face_seed], [state, canvas, editor, hint], api_name="generate")
+        generate.click(on_generate, [face_seed, generator, state], [state, canvas, editor, hint], api_name="generate")
         add_point.click(on_point, [state, px, py], [state, canvas, hint], api_name="add_point")
         canvas.select(on_click, [state], [state, canvas, hint])
         undo.click(on_undo, [state], [state, canvas, hint])
