@@ -50,6 +50,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from dragkit import DragGANPipeline, DragRequest
+from dragkit.bench.gan_sets import HANDLES, random_drag
 from dragkit.bench.metrics import AlexFeatures, PatchRealism, lpips_distance, mean_distance, reference_faces
 from dragkit.core.geometry import drag_region
 from dragkit.core.params import parse_assignment, parse_method_spec
@@ -57,46 +58,6 @@ from dragkit.methods import get_method
 from dragkit.utils.viz import draw_points, side_by_side
 
 LOST_PX = 5.0  # MD after more than this far above MD before: the content was destroyed rather than moved
-HANDLES = ("distinctive", "random")
-
-
-def distinctive_handle(feat: torch.Tensor, rng: np.random.Generator, candidates: int = 40) -> np.ndarray:
-    """The most distinctive of ``candidates`` random points of the central face region: the one whose feature's
-    best cosine match farther than 4 px away is weakest. A handle on a flat cheek has look-alikes everywhere and
-    no matcher (ours or the official DIFT one) can tell where it went; DragBench's handles sit on parts too."""
-    c, h, w = feat.shape
-    f = torch.nn.functional.normalize(feat.reshape(c, -1), dim=0)
-    yy, xx = np.mgrid[:h, :w]
-    best, best_score = None, 2.0
-    for _ in range(candidates):
-        p = rng.integers(20, 45, 2)
-        sim = (f[:, p[1] * w + p[0]] @ f).reshape(h, w).numpy()
-        far = (xx - p[0]) ** 2 + (yy - p[1]) ** 2 > 16
-        score = float(sim[far].max())
-        if score < best_score:
-            best, best_score = p, score
-    assert best is not None
-    return best.astype(float)
-
-
-def random_drag(
-    i: int, feat: torch.Tensor, size: int = 64, length: tuple[float, float] = (4, 12), handles: str = "distinctive"
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Drag ``i``: a handle (``distinctive``: the most distinctive of 40 random points of the central face region;
-    ``random``: the first of them, wherever it falls, a flat cheek as likely as an eye), a uniform direction, a
-    uniform length in ``length``, the target rounded to a pixel at least 4 px inside the image (directions that leave
-    it are redrawn). The default length range and handles reproduce the foundation's seeded set exactly."""
-    if handles not in HANDLES:
-        raise ValueError(f"handles={handles!r}: choose {' or '.join(HANDLES)}")
-    rng = np.random.default_rng(1000 + i)
-    h = distinctive_handle(feat, rng, candidates=40 if handles == "distinctive" else 1)
-    for _ in range(10_000):
-        ang = rng.uniform(0, 2 * math.pi)
-        n = rng.uniform(*length)
-        t = np.round(h + n * np.array([math.cos(ang), math.sin(ang)]))
-        if (t >= 4).all() and (t <= size - 5).all() and np.linalg.norm(t - h) >= min(4, length[0]):
-            return (float(h[0]), float(h[1])), (float(t[0]), float(t[1]))
-    raise ValueError(f"no drag of length {length} fits around handle {h.tolist()} in a {size}px image")
 
 
 def outside_discs(size: int, points: list[tuple[float, float]], radius: float) -> np.ndarray:

@@ -119,3 +119,26 @@ def test_the_command_line_edits_a_pkl_s_own_image_by_seed_and_a_user_image(oracl
     bad = dragkit("edit", "--gan-seed", 3, "--model", oracle_pkl, "--method", "dragkit", "--drag", "1,1:2,2",
                   "-o", tmp_path / "x.png")  # fmt: skip
     assert bad.returncode != 0 and "--gan-seed 3: dragkit runs on the diffusion engine" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_gan_set_benches_on_the_seeds_own_codes(oracle_pkl, tmp_path):
+    """``dragkit gan-set`` writes a dataset of the generator's images with seeded drags; ``dragkit bench`` with a GAN
+    method on the same generator edits each seed's code (no fit), and the identity control runs on it too."""
+    sets = tmp_path / "set"
+    r = dragkit("gan-set", sets, "--model", oracle_pkl, "--count", 2, "--handles", "distinctive", "-q")
+    assert r.returncode == 0, r.stderr
+    records = sorted(sets.glob("samples/distinctive/*/sample.json"))
+    assert [p.parent.name for p in records] == ["seed0000", "seed0001"]
+    first = json.loads(records[0].read_text())
+    assert first["generated"] == {"generator": str(oracle_pkl.resolve()), "seed": 0}
+    (h, t) = first["handles"][0], first["targets"][0]
+    assert 0.06 * 128 - 1 <= np.hypot(t[0] - h[0], t[1] - h[1]) <= 0.2 * 128 + 1
+    run = tmp_path / "run"
+    r = dragkit("bench", sets, "-o", run, "--method", "draggan", "--model", oracle_pkl, "--set", "drag_steps=2", "-q")
+    assert r.returncode == 0, r.stderr
+    results = sorted(run.glob("samples/*/*/result.json"))
+    assert len(results) == 2
+    assert all(json.loads(p.read_text())["info"]["source"] == "generated" for p in results)
+    r = dragkit("bench", sets, "-o", tmp_path / "identity", "--method", "identity", "-q")
+    assert r.returncode == 0, r.stderr

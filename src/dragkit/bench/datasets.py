@@ -47,6 +47,9 @@ class Sample:
     targets: list[Point]
     prompt: str = ""
     mask: np.ndarray | None = field(default=None, repr=False)
+    # a GAN-made sample (dragkit.bench.gan_sets): {"generator": key, "seed": int}, so a GAN method on that generator
+    # edits the seed's own code
+    generated: dict[str, Any] | None = None
 
     def image(self) -> Image.Image:
         return load_image(self.image_path)
@@ -70,6 +73,7 @@ class Sample:
             "targets": [list(p) for p in self.targets],
             "prompt": self.prompt,
             "has_mask": self.mask is not None,
+            **({"generated": self.generated} if self.generated else {}),
         }
 
 
@@ -202,7 +206,15 @@ def read_bundles(root: str | os.PathLike) -> list[Sample]:
         category, sid = meta.get("category", "default"), meta.get("id") or _category_and_id(base, folder)[1]
         if not isinstance(category, str) or not safe_id(sid):
             raise InputError(f"{where}: id {sid!r} / category {category!r}: expected CATEGORY/NAME of plain names")
-        out.append(Sample(sid, category, image, handles, targets, str(meta.get("prompt", "")), mask))
+        generated = meta.get("generated")
+        if generated is not None and not (
+            isinstance(generated, dict)
+            and isinstance(generated.get("generator"), str)
+            and isinstance(generated.get("seed"), int)
+            and generated["seed"] >= 0
+        ):
+            raise InputError(f"{where}: generated {generated!r}: expected {{generator: NAME, seed: N}}")
+        out.append(Sample(sid, category, image, handles, targets, str(meta.get("prompt", "")), mask, generated))
     return out
 
 

@@ -69,6 +69,44 @@ def bench(
         raise typer.Exit(1)
 
 
+@app.command("gan-set")
+def gan_set(
+    output: Annotated[Path, typer.Argument(help="DIR: the drag set (a dataset to bench)", show_default=False)],
+    model: Annotated[
+        str | None, typer.Option("--model", help="the generator: dcgan-faces (default), a StyleGAN2 .pkl or folder")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", min=1, max=100_000, help="drags: one per seed")] = 20,
+    first_seed: Annotated[int, typer.Option("--first-seed", min=0, help="the first seed")] = 0,
+    handles: Annotated[str, typer.Option("--handles", help="random (anywhere, flat regions too) or distinctive")] = (
+        "random"
+    ),
+    length: Annotated[
+        str | None, typer.Option("--length", help="LO,HI: drag lengths in px (default 6-20 %% of the side)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Make a drag set from a GAN: the generator's image for each seed with a seeded drag on it. dragkit bench runs
+    any method on it; a GAN method on the same generator edits each seed's own code (no fit)."""
+    from ...bench.gan_sets import make_gan_set
+
+    span = None
+    if length is not None:
+        try:
+            lo, hi = (float(v) for v in length.split(","))
+        except ValueError:
+            raise InputError(f"--length {length!r}: expected LO,HI in pixels, e.g. 8,24") from None
+        span = (lo, hi)
+    make_gan_set(
+        output,
+        model,
+        range(first_seed, first_seed + count),
+        handles,
+        span,
+        progress=not quiet,
+        echo=lambda m: typer.echo(m),
+    )
+
+
 @app.command("eval")
 def eval_(
     runs: Annotated[list[Path], typer.Argument(help="RUNDIR (with --compare: two or more)", show_default=False)],
