@@ -74,7 +74,7 @@ def test_edit_with_mask_and_noop_pair(face, tmp_path):
         (["--drag", "10,10:12,12", "--mask", "MASK_NOTIMG"], "cannot read mask"),
         (["--drag", "10,10:12,12", "--mask", "auto", "--set", "auto_mask_segments=1"], "auto_mask_segments"),
         (["--drag", "10,10:12,12", "--device", "cuda"], "no CUDA device"),
-        (["--drag", "10,10:12,12", "--dtype", "float16"], "the GAN engine runs in float32"),
+        (["--drag", "10,10:12,12", "--dtype", "float16"], "the DCGAN runs in float32"),
         (["--drag", "10,10:12,12", "--dtype", "half"], "choose auto, float32"),
         (["--drag", "10,10:12,12", "--lora", "none"], "lora is a diffusion engine parameter"),
         ([], "no --drag given"),

@@ -142,3 +142,23 @@ def test_a_gan_set_benches_on_the_seeds_own_codes(oracle_pkl, tmp_path):
     assert all(json.loads(p.read_text())["info"]["source"] == "generated" for p in results)
     r = dragkit("bench", sets, "-o", tmp_path / "identity", "--method", "identity", "-q")
     assert r.returncode == 0, r.stderr
+
+
+def test_half_precision_runs_under_autocast_close_to_float32():
+    """float16/bfloat16 (a GPU's precision; autocast runs on a CPU too): the image stays close to float32's, a drag
+    runs; the DCGAN refuses it in one line."""
+    from dragkit.core.errors import ParameterError as PE
+    from dragkit.engines.gan import GANEngine
+
+    pipe = DragGANPipeline.from_pretrained(ORACLE)
+    code = pipe.engine.sample_z(3)
+    with torch.no_grad():
+        ref = pipe.engine.synthesize(code)
+        pipe.engine.set_precision(torch.bfloat16)
+        half = pipe.engine.synthesize(code)
+    assert half.dtype == torch.float32 and 0 < float((half - ref).abs().mean()) < 0.05
+    sample = pipe.generate(3)
+    out = pipe(DragRequest(sample.image, [(44, 64)], [(54, 64)]), code=sample.code, drag_steps=2, progress=False)
+    assert out.info["steps"] == 2
+    with pytest.raises(PE, match="the DCGAN runs in float32"):
+        GANEngine.from_pretrained().set_precision(torch.float16)

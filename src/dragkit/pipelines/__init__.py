@@ -32,8 +32,10 @@ def load_pipeline(
     if engine == "identity":
         return IdentityPipeline()
     check_model_fits(engine, model)
-    if engine == "gan":
-        return DragGANPipeline.from_pretrained(model or "dcgan-faces").to(device)
+    if engine == "gan":  # dtype None or float32 for the DCGAN; a StyleGAN also runs float16/bfloat16 (autocast)
+        pipe = DragGANPipeline.from_pretrained(model or "dcgan-faces").to(device)
+        pipe.engine.set_precision(dtype)
+        return pipe
     from .diffusion import DEFAULT_MODEL, DragDiffusionPipeline
 
     kwargs: dict[str, Any] = {"progress": not quiet}

@@ -311,6 +311,12 @@ class GANEngine:
             x = b(x)
         return x
 
+    def set_precision(self, dtype: torch.dtype | None) -> GANEngine:
+        """The DCGAN runs in float32 only (``None`` or float32; anything else is refused)."""
+        if dtype not in (None, torch.float32):
+            raise ParameterError(f"dtype {dtype}: the DCGAN runs in float32")
+        return self
+
     def model_defaults(self) -> dict[str, Any]:
         """Parameters this generator sets over the presets' (none: the GAN presets' numbers were measured on the
         bundled DCGAN)."""

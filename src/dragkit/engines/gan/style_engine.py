@@ -16,6 +16,7 @@ NVIDIA's names; :func:`save_stylegan` writes one).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -107,6 +108,24 @@ class StyleGANEngine:
         self.name = name
         self.truncation_psi = float(truncation_psi)
         self.noise_mode = noise_mode
+        self.dtype = torch.float32
+
+    def set_precision(self, dtype: torch.dtype | None) -> StyleGANEngine:
+        """Run the synthesis in ``dtype`` under autocast (float16 or bfloat16: on a GPU, as NVIDIA's and DragGAN's code
+        run their top blocks in float16; the weights stay float32 and every layer keeps the ±256 clamp); ``None`` or
+        float32: plain float32, the reference."""
+        if dtype in (None, torch.float32):
+            self.dtype = torch.float32
+        elif dtype in (torch.float16, torch.bfloat16):
+            self.dtype = dtype
+        else:
+            raise ParameterError(f"dtype {dtype}: a StyleGAN runs in float32, float16 or bfloat16")
+        return self
+
+    def _precision(self) -> Any:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, truncation_psi: float = DRAGGAN_PSI) -> StyleGANEngine:
@@ -192,18 +211,23 @@ class StyleGANEngine:
         return code.tensor[:, :-c], code.tensor[:, -c:]
 
     def synthesize(self, code: GANCode) -> Tensor:
-        if code.block == 0:
-            return self.synthesis(self.ws_of(code), self.noise_mode)
-        x, img = self._split(code)
-        return self.synthesis.run_blocks(self.ws_of(code), code.block, None, x, img, self.noise_mode)[1]
+        with self._precision():
+            if code.block == 0:
+                return self.synthesis(self.ws_of(code), self.noise_mode).float()
+            x, img = self._split(code)
+            return self.synthesis.run_blocks(self.ws_of(code), code.block, None, x, img, self.noise_mode)[1].float()
 
     def features(self, code: GANCode, feature_block: int, size: tuple[int, int]) -> Tensor:
         """Output of synthesis block ``feature_block`` for ``code``, resized bilinearly to ``size`` (DragGAN's)."""
-        if code.block == 0:
-            x = self.synthesis.run_blocks(self.ws_of(code), 0, feature_block + 1, noise_mode=self.noise_mode)[0]
-        else:
-            x0, img = self._split(code)
-            x = self.synthesis.run_blocks(self.ws_of(code), code.block, feature_block + 1, x0, img, self.noise_mode)[0]
+        with self._precision():
+            if code.block == 0:
+                x = self.synthesis.run_blocks(self.ws_of(code), 0, feature_block + 1, noise_mode=self.noise_mode)[0]
+            else:
+                x0, img = self._split(code)
+                x = self.synthesis.run_blocks(
+                    self.ws_of(code), code.block, feature_block + 1, x0, img, self.noise_mode
+                )[0]
+        x = x.float()
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x

@@ -192,14 +192,17 @@ def edit(
     if (llm_url is None) != (llm_model is None):
         raise ParameterError("--llm-url and --llm-model go together: the endpoint and the model name to ask")
     from ...core.types import DragRequest
+    from ...engines.gan.style_engine import is_stylegan_path
     from ...utils.io import check_output_path, load_image, load_mask, save_results, write_png
 
     out_png = check_output_path(output)
     dev = _select_device(device)
     torch_dtype = _select_dtype(dtype, dev)
     pairs = [parse_drag(d) for d in drag]
-    if m.engine == "gan" and dtype not in ("auto", "float32"):
-        raise ParameterError(f"--dtype {dtype}: the GAN engine runs in float32")
+    if m.engine == "gan" and not (model and model != "dcgan-faces" and is_stylegan_path(model)):
+        if dtype not in ("auto", "float32"):
+            raise ParameterError(f"--dtype {dtype}: the DCGAN runs in float32 (float16/bfloat16: a StyleGAN .pkl)")
+        torch_dtype = None  # a StyleGAN on a GPU: float16 by default, as NVIDIA's and DragGAN's code run theirs
     if vae is not None and m.engine != "diffusion":
         raise ParameterError(f"--vae: {method} runs on the {m.engine} engine, which has no VAE")
     if gan_seed is None:
