@@ -162,3 +162,21 @@ def test_half_precision_runs_under_autocast_close_to_float32():
     assert out.info["steps"] == 2
     with pytest.raises(PE, match="the DCGAN runs in float32"):
         GANEngine.from_pretrained().set_precision(torch.float16)
+
+
+def test_a_cancel_ends_pivotal_tuning_where_it_is_and_says_so(pipe):
+    """``--time-limit`` / Stop during PTI: the fit ends at once, the edit is made on the copy as tuned so far, and
+    the result says how many of the planned steps ran."""
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 6  # four w steps, two tuning steps, then stop
+
+    target = pipe.generate(7).image
+    request = DragRequest(target, handles=[(44, 64)], targets=[(50, 64)])
+    out = pipe(request, method="draggan", invert_steps=4, invert_method="pti", pti_steps=50, pti_lpips_stop=0.0,
+               cancel=cancel, progress=False)  # fmt: skip
+    assert out.info["inversion_steps"] == 6
+    assert out.info["inversion_stopped"] == "cancelled after 6 of 54 steps"
+    assert out.info["stop_reason"] == "cancelled"

@@ -56,13 +56,14 @@ def pivotal_tuning(
                 cancelled = True
                 break
             loss, lp = perceptual_loss(lpips, render(tuned), target)
-            if float(lp.detach()) <= params["pti_lpips_stop"]:
+            lpips_now = float(lp.detach())
+            if lpips_now <= params["pti_lpips_stop"]:
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             done += 1
             bar.update(1)
-            bar.set_postfix(lpips=f"{float(lp):.3f}")
+            bar.set_postfix(lpips=f"{lpips_now:.3f}")
     bar.close()
     return tuned.requires_grad_(False), done, cancelled
