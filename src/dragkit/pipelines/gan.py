@@ -40,20 +40,30 @@ def to_tensor(image: Image.Image, size: int) -> Tensor:
 POOR_FIT_PSNR = 21.0
 
 
-def fit_warnings(size: tuple[int, int], res: int, psnr: float) -> list[str]:
+def fit_warnings(size: tuple[int, int], res: int, psnr: float, family: str = "dcgan") -> list[str]:
     """What a user should know when a GAN was handed their image: it is larger than the generator's resolution
     (edited there, the result scaled back), or the generator reproduces it poorly (not an image like the ones it
-    makes, so the edit changes a lookalike). Each suggests the diffusion engine instead."""
+    makes, so the edit changes a lookalike). Each suggests what fits better."""
     out = []
+    instead = (
+        "a diffusion method keeps the detail (dragkit; faces64 as its model for a face)"
+        if family == "dcgan"
+        else "a diffusion method keeps the detail"
+    )
     if max(size) > res:
         out.append(
             f"the GAN works at {res}×{res}: this {size[0]}×{size[1]} image is edited at that size and the result "
-            "scaled back (blurred); a diffusion method keeps the detail (dragkit; faces64 as its model for a face)"
+            f"scaled back (blurred); {instead}"
         )
     if psnr < POOR_FIT_PSNR:
+        own = "; its own faces: 22-32 dB" if family == "dcgan" else ""
         out.append(
-            f"the GAN reproduces this image poorly (inversion PSNR {psnr:.1f} dB; its own faces: 22-32 dB): the edit "
-            "changes a lookalike; a diffusion method edits the image itself (dragkit; faces64 as its model for a face)"
+            f"the GAN reproduces this image poorly (inversion PSNR {psnr:.1f} dB{own}): the edit changes a lookalike; "
+            + (
+                "a diffusion method edits the image itself (dragkit; faces64 as its model for a face)"
+                if family == "dcgan"
+                else "invert_method=pti fits it closer (the generator tuned to it), a diffusion method edits it itself"
+            )
         )
     return out
 
@@ -137,7 +147,7 @@ class DragGANPipeline:
         if inv.steps < inv.planned:
             info["inversion_stopped"] = f"cancelled after {inv.steps} of {inv.planned} steps"
         else:
-            warnings = fit_warnings(request.size, res, inv.psnr)
+            warnings = fit_warnings(request.size, res, inv.psnr, self.engine.family)
             for w in warnings:
                 logger.warning("%s", w)
             if warnings:
