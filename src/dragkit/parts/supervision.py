@@ -38,6 +38,15 @@ register(
         min_exclusive=True,
     ),
     Param(
+        "patch_weight",
+        str,
+        "positions",
+        "how a handle's patch-L1 term is weighed: positions (n · mean over its n positions: DragDiffusion's sum) or "
+        "side ((2·r_m)² · mean: GoodDrag's code, which counts the side without its centre)",
+        "supervision",
+        choices=("positions", "side"),
+    ),
+    Param(
         "patch_shape",
         str,
         "square",
@@ -64,13 +73,20 @@ class PatchSupervision:
 
     r_m: int = default("r_m")
     shape: Literal["square", "disc"] = default("patch_shape")
+    weight: str = default("patch_weight")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> PatchSupervision:
-        return cls(r_m=p["r_m"], shape=p["patch_shape"])
+        return cls(r_m=p["r_m"], shape=p["patch_shape"], weight=p["patch_weight"])
 
     def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor:
-        return patch_l1(features, handles, active, ctx, patch_offsets(self.r_m, self.shape), initial=None)
+        offsets = patch_offsets(self.r_m, self.shape)
+        return patch_l1(features, handles, active, ctx, offsets, None, scale=side_weight(self.r_m, self.weight))
+
+
+def side_weight(r_m: int, weight: str) -> float | None:
+    """The weight ``patch_weight`` gives a patch term: ``None`` (its positions' count) or ``(2·r_m)²``."""
+    return float((2 * r_m) ** 2) if weight == "side" else None
 
 
 def patch_l1(
@@ -81,12 +97,14 @@ def patch_l1(
     offsets: Tensor | list[Tensor],
     initial: Tensor | None,
     step: float | None = None,
+    scale: float | None = None,
 ) -> Tensor:
     """``Σ_i n · mean | F(q + d_i) − T_i(q) |`` over active handles (``offsets``: one patch for all, or one per
     handle), ``T_i(q) = sg(F(q))``, or, where
     ``initial[i]`` is True, the initial features around the original handle ``F₀(q − p_i + p_i⁰)``. Patch
     positions whose samples fall outside the grid are left out; ``n`` stays the full patch size. ``step``: the
-    shift is ``min(step, ‖t_i − p_i‖)`` along ``d_i`` instead of one grid pixel (CLIPDrag's)."""
+    shift is ``min(step, ‖t_i − p_i‖)`` along ``d_i`` instead of one grid pixel (CLIPDrag's). ``scale``: a weight
+    in place of ``n`` (``patch_weight=side``)."""
     grid = tuple(features.shape[-2:])
     total = features.new_zeros(())
     for i in torch.nonzero(active).flatten().tolist():
@@ -102,7 +120,8 @@ def patch_l1(
         if not keep.any():
             continue
         template = sample(ctx.features0, q0[keep]) if use_initial else sample(features, q[keep]).detach()
-        total = total + len(off) * (sample(features, q[keep] + d) - template).abs().mean()
+        n = len(off) if scale is None else scale
+        total = total + n * (sample(features, q[keep] + d) - template).abs().mean()
     return total
 
 
@@ -174,14 +193,18 @@ class InitialTemplateSupervision:
     r_m: int = default("r_m")
     shape: str = default("patch_shape")
     step: float = default("motion_step")
+    weight: str = default("patch_weight")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> InitialTemplateSupervision:
-        return cls(r_m=p["r_m"], shape=p["patch_shape"], step=p["motion_step"])
+        return cls(r_m=p["r_m"], shape=p["patch_shape"], step=p["motion_step"], weight=p["patch_weight"])
 
     def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor:
         initial = torch.ones(len(handles), dtype=torch.bool)
-        return patch_l1(features, handles, active, ctx, patch_offsets(self.r_m, self.shape), initial, self.step)
+        offsets = patch_offsets(self.r_m, self.shape)
+        return patch_l1(
+            features, handles, active, ctx, offsets, initial, self.step, scale=side_weight(self.r_m, self.weight)
+        )
 
 
 @dataclass(frozen=True)

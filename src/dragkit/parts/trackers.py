@@ -70,6 +70,14 @@ register(
         max=1000,
     ),
     Param(
+        "track_lagged",
+        bool,
+        False,
+        "periodic tracking reads the features of the forward before the last update, one update behind (GoodDrag's "
+        "released code does; its paper does not say)",
+        "tracker",
+    ),
+    Param(
         "stuck_rounds",
         int,
         0,
@@ -286,13 +294,19 @@ class PeriodicTracker:
 
     inner: Tracker
     every: int = default("track_every")
+    lagged: bool = default("track_lagged")
 
     def prepare(self, ctx: DragContext) -> None:
         self.inner.prepare(ctx)
 
     def track(self, features: Tensor, handles: Tensor, ctx: DragContext) -> TrackResult:
+        previous = ctx.state.get("periodic.previous")  # the features of the step before (``lagged``)
+        if self.lagged:
+            ctx.state["periodic.previous"] = features
         if ctx.step % self.every:
             return TrackResult(handles=handles, confidences=ctx.confidences)
+        if self.lagged and ctx.step > 0 and previous is not None:
+            features = previous
         res = self.inner.track(features, handles, ctx)
         if ctx.step > 0:
             same = torch.equal(res.handles.to(handles.dtype), handles)
@@ -402,6 +416,6 @@ def build_tracker(p: Mapping[str, Any]) -> Tracker:
     tracker = TRACKERS[p["tracker"]].from_params(p)
     if p["backtrack"]:
         tracker = BacktrackingTracker(tracker, max_jump=p["backtrack_max_jump"])
-    if p["track_every"] > 1 or p["stuck_rounds"] > 0:
-        tracker = PeriodicTracker(tracker, every=p["track_every"])
+    if p["track_every"] > 1 or p["stuck_rounds"] > 0 or p["track_lagged"]:
+        tracker = PeriodicTracker(tracker, every=p["track_every"], lagged=p["track_lagged"])
     return tracker
