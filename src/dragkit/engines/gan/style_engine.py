@@ -253,8 +253,8 @@ class StyleGANEngine:
         """Fit a user image ``(1, 3, R, R)`` in [-1, 1]: one w from the mean w by L2 + LPIPS-AlexNet (PTI's first
         inversion: Adam at 5e-3 for ``invert_steps``), then ``invert_method=latent`` refines every row of w+ the
         same way for ``invert_steps`` more, and ``pti`` instead tunes a copy of the generator around the w
-        (:func:`~dragkit.engines.gan.pti.pivotal_tuning`; the result's ``engine`` runs it). ``seed`` is unused: the
-        fit starts from the mean, not from random draws."""
+        (:func:`~dragkit.engines.gan.pti.pivotal_tuning`; the result's ``engine`` runs it, in this engine's
+        precision). The fit itself runs in float32. ``seed`` is unused: it starts from the mean, not random draws."""
         from ...utils.lpips import LPIPS
         from .pti import perceptual_loss, pivotal_tuning
 
@@ -292,7 +292,7 @@ class StyleGANEngine:
             tuned, tuned_steps, cancelled = pivotal_tuning(
                 self.generator, lambda g: g.synthesis(ws, self.noise_mode), target, params, progress, cancel
             )
-            engine = StyleGANEngine(tuned, self.name, self.truncation_psi, self.noise_mode)
+            engine = StyleGANEngine(tuned, self.name, self.truncation_psi, self.noise_mode).set_precision(self.dtype)
             planned = total + (params["pti_steps"] if cancelled or done < total else tuned_steps)
             done += tuned_steps
         else:
