@@ -119,6 +119,9 @@ def test_the_command_line_edits_a_pkl_s_own_image_by_seed_and_a_user_image(oracl
     bad = dragkit("edit", "--gan-seed", 3, "--model", oracle_pkl, "--method", "dragkit", "--drag", "1,1:2,2",
                   "-o", tmp_path / "x.png")  # fmt: skip
     assert bad.returncode != 0 and "--gan-seed 3: dragkit runs on the diffusion engine" in bad.stderr
+    missing = dragkit("edit", "--gan-seed", 3, "--model", tmp_path / "missing.pkl", "--drag", "1,1:2,2",
+                      "-o", tmp_path / "y.png")  # fmt: skip
+    assert missing.returncode == 2 and "missing.pkl': no such file or folder" in missing.stderr
 
 
 @pytest.mark.slow

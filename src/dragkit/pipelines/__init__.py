@@ -65,7 +65,7 @@ def check_model_fits(engine: str, model: str | None) -> None:
             model in PACKAGED_MODELS
             or (path / "model_index.json").is_file()
             or model.endswith((".safetensors", ".ckpt"))
-            or (not path.exists() and "/" in model)
+            or (not path.exists() and "/" in model and path.suffix not in (".pkl", ".pt", ".pth"))
         )
         if diffusion:
             raise ParameterError(
