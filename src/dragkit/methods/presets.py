@@ -253,6 +253,9 @@ add_method(
             "inference_steps": 10,
             "inversion_strength": 0.7,
             "mutual_attn_start_layer": 7,  # SD 1.5: every self-attention of up_blocks 1-3, as FastDrag's
+            # the latent cells their code moves: the mask's bilinear resize above 0 (issue 34: with it the warp is
+            # theirs to float noise, tests/test_oracle_fastdrag.py)
+            "warp_region": "bilinear",
         },
     )
 )
@@ -281,6 +284,7 @@ add_method(
             "inversion_strength": 0.1,
             "composite": "mask",
             "warp_sample": "backward",
+            "warp_region": "any",  # as measured (issue 24): every cell the mask touches
         },
     )
 )

@@ -47,6 +47,7 @@ from ..core.params import Param, register
 WARP_FILLS = ("interpolation", "original", "zero")
 WARP_SAMPLES = ("relocate", "backward")
 WARP_FIELDS = ("stretch", "slide", "move")
+WARP_REGIONS = ("any", "bilinear")
 
 register(
     Param(
@@ -95,6 +96,15 @@ register(
         choices=WARP_FIELDS,
     ),
     Param(
+        "warp_region",
+        str,
+        "any",
+        "which latent cells the warp moves: any (a cell any painted pixel covers) or bilinear (FastDrag's code: the "
+        "mask's bilinear resize, without antialiasing, above 0)",
+        "warp",
+        choices=WARP_REGIONS,
+    ),
+    Param(
         "warp_radius",
         float,
         0.1,
@@ -116,10 +126,15 @@ register(
 )
 
 
-def latent_region(mask: Tensor, size: tuple[int, int]) -> Tensor:
-    """A supervision-grid mask ``(h, w)`` (1 = may change) at the latent's ``size``: a cell belongs to the region when
-    any of the mask's pixels it covers does (FastDrag's bilinear resize keeps every cell with any overlap)."""
+def latent_region(mask: Tensor, size: tuple[int, int], rule: str = "any") -> Tensor:
+    """A supervision-grid mask ``(h, w)`` (1 = may change) at the latent's ``size``: with ``rule="any"`` a cell belongs
+    to the region when any of the mask's pixels it covers does; with ``"bilinear"`` when the mask's bilinear resize
+    (no antialiasing: it reads the 2×2 pixels at each cell's centre) is above 0, as FastDrag's code computes it."""
+    if rule not in WARP_REGIONS:
+        raise ValueError(f"warp_region={rule!r}: choose one of {', '.join(WARP_REGIONS)}")
     m = (mask.float() > 0)[None, None].float()
+    if rule == "bilinear":
+        return F.interpolate(m, size=size, mode="bilinear", align_corners=False, antialias=False)[0, 0] > 0
     if m.shape[-2] >= size[0] and m.shape[-1] >= size[1]:
         m = F.adaptive_max_pool2d(m, size)
     else:
@@ -398,6 +413,7 @@ def warp_on_grid(
     field: str = "stretch",
     band: float = 0.0,
     radius: float = 0.1,
+    region_rule: str = "any",
 ) -> tuple[Tensor, Tensor, int]:
     """The warp as a drag's starting point on any engine: ``handles``/``targets`` ``(N, 2)`` and ``mask`` (1 = may
     change) on the supervision ``grid``, scaled to the latent's own grid (not rounded again, as FastDrag's code does);
@@ -411,7 +427,7 @@ def warp_on_grid(
         raise ValueError(f"warp_field={field!r}: choose one of {', '.join(WARP_FIELDS)}")
     (h, w), (lh, lw) = grid, z.shape[-2:]
     scale = torch.tensor([lh / h, lw / w], dtype=torch.float64)
-    region = latent_region(mask.cpu(), (lh, lw))
+    region = latent_region(mask.cpu(), (lh, lw), region_rule)
     a, b = handles.cpu().double() * scale, targets.cpu().double() * scale
     if field == "move":
         cells_band = band * float(scale.mean())

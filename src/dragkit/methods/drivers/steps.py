@@ -131,6 +131,7 @@ def warped(edit: DiffusionEdit) -> tuple[Tensor, Tensor]:
             edit.params["warp_field"],
             edit.params["warp_band"] * edit.grid[0] / edit.grid_map.image_size[0],  # image px → grid px
             edit.params["warp_radius"],
+            edit.params["warp_region"],
         )
     edit.info["warp"] = {
         "region_cells": cells,
