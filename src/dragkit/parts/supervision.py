@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..core.geometry import PATCH_SHAPES, inside, patch_offsets, sample
@@ -41,8 +42,8 @@ register(
         "patch_weight",
         str,
         "positions",
-        "how a handle's patch-L1 term is weighed: positions (n · mean over its n positions: DragDiffusion's sum) or "
-        "side ((2·r_m)² · mean: GoodDrag's code, which counts the side without its centre)",
+        "how a handle's patch-L1 term is weighed (the patch, confidence_gated and initial supervisions): positions "
+        "(n · mean over its n positions: DragDiffusion's sum) or side ((2·r_m)² · mean: GoodDrag's code)",
         "supervision",
         choices=("positions", "side"),
     ),
@@ -145,14 +146,16 @@ class ConfidenceGatedSupervision:
     r_m: int = default("r_m")
     shape: Literal["square", "disc"] = default("patch_shape")
     tau: float = default("tau")
+    weight: str = default("patch_weight")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> ConfidenceGatedSupervision:
-        return cls(r_m=p["r_m"], shape=p["patch_shape"], tau=p["tau"])
+        return cls(r_m=p["r_m"], shape=p["patch_shape"], tau=p["tau"], weight=p["patch_weight"])
 
     def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor:
         initial = None if ctx.confidences is None else ctx.confidences < self.tau
-        return patch_l1(features, handles, active, ctx, patch_offsets(self.r_m, self.shape), initial)
+        offsets = patch_offsets(self.r_m, self.shape)
+        return patch_l1(features, handles, active, ctx, offsets, initial, scale=side_weight(self.r_m, self.weight))
 
 
 @dataclass(frozen=True)
@@ -226,8 +229,6 @@ class DragGANCodeSupervision:
         return cls(r_m=p["r_m"])
 
     def loss(self, features: Tensor, handles: Tensor, active: Tensor, ctx: DragContext) -> Tensor:
-        import torch.nn.functional as F
-
         h, w = features.shape[-2:]
         rows = torch.linspace(0, h, h, device=features.device)
         cols = torch.linspace(0, w, w, device=features.device)
