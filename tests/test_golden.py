@@ -3,7 +3,8 @@ rebuilt code must give the same pixels, the same handles at every step and the s
 (``fastdrag``, ``gooddrag``, ``dragkit``, ``dragkit-gan``) were recorded when they were added; ``dragkit``'s two
 cases again when its warp began to sample backward (``warp_sample=backward``, issue 24), ``gooddrag``'s two when
 issue 34 aligned it with GoodDrag's code (``patch_weight=side``, ``track_lagged``, λ 0.2), and ``faces64-fastdrag``
-when ``fastdrag`` took FastDrag's latent region (``warp_region=bilinear``).
+when ``fastdrag`` took FastDrag's latent region (``warp_region=bilinear``), ``clipdrag``'s when it took CLIPDrag's
+code's fusion, CLIP input and near-target tracking.
 
 Each case is one edit on small fixed inputs: the bundled DCGAN, a tiny random Stable Diffusion and a tiny random
 CLIP built here from fixed seeds, and ``faces64``. What is kept per case (``tests/golden/<case>.json`` and

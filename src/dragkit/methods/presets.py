@@ -162,7 +162,11 @@ add_method(
             "supervision": "initial",
             "motion_step": 4.0,
             "fusion": "glms",
-            "fusion_form": "projection",
+            # their code's fusion, CLIP input and near-target tracking (issue 34: with the three, every tracking of
+            # their four drags is theirs, tests/test_oracle_clipdrag.py); the paper's forms stay options
+            "fusion_form": "code",
+            "clip_preprocess": "clipdrag",
+            "fast_near_rule": "code",
             "fusion_lambda": 0.7,
             "clip_weight": 300.0,
             "drag_steps": 800,

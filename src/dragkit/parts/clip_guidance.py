@@ -52,6 +52,16 @@ register(
         group="clip guidance",
     ),
     Param(
+        "clip_preprocess",
+        str,
+        "resize",
+        "CLIP guidance: how the decoded image reaches CLIP: resize (bilinear to CLIP's size, the image in [0, 1]) or "
+        "clipdrag (CLIPDrag's code: an adaptive average pool to that size, then (x + 1)/2, so CLIP sees [0.5, 1])",
+        "engine:diffusion",
+        choices=("resize", "clipdrag"),
+        group="clip guidance",
+    ),
+    Param(
         "clip_loss",
         str,
         "plain",
@@ -102,16 +112,19 @@ def load_clip(name: str) -> ClipBundle:
     return ClipBundle(model, tokenizer, size, torch.tensor(mean), torch.tensor(std))
 
 
-def preprocess(clip: ClipBundle, images: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` images in [0, 1] → CLIP's normalized input, differentiably."""
-    x = F.interpolate(images.float(), size=(clip.size, clip.size), mode="bilinear", align_corners=False)
+def preprocess(clip: ClipBundle, images: Tensor, mode: str = "resize") -> Tensor:
+    """``(B, 3, H, W)`` images in [0, 1] → CLIP's normalized input, differentiably (``mode``: ``clip_preprocess``)."""
+    if mode == "clipdrag":  # their code maps the [0, 1] image by (x + 1)/2 a second time
+        x = (F.adaptive_avg_pool2d(images.float(), (clip.size, clip.size)) + 1) / 2
+    else:
+        x = F.interpolate(images.float(), size=(clip.size, clip.size), mode="bilinear", align_corners=False)
     return (x - clip.mean.to(x)[:, None, None]) / clip.std.to(x)[:, None, None]
 
 
-def image_embeds(clip: ClipBundle, images: Tensor) -> Tensor:
+def image_embeds(clip: ClipBundle, images: Tensor, mode: str = "resize") -> Tensor:
     """L2-normalized CLIP image embeddings of ``(B, 3, H, W)`` images in [0, 1] (gradients flow to the images)."""
     dev = next(clip.model.parameters()).device
-    out = clip.model.get_image_features(pixel_values=preprocess(clip, images).to(dev))
+    out = clip.model.get_image_features(pixel_values=preprocess(clip, images, mode).to(dev))
     out = out if isinstance(out, Tensor) else out.pooler_output
     return F.normalize(out.float(), dim=-1)
 
@@ -144,24 +157,33 @@ class ClipGuidanceTerm:
     weight: float
     source_image: Tensor | None = None
     source_text: Tensor | None = None
+    mode: str = "resize"
     name: str = "clip"
     group: str = "clip"
 
     @classmethod
     def build(
-        cls, clip: ClipBundle, edit_prompt: str, weight: float, form: str, source: Tensor, prompt: str
+        cls,
+        clip: ClipBundle,
+        edit_prompt: str,
+        weight: float,
+        form: str,
+        source: Tensor,
+        prompt: str,
+        mode: str = "resize",
     ) -> ClipGuidanceTerm:
-        """``source``: the input image ``(1, 3, H, W)`` in [0, 1] (directional form); ``prompt``: the image's."""
+        """``source``: the input image ``(1, 3, H, W)`` in [0, 1] (directional form); ``prompt``: the image's;
+        ``mode``: ``clip_preprocess``."""
         text = text_embeds(clip, [edit_prompt])
         if form == "directional":
             with torch.no_grad():
-                src_img = image_embeds(clip, source)
-            return cls(clip, text, weight, src_img, text_embeds(clip, [prompt]))
-        return cls(clip, text, weight)
+                src_img = image_embeds(clip, source, mode)
+            return cls(clip, text, weight, src_img, text_embeds(clip, [prompt]), mode)
+        return cls(clip, text, weight, mode=mode)
 
     def __call__(self, out: Any, ctx: Any) -> Tensor | None:
         x0 = out.x0_image
         if x0 is None:
             raise RuntimeError("CLIP guidance needs the engine's decoded x0-prediction (FeatureOutput.x0_image)")
-        emb = image_embeds(self.clip, x0)
+        emb = image_embeds(self.clip, x0, self.mode)
         return self.weight * clip_loss(emb, self.text, self.source_image, self.source_text)

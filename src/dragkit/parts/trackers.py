@@ -70,6 +70,15 @@ register(
         max=1000,
     ),
     Param(
+        "fast_near_rule",
+        str,
+        "paper",
+        "fast tracker, a handle within 1 px of its target: paper (it moves onto the target) or code (CLIPDrag's code: "
+        "it stays unless the target's feature distance is under its squared pixel distance, 1)",
+        "tracker",
+        choices=("paper", "code"),
+    ),
+    Param(
         "track_lagged",
         bool,
         False,
@@ -140,10 +149,11 @@ class FastTracker:
     """
 
     r_p: int = default("r_p")
+    near: str = default("fast_near_rule")
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> FastTracker:
-        return cls(r_p=p["r_p"])
+        return cls(r_p=p["r_p"], near=p["fast_near_rule"])
 
     def prepare(self, ctx: DragContext) -> None:
         ctx.state["fast.templates"] = sample(ctx.features0, ctx.handles0)
@@ -156,6 +166,12 @@ class FastTracker:
             cand = window(handles[i], self.r_p, (h, w))
             now = float((handles[i] - ctx.targets[i]).norm())
             closer = (cand - ctx.targets[i]).norm(dim=-1) < now - 1e-9
+            if self.near == "code" and now**2 <= 1 + 1e-9 and closer.any():
+                # CLIPDrag's code: the handle itself competes, its cost the squared pixel distance to the target
+                cost = (values_at(features, cand[closer]) - templates[i]).abs().sum(-1)
+                k = int(torch.argmin(cost))
+                new.append(cand[closer][k] if float(cost[k]) < now**2 else handles[i])
+                continue
             new.append(nearest_candidate(features, cand[closer], templates[i]) if closer.any() else handles[i])
         return TrackResult(handles=torch.stack(new))
 

@@ -32,7 +32,13 @@ def loop_terms(edit: DiffusionEdit) -> tuple[list[Any], bool, bool]:
             bundle.model.to(edit.engine.device)
             terms.append(
                 ClipGuidanceTerm.build(
-                    bundle, req.edit_prompt, p["clip_weight"], p["clip_loss"], edit.source_image, req.prompt
+                    bundle,
+                    req.edit_prompt,
+                    p["clip_weight"],
+                    p["clip_loss"],
+                    edit.source_image,
+                    req.prompt,
+                    p["clip_preprocess"],
                 )
             )
         edit.info["clip"] = {"model": p["clip_model"], "loss": p["clip_loss"]}
