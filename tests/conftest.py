@@ -164,3 +164,16 @@ def oracle_pkl(nvidia, tmp_path):
     from dragkit.engines.gan import load_stylegan
 
     return write_nvidia_pkl(nvidia, load_stylegan(Path(__file__).parent / "oracle" / "draggan"), tmp_path / "g.pkl")
+
+
+# the official DragDiffusion code's tiny random SD 1.5-layout model, which the other methods' oracles share
+SHARED_ORACLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "oracle" / "dragdiffusion"
+
+
+def shared_oracle_pipe():
+    """``DragDiffusionPipeline`` on the shared oracle model, progress bars off (each oracle test module keeps one)."""
+    from dragkit import DragDiffusionPipeline
+
+    p = DragDiffusionPipeline.from_pretrained(SHARED_ORACLE / "model")
+    p.set_progress_bar_config(disable=True)
+    return p

@@ -18,9 +18,11 @@ from PIL import Image
 
 from dragkit import DragRequest
 
+from .conftest import SHARED_ORACLE as SHARED
+from .conftest import shared_oracle_pipe
+
 pytest.importorskip("diffusers")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "oracle" / "dragdiffusion"
 ORACLE = Path(__file__).parent / "oracle" / "clipdrag"
 pytestmark = [
     pytest.mark.skipif(not SHARED.is_dir(), reason=f"the shared model is not at {SHARED}"),
@@ -132,11 +134,7 @@ def tiny_clip(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from dragkit import DragDiffusionPipeline
-
-    p = DragDiffusionPipeline.from_pretrained(SHARED / "model")
-    p.set_progress_bar_config(disable=True)
-    return p, str(tiny_clip(tmp_path_factory.mktemp("clip")))
+    return shared_oracle_pipe(), str(tiny_clip(tmp_path_factory.mktemp("clip")))
 
 
 def run(setup, name: str, **overrides):

@@ -17,9 +17,11 @@ from PIL import Image
 
 from dragkit import DragRequest
 
+from .conftest import SHARED_ORACLE as SHARED
+from .conftest import shared_oracle_pipe
+
 pytest.importorskip("diffusers")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "oracle" / "dragdiffusion"
 ORACLE = Path(__file__).parent / "oracle" / "fastdrag"
 pytestmark = [
     pytest.mark.skipif(not SHARED.is_dir(), reason=f"the shared model is not at {SHARED}"),
@@ -29,11 +31,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def pipe():
-    from dragkit import DragDiffusionPipeline
-
-    p = DragDiffusionPipeline.from_pretrained(SHARED / "model")
-    p.set_progress_bar_config(disable=True)
-    return p
+    return shared_oracle_pipe()
 
 
 def run(pipe, name: str, **overrides) -> dict:

@@ -128,25 +128,11 @@ def test_a_record_in_nvidia_s_layout_builds_the_same_generator(tiny):
 
 def test_a_pkl_written_in_nvidia_s_layout_gives_the_same_image(tiny, tmp_path, nvidia):
     """The whole route: NVIDIA's persistence layout on disk → the safe reader → this generator."""
-    import pickle
-    from collections import OrderedDict
-
     from dragkit.engines.gan.nvidia_pkl import generator_record, read_nvidia_pkl
 
-    def persistent(module, kwargs=None):
-        state = {
-            "training": False,
-            "_parameters": OrderedDict((k, torch.nn.Parameter(v.clone())) for k, v in module._parameters.items()),
-            "_buffers": OrderedDict(module._buffers),
-            "_modules": OrderedDict((k, persistent(m)) for k, m in module._modules.items()),
-            "_init_args": (),
-            "_init_kwargs": kwargs or {},
-        }
-        return nvidia.Persistent("Generator" if kwargs else type(module).__name__, state, "raise SystemExit")
+    from .conftest import write_nvidia_pkl
 
-    path = tmp_path / "tiny.pkl"
-    g_ema = persistent(tiny, record_of(tiny).init_kwargs)
-    path.write_bytes(pickle.dumps({"G": None, "D": None, "G_ema": g_ema}, protocol=3))
+    path = write_nvidia_pkl(nvidia, tiny, tmp_path / "tiny.pkl")
     g = generator_from_record(generator_record(read_nvidia_pkl(path)))
     z = tiny.z_from_seed(11)
     assert torch.equal(g(z, truncation_psi=0.7), tiny(z, truncation_psi=0.7))

@@ -224,6 +224,25 @@ def to_pil(x: Tensor, size: tuple[int, int] | None = None) -> Image.Image:
     return im.resize(size, Image.BILINEAR) if size is not None and im.size != tuple(size) else im
 
 
+def check_blocks(n_blocks: int, latent_block: int, feature_block: int) -> None:
+    """One line naming the value when a latent or feature block does not fit a generator of ``n_blocks`` blocks
+    (the feature block at or after the latent one)."""
+    if latent_block >= n_blocks:
+        raise ParameterError(f"latent_block={latent_block}: this generator has blocks 0..{n_blocks - 1}")
+    if not latent_block <= feature_block < n_blocks:
+        raise ParameterError(
+            f"feature_block={feature_block}: must be in {latent_block}..{n_blocks - 1} "
+            f"(at or after latent_block={latent_block})"
+        )
+
+
+def resized(features: Tensor, size: tuple[int, int]) -> Tensor:
+    """A feature map resized bilinearly to ``size`` (DragGAN's, ``align_corners=False``), untouched at that size."""
+    if tuple(features.shape[-2:]) == tuple(size):
+        return features
+    return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+
+
 @dataclass
 class GANCode:
     """A point in the generator: the input of ``blocks[block]`` (``block = 0``: the z vector of a DCGAN, the w+ of
@@ -330,14 +349,7 @@ class GANEngine:
         return self.advance(code, params["latent_block"])
 
     def check_blocks(self, latent_block: int, feature_block: int) -> None:
-        n = len(self.blocks)
-        if latent_block >= n:
-            raise ParameterError(f"latent_block={latent_block}: this generator has blocks 0..{n - 1}")
-        if not latent_block <= feature_block < n:
-            raise ParameterError(
-                f"feature_block={feature_block}: must be in {latent_block}..{n - 1} "
-                f"(at or after latent_block={latent_block})"
-            )
+        check_blocks(len(self.blocks), latent_block, feature_block)
 
     def features(self, code: GANCode, feature_block: int, size: tuple[int, int]) -> Tensor:
         """Output of ``blocks[feature_block]`` for ``code`` (the input of ``blocks[code.block]``), resized
@@ -345,9 +357,7 @@ class GANEngine:
         x = code.tensor
         for b in self.blocks[code.block : feature_block + 1]:
             x = b(x)
-        if tuple(x.shape[-2:]) != tuple(size):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return x
+        return resized(x, size)
 
     def fit(
         self,

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...core.errors import ModelError, ParameterError
 from ...core.progress import progress_bar
 from ...utils.io import write_bytes_atomic
-from .engine import GANCode, GANInversion, psnr
+from .engine import GANCode, GANInversion, check_blocks, psnr, resized
 from .stylegan2 import StyleGAN2Generator, generator_from_record, generator_from_state
 
 DRAGGAN_PSI = 0.7  # DragGAN's truncation, on every w row
@@ -227,20 +226,10 @@ class StyleGANEngine:
                 x = self.synthesis.run_blocks(
                     self.ws_of(code), code.block, feature_block + 1, x0, img, self.noise_mode
                 )[0]
-        x = x.float()
-        if tuple(x.shape[-2:]) != tuple(size):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return x
+        return resized(x.float(), size)
 
     def check_blocks(self, latent_block: int, feature_block: int) -> None:
-        n = len(self.blocks)
-        if latent_block >= n:
-            raise ParameterError(f"latent_block={latent_block}: this generator has blocks 0..{n - 1}")
-        if not latent_block <= feature_block < n:
-            raise ParameterError(
-                f"feature_block={feature_block}: must be in {latent_block}..{n - 1} "
-                f"(at or after latent_block={latent_block})"
-            )
+        check_blocks(len(self.blocks), latent_block, feature_block)
 
     def fit(
         self,
