@@ -235,6 +235,33 @@ add_method(
     )
 )
 
+# DragNoise (Liu et al., CVPR 2024): DragDiffusion's inversion, features, motion supervision and tracking, but the
+# variable the drag optimizes is the UNet's bottleneck (the mid block's output at the drag's timestep), and the
+# optimized bottleneck then replaces the mid block's output while denoising (sampler=bottleneck,
+# methods/drivers/bottleneck.py). The numbers are its released benchmark's (drag_bench_evaluation: lam 0.2, lr 0.02,
+# 80 steps, inversion 0.7, a 200-step LoRA at lr 2e-4); its code's end_step 0 substitutes the bottleneck to the last
+# step (propagate_end=0; the paper's t' = 10 is propagate_end=10), keeps the mask term on without a mask, and has
+# no mutual self-attention. Checked against their code (tests/test_oracle_dragnoise.py).
+add_method(
+    Method(
+        name="dragnoise",
+        engine="diffusion",
+        summary="DragNoise: DragDiffusion's supervision and tracking on the UNet's bottleneck (the mid block's "
+        "output) instead of the latent, the optimized bottleneck substituted while denoising",
+        citation="Liu et al., Drag Your Noise: Interactive Point-based Editing via Diffusion Semantic Propagation, "
+        "CVPR 2024",
+        defaults={
+            **METHODS["dragdiffusion"].defaults,
+            "sampler": "bottleneck",
+            "latent_lr": 0.02,
+            "lam": 0.2,
+            "lora_steps": 200,
+            "lora_lr": 2e-4,
+            "propagate_end": 0,
+        },
+    )
+)
+
 # FastDrag (Zhao et al., NeurIPS 2024): no optimization and no LoRA; the inverted latent is warped in one step along
 # the drags inside the editable region (dragkit/parts/warp.py), then sampled with the self-attention of the up blocks
 # reading the keys and values the inversion recorded at each timestep (source_kv=inversion). Its released code's

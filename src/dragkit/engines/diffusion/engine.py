@@ -27,7 +27,7 @@ from . import lora as L
 from . import params as _params  # noqa: F401 - the engine's parameters are registered with it
 from .attention import MutualSelfAttentionProcessor, RecordingProcessor, attention_processors, self_attentions
 from .components import Embeds, Posterior, PromptEmbeds, gradient_checkpointing, model_family
-from .features import autocast, feature_function
+from .features import autocast, bottleneck_function, feature_function, mid_block_of, replaced_output
 from .sampling import (
     Variation,
     active,
@@ -309,6 +309,30 @@ class DiffusionEngine:
             full=full,
             autocast_mode=autocast_mode,
         )
+
+    def bottleneck_at(
+        self,
+        t: Tensor,
+        embeds: Embeds,
+        latent: Tensor,
+        feature_block: int,
+        grid: tuple[int, int],
+        *,
+        denoised: bool = False,
+        x0_image: bool = False,
+        autocast_mode: str = "none",
+    ) -> tuple[Tensor, FeatureFn]:
+        """The UNet's bottleneck (mid-block output) on ``latent`` at ``t`` and the drag loop's feature function of a
+        bottleneck (:func:`~dragkit.engines.diffusion.features.bottleneck_function`; DragNoise)."""
+        decode = self.decode if x0_image else None
+        return bottleneck_function(
+            self.unet, self.scheduler, t, self.cond(embeds), latent, feature_block, grid,
+            denoised=denoised, decode=decode, autocast_mode=autocast_mode,
+        )  # fmt: skip
+
+    def with_bottleneck(self, h: Tensor) -> contextlib.AbstractContextManager:
+        """While inside, every UNet call's mid-block output is ``h`` (DragNoise's propagation)."""
+        return replaced_output(mid_block_of(self.unet), h)
 
     def denoise(
         self,

@@ -1,11 +1,12 @@
 """UNet features through forward hooks: the output of ``unet.up_blocks[i]`` with its graph back to the latent, the
 forward stopped (by an exception raised from the last hook) when the noise prediction is not needed, and the
-feature function the drag loop calls at one timestep (DragDiffusion, Shi et al. 2024, §3.3)."""
+feature function the drag loop calls at one timestep (DragDiffusion, Shi et al. 2024, §3.3) — of the latent, or of
+the UNet's bottleneck (the mid block's output, replaced through a forward hook: DragNoise, Liu et al. 2024)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,3 +118,74 @@ def feature_function(
         return result
 
     return features
+
+
+@contextlib.contextmanager
+def replaced_output(module: torch.nn.Module, value: Tensor) -> Iterator[None]:
+    """While inside, ``module``'s output is ``value`` (expanded to the batch), whatever it computed: a forward hook
+    that returns a value replaces the output. DragNoise's substituted bottleneck."""
+
+    def hook(_module, _inputs, output):
+        return value.to(output.dtype).expand(output.shape[0], *value.shape[1:])
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def mid_block_of(unet: torch.nn.Module) -> torch.nn.Module:
+    """The UNet's mid block, or a one-line error for UNets distilled without one (BK-SDM small/tiny, segmind's)."""
+    mid = getattr(unet, "mid_block", None)
+    if mid is None:
+        raise ParameterError(
+            "sampler=bottleneck optimizes the UNet's mid-block output, and this UNet has no mid block (a distilled "
+            "UNet such as BK-SDM small/tiny); use another method"
+        )
+    return mid
+
+
+def bottleneck_function(
+    unet: torch.nn.Module,
+    scheduler: object,
+    timestep: Tensor,
+    cond: dict[str, Tensor],
+    latent: Tensor,
+    feature_block: int,
+    grid: tuple[int, int],
+    *,
+    denoised: bool = False,
+    decode: Callable[[Tensor], Tensor] | None = None,
+    autocast_mode: str = "none",
+) -> tuple[Tensor, FeatureFn]:
+    """DragNoise's variable: the UNet's bottleneck (the mid block's output) at ``timestep`` on the fixed ``latent``.
+    Returns the bottleneck the UNet computes there (the drag's start) and the feature function of a bottleneck:
+    ``up_blocks[feature_block]``'s output on ``grid`` with the mid block's output replaced by it (the down path and
+    its skip connections unchanged), and, when asked, the one-step denoise of ``latent`` with that noise prediction
+    (``denoised``) and its decoded x0-prediction (``decode``)."""
+    mid = mid_block_of(unet)
+    device = next(unet.parameters()).device
+    kept: list[Tensor] = []
+    handle = mid.register_forward_hook(lambda _m, _i, output: kept.append(output.detach()))
+    try:
+        with torch.no_grad(), autocast(device, autocast_mode):
+            unet_forward(unet, latent.to(unet.dtype), timestep, cond, [feature_block], need_eps=False)
+    finally:
+        handle.remove()
+    need_eps = denoised or decode is not None
+
+    def features(h: Tensor) -> FeatureOutput:
+        with replaced_output(mid, h), autocast(device, autocast_mode):
+            out = unet_forward(unet, latent.to(unet.dtype), timestep, cond, [feature_block], need_eps=need_eps)
+        f = F.interpolate(out.features[feature_block].float(), size=grid, mode="bilinear", align_corners=False)
+        result = FeatureOutput(f)
+        if need_eps:
+            prev, x0 = scheduler.step(out.eps.float(), timestep, latent.float(), return_dict=False)[:2]
+            if denoised:
+                result.denoised = prev
+            if decode is not None:
+                result.x0_image = decode(x0.to(unet.dtype))
+        return result
+
+    return kept[0].float(), features

@@ -11,18 +11,21 @@ drivers registered here:
 - ``alternate`` — :func:`alternate_drag_denoise`: drag a little at each of the first sampling timesteps (GoodDrag);
 - ``warp`` — :func:`warp_then_sample`: FastDrag's one-step warp, then sampling (FastDrag, dragkit);
 - ``guidance`` — :func:`guide_while_sampling`: nothing is optimized; sampling-time parts guide the denoising
-  (LucidDrag), one result per intention and seed variant.
+  (LucidDrag), one result per intention and seed variant;
+- ``bottleneck`` — :func:`optimize_bottleneck`: the drag loop optimizes the UNet's bottleneck (its mid block's
+  output), which then replaces the mid block's output while denoising (DragNoise).
 
-Each driver is a module here (:mod:`.optimize`, :mod:`.alternate`, :mod:`.warp`, :mod:`.guidance`) over the pieces they
-share (:mod:`.steps`) and the prepared edit (:mod:`.edit`). A method that uses the engine another way is a new module
-here, registered below, and a preset in :mod:`dragkit.methods.presets`; its new ideas are parts any other method can
-use by name.
+Each driver is a module here (:mod:`.optimize`, :mod:`.alternate`, :mod:`.warp`, :mod:`.guidance`,
+:mod:`.bottleneck`) over the pieces they share (:mod:`.steps`) and the prepared edit (:mod:`.edit`). A method that
+uses the engine another way is a new module here, registered below, and a preset in :mod:`dragkit.methods.presets`;
+its new ideas are parts any other method can use by name.
 """
 
 from __future__ import annotations
 
 from ...core.params import Param, register
 from .alternate import alternate_drag_denoise
+from .bottleneck import optimize_bottleneck
 from .edit import DRIVERS, DiffusionEdit, Driver, Outcome, check_options, get_driver, register_driver
 from .guidance import GuidanceOptions, guide_while_sampling
 from .optimize import optimize_then_sample
@@ -42,6 +45,7 @@ __all__ = [
     "get_driver",
     "guide_while_sampling",
     "loop_terms",
+    "optimize_bottleneck",
     "optimize_then_sample",
     "register_driver",
     "repaired",
@@ -83,7 +87,27 @@ register_driver(
     )
 )
 
+register_driver(
+    Driver(
+        "bottleneck",
+        optimize_bottleneck,
+        "optimize the UNet's bottleneck (mid-block output) with the drag loop, then denoise with it substituted "
+        "(DragNoise)",
+    )
+)
+
 register(
+    Param(
+        "propagate_end",
+        int,
+        0,
+        "sampler=bottleneck: the last N steps of the schedule run without the optimized bottleneck (DragNoise's "
+        "end_step; its paper stops at t' = 10, its code's default 0 substitutes it to the end)",
+        "engine:diffusion",
+        min=0,
+        max=1000,
+        group="sampling",
+    ),
     Param(
         "repair_strength",
         float,
