@@ -270,7 +270,7 @@ def test_edit_help_answers_which_method_which_model_and_where_and_lists_every_me
     doc = edit.__doc__
     for question in ("Which method:", "Which model:", "Where it goes:", "downloaded on first use"):
         assert question in doc
-    listed = set(re.findall(r"[a-z]+(?:-gan)?", doc.split("Methods:")[1].split("--help-params")[0]))
+    listed = set(re.findall(r"[a-z][a-z0-9]*(?:-gan)?", doc.split("Methods:")[1].split("--help-params")[0]))
     assert {m for m in METHODS if m != "identity"} <= listed  # a new preset must be named here too
 
 

@@ -143,8 +143,9 @@ def edit(
 
     Where it goes: -o OUT.png, with OUT.json beside it (every parameter, the trajectory, timings).
 
-    Methods: dragkit, dragdiffusion, stabledrag, adaptivedrag, clipdrag, luciddrag, gooddrag, fastdrag (diffusion);
-    dragkit-gan, draggan, stabledrag-gan, adaptivedrag-gan (GAN). --help-params lists every parameter by part.
+    Methods: dragkit, dragdiffusion, stabledrag, adaptivedrag, clipdrag, luciddrag, gooddrag, dragnoise, freedrag,
+    regiondrag, fastdrag (diffusion); inpaint4drag (an SD inpainting checkpoint); dragkit-gan, draggan,
+    stabledrag-gan, adaptivedrag-gan (GAN). --help-params lists every parameter by part.
     """
     from ...core.params import parse_assignment
     from ...core.progress import log_lines
