@@ -262,6 +262,77 @@ add_method(
     )
 )
 
+# FreeDrag (Ling et al., CVPR 2024): DragDiffusion's LoRA, inversion, features and sampling; no point tracking. The
+# drag runs in rounds (sampler=freedrag, methods/drivers/freedrag.py; parts/freedrag.py): a line search places each
+# point on the segment to its target (at most d_max grid px, at the template distance l_expected), up to 5 updates
+# pull the features around it toward its template, and the template adapts after each round. The numbers are its
+# UI's (drag_ui.py, real-image tab): lam 10, l_expected 1, d_max 5, lr 0.01, 300 steps, inversion 0.7 (t = 681),
+# mutual self-attention from layer 10, a 200-step LoRA at 2e-4. What their code does that the paper does not say, all
+# kept since the preset follows their code (tests/test_oracle_freedrag.py; docs/freedrag.md): the template patch is
+# 9x9 (r_m 4), threshold_d 2 and threshold_l = l_expected/2 are hard-coded, a point has arrived only when both hold
+# and arrived points stay in the loss, the mask term is a mean over the latent (mask_reduction=mean) and only with a
+# mask, and on a GPU the forwards run in fp16 autocast (here fp32 unless autocast is set).
+add_method(
+    Method(
+        name="freedrag",
+        engine="diffusion",
+        summary="FreeDrag: adaptively updated point templates and a line search along each drag instead of point "
+        "tracking, in rounds of up to 5 updates, on DragDiffusion's LoRA and features",
+        citation="Ling et al., FreeDrag: Feature Dragging for Reliable Point-based Image Editing, CVPR 2024",
+        defaults={
+            **METHODS["dragdiffusion"].defaults,
+            "sampler": "freedrag",
+            "lam": 10.0,
+            "mask_reduction": "mean",
+            "l_expected": 1.0,
+            "d_max": 5.0,
+            "threshold_l_ratio": 0.5,
+            "search_points": 10,
+            "round_updates": 5,
+            "r_m": 4,
+            "stop_distance": 2.0,
+            "latent_lr": 0.01,
+            "drag_steps": 300,
+            "inversion_strength": 0.7,
+            "mutual_attn_start_layer": 10,
+            "lora": "train",
+            "lora_steps": 200,
+            "lora_lr": 2e-4,
+        },
+    )
+)
+
+# RegionDrag (Lu, Li & Han, ECCV 2024): no optimization and no LoRA; the drag becomes latent-cell correspondences
+# (the points' cells, or the painted region moved by the points: dragkit/parts/region.py), the image's posterior draw
+# is SDE-inverted, and at every denoising step the handle cells of the inversion's latent are pasted on the target
+# cells while every self-attention reads the keys and values of the mirrored inversion call (sampler=region,
+# methods/drivers/region.py). The numbers are its released UI's: 20 steps, start_t 0.5 (10 inverted steps), handle
+# noise 0.6, seed 42, "Encode then CP". Its code, not its paper, where they part: its end_t 0.2 never takes effect
+# (a timestep compared with a step count: region_copy_end=0; the paper's end is region_copy_end=0.2), its timesteps
+# are DPM-Solver's with a fixed stride of 1000 // 20 = 50 and the result is decoded at the timestep the last step
+# reaches. Their pipeline also conditions on the image through IP-Adapter-Plus (scale 0.5): not implemented here, so
+# this preset runs without it. Checked against their code without IP-Adapter (tests/test_oracle_regiondrag.py).
+add_method(
+    Method(
+        name="regiondrag",
+        engine="diffusion",
+        summary="RegionDrag: region-to-region copy and paste of an SDE inversion's latents at every denoising step, "
+        "self-attention keys and values from the inversion; one pass, no optimization, no LoRA",
+        citation="Lu, Li & Han, RegionDrag: Fast Region-Based Image Editing with Diffusion Models, ECCV 2024",
+        defaults={
+            **METHODS["dragdiffusion"].defaults,
+            "sampler": "region",
+            "lora": "none",
+            "inference_steps": 20,
+            "inversion_strength": 0.5,
+            "mutual_attn_start_layer": 0,  # every self-attention, as theirs
+            "region_from": "auto",
+            "region_noise": 0.6,
+            "region_copy_end": 0.0,
+        },
+    )
+)
+
 # FastDrag (Zhao et al., NeurIPS 2024): no optimization and no LoRA; the inverted latent is warped in one step along
 # the drags inside the editable region (dragkit/parts/warp.py), then sampled with the self-attention of the up blocks
 # reading the keys and values the inversion recorded at each timestep (source_kv=inversion). Its released code's
@@ -287,6 +358,31 @@ add_method(
             # the latent cells their code moves: the mask's bilinear resize above 0 (issue 34: with it the warp is
             # theirs to float noise, tests/test_oracle_fastdrag.py)
             "warp_region": "bilinear",
+        },
+    )
+)
+
+
+# Inpaint4Drag (Lu & Han, ICCV 2025): no inversion, no optimization, no LoRA training. The painted region is warped in
+# pixels (dragkit/parts/biwarp.py: its bidirectional warp) and what it vacated, plus a 5-px seam along its moved
+# outline, is inpainted by an SD inpainting checkpoint (sampler=inpaint, methods/drivers/inpaint.py). The numbers are
+# its app's (utils/ui_utils.py): 8 LCM steps at strength 1 with the LCM-LoRA fused and TAESD as the autoencoder, an
+# empty prompt, the generated pixels kept only where inpainted; its benchmark runs 4 steps and keeps the generated
+# image in the whole painted region (inpaint_composite=region). A region is required. Checked against their code
+# (tests/test_oracle_inpaint4drag.py).
+add_method(
+    Method(
+        name="inpaint4drag",
+        engine="diffusion",
+        summary="Inpaint4Drag: the painted region warped in pixels (a bidirectional warp), what it vacated inpainted "
+        "by an SD inpainting checkpoint in 8 LCM steps (LCM-LoRA, TAESD); no inversion, no optimization",
+        citation="Lu & Han, Inpaint4Drag: Repurposing Inpainting Models for Drag-Based Image Editing via "
+        "Bidirectional Warping, ICCV 2025",
+        defaults={
+            **METHODS["dragdiffusion"].defaults,
+            "sampler": "inpaint",
+            "lora": "none",
+            "resize_width": 512,  # their app asks for a 512-px image first ("Resize Image")
         },
     )
 )

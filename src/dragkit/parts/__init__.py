@@ -9,6 +9,14 @@ Each part is a small class with its paper cited, its parameters registered under
 from .clip_guidance import ClipGuidanceTerm, load_clip
 from .closs import CorrespondenceGuide, correspondence_loss
 from .composite import composite, edit_weight
+from .freedrag import (
+    AdaptiveTemplates,
+    LineSearchTracker,
+    MeanLatentMaskTerm,
+    RoundSchedule,
+    TemplateSupervision,
+    freedrag_parts,
+)
 from .fusion import FUSIONS, GlobalLocalFusion, build_fusion, glms
 from .guidance import (
     EditingEnergyGuide,
@@ -44,6 +52,7 @@ __all__ = [
     "SUPERVISIONS",
     "TRACKERS",
     "AdaptiveSchedule",
+    "AdaptiveTemplates",
     "BacktrackingTracker",
     "ClipGuidanceTerm",
     "ConfidenceGatedSupervision",
@@ -56,14 +65,18 @@ __all__ = [
     "GlobalLocalFusion",
     "InitialTemplateSupervision",
     "LatentMaskTerm",
+    "LineSearchTracker",
+    "MeanLatentMaskTerm",
     "NearestTracker",
     "PatchDiscriminator",
     "PatchSupervision",
     "PeriodicTracker",
     "QualityGuide",
+    "RoundSchedule",
     "SemanticGuide",
     "SemanticRegionSupervision",
     "SemanticRegionTracker",
+    "TemplateSupervision",
     "build_fusion",
     "build_tracker",
     "composite",
@@ -71,6 +84,7 @@ __all__ = [
     "edit_weight",
     "editing_energy",
     "fit_patch_discriminator",
+    "freedrag_parts",
     "glms",
     "load_clip",
 ]

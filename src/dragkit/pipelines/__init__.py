@@ -27,8 +27,8 @@ def load_pipeline(
     vae: str | None = None,
 ):
     """The pipeline for a method's ``engine`` on ``device``: ``model`` (default: the engine's) in ``dtype``; ``vae``
-    (diffusion: a hub id or folder of an ``AutoencoderKL``) replaces the checkpoint's VAE, e.g. SDXL's fixed for
-    float16, ``madebyollin/sdxl-vae-fp16-fix``."""
+    (diffusion: a hub id or folder of an ``AutoencoderKL`` or ``AutoencoderTiny``) replaces the checkpoint's VAE,
+    e.g. SDXL's fixed for float16, ``madebyollin/sdxl-vae-fp16-fix``, or TAESD, ``madebyollin/taesd``."""
     if engine == "identity":
         return IdentityPipeline()
     check_model_fits(engine, model)
@@ -85,21 +85,32 @@ def check_model_fits(engine: str, model: str | None) -> None:
 
 
 def load_vae(name: str, dtype: Any = None) -> Any:
-    """An ``AutoencoderKL`` from a hub id or a local folder (its own or a pipeline's ``vae`` subfolder); a one-line
-    :class:`~dragkit.core.errors.ModelError` when it cannot be loaded."""
+    """An autoencoder from a hub id or a local folder (its own or a pipeline's ``vae`` subfolder): an
+    ``AutoencoderKL``, or a tiny one (``AutoencoderTiny``: TAESD, ``madebyollin/taesd`` or ``taesdxl``, which decodes
+    many times faster), as its config names it; a one-line :class:`~dragkit.core.errors.ModelError` when it cannot be
+    loaded."""
     from pathlib import Path
 
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL, AutoencoderTiny
 
     from ..core.errors import ModelError
 
     path = Path(name)
     sub = "vae" if (path / "vae" / "config.json").is_file() else None
+    from diffusers.utils import logging as dlogging
+
+    kwargs = {} if dtype is None else {"torch_dtype": dtype}
+    verbosity = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()  # AutoencoderTiny's saved config carries a key its loader calls unexpected
     try:
-        return AutoencoderKL.from_pretrained(name, subfolder=sub, **({} if dtype is None else {"torch_dtype": dtype}))
+        kind = AutoencoderKL.load_config(name, subfolder=sub).get("_class_name", "AutoencoderKL")
+        cls = AutoencoderTiny if kind == "AutoencoderTiny" else AutoencoderKL
+        return cls.from_pretrained(name, subfolder=sub, **kwargs)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"cannot load VAE {name!r}: {first}") from None
+    finally:
+        dlogging.set_verbosity(verbosity)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ..core import params as P
 from ..core.errors import ModelError, ParameterError
@@ -22,6 +23,7 @@ from ..core.geometry import GridMap, dragdiffusion_points
 from ..core.progress import LogBar, logging_lines
 from ..core.types import DragRequest, DragResult
 from ..engines.diffusion import DiffusionEngine, Records, ddim_schedulers, inversion_step_count
+from ..engines.diffusion.inpaint import is_inpainting
 from ..engines.diffusion.layout import adapt_to_unet
 from ..methods import get_method
 from ..methods.drivers import DiffusionEdit, GuidanceOptions, check_options, get_driver
@@ -97,6 +99,7 @@ PACKAGED_MODELS = {"faces64": Path(__file__).resolve().parents[1] / "models" / "
 try:  # diffusers is an optional dependency: the GAN side of dragkit works without it
     from diffusers import (
         AutoencoderKL,
+        AutoencoderTiny,
         DDIMInverseScheduler,
         DDIMScheduler,
         DiffusionPipeline,
@@ -148,7 +151,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         self,
         unet: UNet2DConditionModel | UNet2DModel,
         scheduler: DDIMScheduler,
-        vae: AutoencoderKL | None = None,
+        vae: AutoencoderKL | AutoencoderTiny | None = None,
         text_encoder: CLIPTextModel | None = None,
         tokenizer: CLIPTokenizer | None = None,
         inverse_scheduler: DDIMInverseScheduler | None = None,
@@ -349,16 +352,20 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 x = engine.image_tensor(request.image, (w, h))
                 posterior = engine.encode(x)
 
-            # 3. The identity LoRA: trained (and cached), from the cache, or a user's file
-            with prof.stage("lora"):
-                args = (params, request.image, request.prompt, request.seed, (w, h), posterior, embeds)
-                info.update(engine.identity_lora(*args, progress=progress, cancel=cancel))
+            # 3. The identity LoRA: trained (and cached), from the cache, or a user's file (not for a driver that
+            #    starts from the image itself)
+            if driver.inverts:
+                with prof.stage("lora"):
+                    args = (params, request.image, request.prompt, request.seed, (w, h), posterior, embeds)
+                    info.update(engine.identity_lora(*args, progress=progress, cancel=cancel))
             engine.channels_last(params["channels_last"])
 
             # 4. Invert the image to the drag's timestep, or take it from the source cache
-            key = self._cache_key(request, params, info, mutual, (w, h), driver.reads_source_branch)
-            with prof.stage("inversion"):
-                zt, source, hit = self._invert(key, posterior.mean, embeds, params, mutual, progress)
+            key, zt, source, hit = None, posterior.mean, None, False
+            if driver.inverts:
+                key = self._cache_key(request, params, info, mutual, (w, h), driver.reads_source_branch)
+                with prof.stage("inversion"):
+                    zt, source, hit = self._invert(key, posterior.mean, embeds, params, mutual, progress)
             info["source_cache"] = "hit" if hit else ("miss" if key is not None else "off")
             start = params["inference_steps"] - inversion_step_count(
                 params["inversion_strength"], params["inference_steps"]
@@ -407,7 +414,10 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             results = []
             for o in outcomes:
                 with prof.stage("decode"):
-                    image = engine.decode_image(o.latent, (H, W))
+                    if o.image is not None:  # the driver made the picture (at the working size)
+                        image = o.image if o.image.size == (W, H) else o.image.resize((W, H), Image.BICUBIC)
+                    else:
+                        image = engine.decode_image(o.latent, (H, W))
                 facts = {**info, **o.info}
                 results.append(
                     make_result(
@@ -449,6 +459,16 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             raise ParameterError(
                 f"repair_strength={params['repair_strength']}: only the warp sampler repairs (sampler=warp, as "
                 f"fastdrag and dragkit); {method} uses sampler={params['sampler']}"
+            )
+        if is_inpainting(self.unet) != (params["sampler"] == "inpaint"):
+            raise ParameterError(
+                f"{method} edits with sampler={params['sampler']}, which needs "
+                + (
+                    "an SD inpainting checkpoint (9 input channels; e.g. runwayml/stable-diffusion-inpainting)"
+                    if params["sampler"] == "inpaint"
+                    else "a plain checkpoint; this one is an inpainting checkpoint (9 input channels): use --method "
+                    "inpaint4drag"
+                )
             )
         n = len(self.unet.up_blocks)
         if not 0 <= params["feature_block"] < n:

@@ -101,7 +101,8 @@ class DiffusionEngine:
         """Image pixels per latent pixel: ``2^(VAE levels − 1)`` from the VAE's config (8 for SD); 1 without a VAE."""
         if self.vae is None:
             return 1
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        config = self.vae.config
+        return 2 ** (len(getattr(config, "encoder_block_out_channels", None) or config.block_out_channels) - 1)
 
     def working_size(self, size: tuple[int, int], params: dict[str, Any]) -> tuple[int, int]:
         """``(w, h)`` the model sees for an image of ``size = (W, H)``: a pixel-space model's own resolution, else by
@@ -200,9 +201,13 @@ class DiffusionEngine:
             z0 = x.to(self.unet.dtype)
             return Posterior(z0, lambda g: z0)
         vae = self.upcast_vae()
-        dist = vae.encode(x.to(vae.dtype)).latent_dist
+        encoded = vae.encode(x.to(vae.dtype))
         sf = vae.config.scaling_factor
         dtype = self.unet.dtype
+        if not hasattr(encoded, "latent_dist"):  # a tiny autoencoder (TAESD): one latent, no posterior
+            z0 = (encoded.latents * sf).to(dtype)
+            return Posterior(z0, lambda g: z0)
+        dist = encoded.latent_dist
         mean = (dist.mean * sf).to(dtype)
         return Posterior(
             mean,

@@ -24,7 +24,7 @@ def parse_drag(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
 # The order --help-params lists the parts in: the loop and its parts first, engine internals last.
 _SECTIONS = (
     "loop", "supervision", "tracker", "schedule", "terms", "mask", "warp", "composite", "features", "inversion",
-    "latent", "sampling", "lora", "guided sampling", "closs", "clip guidance", "fusion", "speed and memory",
+    "latent", "sampling", "inpaint", "lora", "guided sampling", "closs", "clip guidance", "fusion", "speed and memory",
 )  # fmt: skip
 
 

@@ -13,12 +13,18 @@ drivers registered here:
 - ``guidance`` — :func:`guide_while_sampling`: nothing is optimized; sampling-time parts guide the denoising
   (LucidDrag), one result per intention and seed variant;
 - ``bottleneck`` — :func:`optimize_bottleneck`: the drag loop optimizes the UNet's bottleneck (its mid block's
-  output), which then replaces the mid block's output while denoising (DragNoise).
+  output), which then replaces the mid block's output while denoising (DragNoise);
+- ``inpaint`` — :func:`warp_then_inpaint`: no inversion; the painted region warped in pixels, what it vacated
+  inpainted by an inpainting checkpoint (Inpaint4Drag);
+- ``region`` — :func:`region_copy_paste`: no optimization; the handle regions of an SDE inversion's latents copied
+  onto the targets at every denoising step (RegionDrag);
+- ``freedrag`` — :func:`drag_in_rounds`: the latent optimized in rounds toward adaptively updated templates, the
+  points placed by a line search instead of tracked, then sampled as ``drag`` (FreeDrag).
 
-Each driver is a module here (:mod:`.optimize`, :mod:`.alternate`, :mod:`.warp`, :mod:`.guidance`,
-:mod:`.bottleneck`) over the pieces they share (:mod:`.steps`) and the prepared edit (:mod:`.edit`). A method that
-uses the engine another way is a new module here, registered below, and a preset in :mod:`dragkit.methods.presets`;
-its new ideas are parts any other method can use by name.
+Each driver is a module here (:mod:`.optimize`, :mod:`.alternate`, :mod:`.warp`, :mod:`.guidance`, :mod:`.bottleneck`,
+:mod:`.inpaint`, :mod:`.region`, :mod:`.freedrag`) over the pieces they share (:mod:`.steps`) and the prepared edit
+(:mod:`.edit`). A method that uses the engine another way is a new module here, registered below, and a preset in
+:mod:`dragkit.methods.presets`; its new ideas are parts any other method can use by name.
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ from ...core.params import Param, register
 from .alternate import alternate_drag_denoise
 from .bottleneck import optimize_bottleneck
 from .edit import DRIVERS, DiffusionEdit, Driver, Outcome, check_options, get_driver, register_driver
+from .freedrag import drag_in_rounds
 from .guidance import GuidanceOptions, guide_while_sampling
+from .inpaint import warp_then_inpaint
 from .optimize import optimize_then_sample
+from .region import region_copy_paste
 from .steps import closs_guides, drag, loop_terms, run_loop, sample, warped
 from .warp import repaired, warp_then_sample
 
@@ -42,15 +51,18 @@ __all__ = [
     "check_options",
     "closs_guides",
     "drag",
+    "drag_in_rounds",
     "get_driver",
     "guide_while_sampling",
     "loop_terms",
     "optimize_bottleneck",
     "optimize_then_sample",
+    "region_copy_paste",
     "register_driver",
     "repaired",
     "run_loop",
     "sample",
+    "warp_then_inpaint",
     "warp_then_sample",
     "warped",
 ]
@@ -96,7 +108,86 @@ register_driver(
     )
 )
 
+register_driver(
+    Driver(
+        "inpaint",
+        warp_then_inpaint,
+        "no inversion, no optimization; the painted region warped in pixels, what it vacated inpainted by an "
+        "inpainting checkpoint (Inpaint4Drag)",
+        inverts=False,
+    )
+)
+
+register_driver(
+    Driver(
+        "region",
+        region_copy_paste,
+        "no optimization; the handle regions of an SDE inversion's latents copied onto the targets at every "
+        "denoising step, keys and values from the inversion (RegionDrag)",
+        inverts=False,
+    )
+)
+
+register_driver(
+    Driver(
+        "freedrag",
+        drag_in_rounds,
+        "optimize the latent in rounds toward adaptively updated templates, the points placed by a line search "
+        "along each drag instead of tracked, then sample with mutual self-attention (FreeDrag)",
+    )
+)
+
 register(
+    Param(
+        "inpaint_steps",
+        int,
+        8,
+        "sampler=inpaint: denoising steps of the inpainting (Inpaint4Drag's app 8, its benchmark 4)",
+        "engine:diffusion",
+        min=1,
+        max=1000,
+        group="inpaint",
+    ),
+    Param(
+        "inpaint_strength",
+        float,
+        1.0,
+        "sampler=inpaint: how much of the schedule the inpainting runs (1: from pure noise, Inpaint4Drag's; its "
+        "unused SDXL path: 0.99)",
+        "engine:diffusion",
+        min=0.01,
+        max=1,
+        group="inpaint",
+    ),
+    Param(
+        "inpaint_lora",
+        str,
+        "auto",
+        "sampler=inpaint: an LCM-LoRA fused into the inpainting UNet, sampled with the LCM scheduler (hub id, "
+        "folder or file; auto: latent-consistency/lcm-lora-sdv1-5, or -sdxl, as Inpaint4Drag; none: no LoRA, "
+        "the checkpoint's DDIM)",
+        "engine:diffusion",
+        group="inpaint",
+    ),
+    Param(
+        "inpaint_vae",
+        str,
+        "auto",
+        "sampler=inpaint: the autoencoder of the inpainting (auto: TAESD, madebyollin/taesd or taesdxl, as "
+        "Inpaint4Drag; model: the checkpoint's own VAE; or a tiny autoencoder's hub id or folder)",
+        "engine:diffusion",
+        group="inpaint",
+    ),
+    Param(
+        "inpaint_composite",
+        str,
+        "inpainted",
+        "sampler=inpaint: where the generated image replaces the warped one: inpainted (the inpainted region, "
+        "Inpaint4Drag's app) or region (the whole painted region, its benchmark)",
+        "engine:diffusion",
+        choices=("inpainted", "region"),
+        group="inpaint",
+    ),
     Param(
         "propagate_end",
         int,

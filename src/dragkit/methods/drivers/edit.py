@@ -66,24 +66,29 @@ class DiffusionEdit:
 @dataclass
 class Outcome:
     """One result of a driver: the edited latent to decode, the drag loop's output (a stand-in with no steps when
-    nothing was optimized) and the facts this result reports on top of the edit's."""
+    nothing was optimized) and the facts this result reports on top of the edit's; ``image``, when a driver makes
+    the picture itself (Inpaint4Drag's composite), at the working size, instead of the latent's decoding."""
 
     latent: Tensor
     loop: DragLoopOutput
     info: dict[str, Any] = field(default_factory=dict)
+    image: Any = None
 
 
 @dataclass(frozen=True)
 class Driver:
     """A registered driver: its function, what it is, the typed options it accepts beyond the parameters (``None``:
-    none), and whether its sampling reads the source branch beyond the mutual layers' inputs (then the source can be
-    neither read from the inversion, ``source_kv=inversion``, nor kept, ``source_cache``)."""
+    none), whether its sampling reads the source branch beyond the mutual layers' inputs (then the source can be
+    neither read from the inversion, ``source_kv=inversion``, nor kept, ``source_cache``), and whether it starts from
+    the inverted latent (``inverts``; without, the pipeline neither trains a LoRA nor inverts, and ``latent`` is the
+    image's encoding)."""
 
     name: str
     run: Callable[[DiffusionEdit, Any], list[Outcome]]
     summary: str
     options: type | None = None
     reads_source_branch: bool = False
+    inverts: bool = True
 
 
 DRIVERS: dict[str, Driver] = {}
