@@ -478,3 +478,39 @@ def test_every_preset_finishes_on_a_unet_with_fewer_self_attentions_than_its_fir
         if method in ("dragkit", "fastdrag"):  # they read the source from the inversion, and keep it
             assert out.info["source_cache"] == visit
             assert out.handles[0] == pytest.approx((30.0, 30.0), abs=1.0)  # the warp moved the handle to its target
+
+
+@pytest.mark.slow
+def test_live_previews_decode_the_drag_with_a_tiny_autoencoder(pipe, tmp_path, monkeypatch, caplog):
+    """``record_frames`` (the web app's live preview): every N drag steps and the last, what the latent would denoise
+    to, decoded by ``preview_vae`` (a TAESD here; ``auto`` falls back to the model's VAE, said once, when TAESD
+    cannot be loaded); the edit itself is the same with or without them."""
+    from diffusers import AutoencoderTiny
+
+    from dragkit.engines.diffusion import inpaint
+
+    torch.manual_seed(0)
+    taesd = tmp_path / "taesd"
+    AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4).save_pretrained(taesd)
+    req = DragRequest(image(), [(40, 40)], [(56, 40)], prompt="a photo")
+    seen: list = []
+    fast = {**FAST, "source_cache": False}  # both edits invert (a cached source branch is denoised in a batch of 1)
+    out = pipe(req, progress=False, callback=seen.append, record_frames=3, preview_vae=str(taesd), **fast)
+    steps = [s for s, _ in out.frames]
+    assert steps[:3] == [0, 3, 6] and steps[-1] == out.info["steps"]
+    assert all(f.size == req.image.size for _, f in out.frames)
+    assert [e["step"] for e in seen if e.get("preview") is not None] == steps
+    assert out.info["preview_vae"] == str(taesd) and isinstance(pipe.engine.tiny_vae(str(taesd)), AutoencoderTiny)
+    plain = pipe(req, progress=False, **fast)
+    assert np.array_equal(np.asarray(out.image), np.asarray(plain.image)) and not plain.frames
+
+    def unreachable(name, *a):
+        raise ModelError(f"cannot load the tiny autoencoder {name!r}: offline")
+
+    monkeypatch.setattr(inpaint, "load_tiny_vae", unreachable)
+    with caplog.at_level(logging.WARNING):
+        fallback = pipe(req, progress=False, record_frames=4, **FAST)
+    assert fallback.info["preview_vae"] == "model (TAESD could not be loaded)" and fallback.frames
+    assert "previews are decoded with the model's own VAE" in caplog.text
+    with pytest.raises(ModelError, match="cannot load the tiny autoencoder"):
+        pipe(req, progress=False, record_frames=4, preview_vae=str(tmp_path / "missing"), **FAST)

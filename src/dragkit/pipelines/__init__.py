@@ -25,10 +25,13 @@ def load_pipeline(
     dtype: Any = None,
     quiet: bool = False,
     vae: str | None = None,
+    unet: str | None = None,
 ):
     """The pipeline for a method's ``engine`` on ``device``: ``model`` (default: the engine's) in ``dtype``; ``vae``
     (diffusion: a hub id or folder of an ``AutoencoderKL`` or ``AutoencoderTiny``) replaces the checkpoint's VAE,
-    e.g. SDXL's fixed for float16, ``madebyollin/sdxl-vae-fp16-fix``, or TAESD, ``madebyollin/taesd``."""
+    e.g. SDXL's fixed for float16, ``madebyollin/sdxl-vae-fp16-fix``, or TAESD, ``madebyollin/taesd``; ``unet`` (a
+    hub id or folder of a UNet or of a pipeline with one) replaces its UNet, e.g. FastDrag's LCM-distilled
+    ``SimianLuo/LCM_Dreamshaper_v7`` (its guidance embedding: ``lcm_guidance``)."""
     if engine == "identity":
         return IdentityPipeline()
     check_model_fits(engine, model)
@@ -43,7 +46,12 @@ def load_pipeline(
         kwargs["dtype"] = dtype
     if vae is not None:
         kwargs["vae"] = load_vae(vae, dtype)
+    if unet is not None:
+        kwargs["unet"] = load_unet(unet, dtype)
     pipe = DragDiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, **kwargs).to(device)
+    if unet is not None:
+        check_unet_fits(pipe, unet)
+    pipe.replaced = {k: v for k, v in (("vae", vae), ("unet", unet)) if v is not None}
     pipe.set_progress_bar_config(disable=True if quiet else None, leave=False)
     return pipe
 
@@ -111,6 +119,51 @@ def load_vae(name: str, dtype: Any = None) -> Any:
         raise ModelError(f"cannot load VAE {name!r}: {first}") from None
     finally:
         dlogging.set_verbosity(verbosity)
+
+
+def load_unet(name: str, dtype: Any = None) -> Any:
+    """A ``UNet2DConditionModel`` from a hub id or a local folder (its own, or a pipeline's ``unet`` subfolder); a
+    one-line :class:`~dragkit.core.errors.ModelError` when it cannot be loaded."""
+    from pathlib import Path
+
+    from diffusers import UNet2DConditionModel
+
+    from ..core.errors import ModelError
+
+    path = Path(name)
+    local = path.exists()
+    sub = "unet" if (path / "unet" / "config.json").is_file() or not local else None
+    kwargs = {} if dtype is None else {"torch_dtype": dtype}
+    try:
+        return UNet2DConditionModel.from_pretrained(name, subfolder=sub, **kwargs)
+    except Exception as e:
+        if sub == "unet" and not local:  # a hub id of a UNet repository rather than a pipeline's
+            try:
+                return UNet2DConditionModel.from_pretrained(name, **kwargs)
+            except Exception:
+                pass
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load UNet {name!r}: {first}") from None
+
+
+def check_unet_fits(pipe: Any, name: str) -> None:
+    """A one-line :class:`~dragkit.core.errors.ModelError` when a replacement UNet does not fit the checkpoint's
+    VAE (latent channels) or text encoders (cross-attention width)."""
+    from ..core.errors import ModelError
+
+    unet = pipe.unet
+    if pipe.vae is not None:
+        channels = getattr(pipe.vae.config, "latent_channels", None)
+        if channels is not None and unet.config.in_channels not in (channels, 2 * channels + 1):
+            raise ModelError(
+                f"UNet {name!r} takes {unet.config.in_channels} input channels; this model's VAE gives {channels}"
+            )
+    width = sum(e.config.hidden_size for e in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if e)
+    if width and unet.config.cross_attention_dim != width:
+        raise ModelError(
+            f"UNet {name!r} attends to {unet.config.cross_attention_dim}-wide text; this model's text encoders give "
+            f"{width} (a UNet of another family)"
+        )
 
 
 def __getattr__(name: str) -> Any:

@@ -172,6 +172,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             inverse_scheduler=inverse_scheduler,
         )
         self.model_name = "custom"
+        self.replaced: dict[str, str] = {}  # components given in place of the checkpoint's (--vae, --unet)
         self.load_profile: dict[str, Any] | None = None
         # parameter defaults measured for this checkpoint (a model folder's dragkit.json); between the method's
         # defaults and the caller's overrides: for every method, and on top of those for one method
@@ -314,6 +315,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         cancel: Callable[[], bool] | None = None,
         progress: bool = True,
         options: Any = None,
+        record_frames: int = 0,
         **overrides: Any,
     ) -> DragResult | list[DragResult]:
         """Run one drag edit: identity LoRA → inversion → the method's driver (the drag loop, then sampling with
@@ -330,6 +332,9 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
             options: what the method's driver takes beyond parameters (LucidDrag's
                 :class:`~dragkit.methods.drivers.GuidanceOptions`; :class:`LucidDragPipeline` spells them out). With
                 several results asked for, a list of results comes back.
+            record_frames: every this many drag steps (and the last), a preview of what the latent would denoise to
+                (one UNet call, decoded by ``preview_vae``: TAESD by default) in ``result.frames`` and the callback's
+                ``preview``, as the GAN pipeline's; for the drivers that optimize the latent (none for the others).
             **overrides: any parameter by its stable name (``drag_steps=40``, ``lora="none"``, ...).
         """
         # 1. Check the inputs: the method's parameters (preset < model defaults < overrides), its driver, options
@@ -407,8 +412,11 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                 callback=callback,
                 cancel=cancel,
                 progress=progress,
+                record_frames=record_frames,
             )
             outcomes = driver.run(edit, options)
+            if record_frames:
+                _, info["preview_vae"] = engine.preview_decoder(params["preview_vae"])
 
             # 7. Decode each result to the input's size
             results = []
@@ -429,6 +437,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
                         params=params,
                         info=facts,
                         prof=prof,
+                        frames=list(edit.frames) if o is outcomes[0] else None,
                         mask=image_mask,
                     )
                 )
@@ -492,6 +501,7 @@ class DragDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin): 
         return {
             "engine": "diffusion",
             "model": self.model_name,
+            **({"replaced": dict(self.replaced)} if self.replaced else {}),
             "model_family": self.engine.family,
             "prediction_type": self.scheduler.config.prediction_type,
             "working_size": [w, h],

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ...core.errors import ParameterError
+from ...core.errors import ModelError, ParameterError
 from ...core.protocols import FeatureFn, SamplingGuide
 from . import lora as L
 from . import params as _params  # noqa: F401 - the engine's parameters are registered with it
@@ -74,6 +74,7 @@ class DiffusionEngine:
             raise ValueError("an SDXL UNet needs both text encoders and tokenizers (text_encoder_2, tokenizer_2)")
         self.scheduler, self.inverse_scheduler = scheduler, inverse_scheduler
         self.name = name
+        self.timestep_cond: Tensor | None = None  # an LCM UNet's guidance embedding for this edit (lcm_guidance)
         self.source_cache = SourceCache()
         if progress_bar is None:
             from ...core.progress import progress_bar as bar
@@ -180,12 +181,37 @@ class DiffusionEngine:
         return enc(ids.to(self.device), output_hidden_states=hidden_states)
 
     def cond(self, embeds: Embeds, batch: int = 1) -> dict[str, Any]:
-        """The UNet's conditioning keyword arguments for a batch."""
+        """The UNet's conditioning keyword arguments for a batch (with ``timestep_cond`` when ``lcm_guidance``
+        feeds an LCM UNet's guidance embedding)."""
         if embeds is None:
             return {}
-        if isinstance(embeds, PromptEmbeds):
-            return embeds.cond(batch)
-        return {"encoder_hidden_states": embeds.expand(batch, -1, -1)}
+        cond = embeds.cond(batch) if isinstance(embeds, PromptEmbeds) else {"encoder_hidden_states": embeds.expand(
+            batch, -1, -1)}  # fmt: skip
+        if self.timestep_cond is not None:
+            cond["timestep_cond"] = self.timestep_cond.expand(batch, -1)
+        return cond
+
+    def guidance_embedding(self, value: str) -> Tensor | None:
+        """``lcm_guidance``'s embedding for this UNet: ``None`` for ``none``; for a number ``w``, the embedding an
+        LCM UNet was distilled with (diffusers' LCM pipeline's ``get_guidance_scale_embedding``), projected by the
+        UNet's ``time_cond_proj_dim`` layer. A one-line error for a UNet without one or a value that is no number."""
+        if value == "none":
+            return None
+        try:
+            w = float(value)
+        except ValueError:
+            raise ParameterError(f"lcm_guidance={value!r}: a guidance scale w (e.g. 7.5) or none") from None
+        dim = getattr(self.unet.config, "time_cond_proj_dim", None)
+        if not dim:
+            raise ParameterError(
+                f"lcm_guidance={value}: this UNet has no guidance embedding (time_cond_proj_dim); it conditions "
+                "LCM-distilled UNets only, e.g. --unet SimianLuo/LCM_Dreamshaper_v7"
+            )
+        from diffusers import LatentConsistencyModelPipeline
+
+        # a method of the LCM pipeline that reads no pipeline state: diffusers' own formula, called unbound
+        emb = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, torch.tensor([w]), embedding_dim=dim)
+        return emb.to(self.device, self.unet.dtype)
 
     def image_tensor(self, image: Image.Image, size: tuple[int, int]) -> Tensor:
         """PIL → ``(1, 3, H, W)`` in [-1, 1] at ``size`` = ``(W, H)`` (bilinear)."""
@@ -234,6 +260,50 @@ class DiffusionEngine:
             logger.info("the VAE overflows in float16 (force_upcast): it runs in float32")
             vae.to(torch.float32)
         return vae
+
+    def tiny_vae(self, name: str) -> Any:
+        """A tiny autoencoder (TAESD) by hub id or folder, loaded once per engine (``auto``: the family's)."""
+        from .inpaint import TINY_VAE, load_tiny_vae
+
+        name = TINY_VAE.get(self.family, name) if name == "auto" else name
+        cache = self.__dict__.setdefault("_tiny_vaes", {})
+        if name not in cache:
+            cache[name] = load_tiny_vae(name, self.unet.dtype, self.device)
+        return cache[name]
+
+    def preview_decoder(self, name: str) -> tuple[Any, str]:
+        """``preview_vae``'s autoencoder and what it is: ``auto`` falls back to the model's own VAE, said once in the
+        log, when TAESD cannot be loaded (offline and not cached); a named one that cannot be loaded is an error."""
+        if self.vae is None:
+            return None, "none (pixel-space model)"
+        if name == "model":
+            return self.vae, "model"
+        try:
+            return self.tiny_vae(name), name
+        except ModelError as e:
+            if name != "auto":
+                raise
+            if not self.__dict__.get("_preview_fallback_said"):
+                logger.warning("%s; previews are decoded with the model's own VAE (slower)", e)
+                self._preview_fallback_said = True
+            return self.vae, "model (TAESD could not be loaded)"
+
+    @torch.no_grad()
+    def preview_image(self, latent: Tensor, t: Tensor, embeds: Embeds, vae: str, size: tuple[int, int]) -> Image.Image:
+        """What ``latent`` (at timestep ``t``) would denoise to now: one UNet call, the scheduler's prediction of the
+        clean latent, decoded by ``vae`` (:meth:`preview_decoder`) and resized to ``size = (H, W)``. For live
+        previews; the result itself is always decoded by the model's own VAE."""
+        z = latent.detach().to(self.unet.dtype)
+        eps = self.unet(z, t, **self.cond(embeds, z.shape[0]), return_dict=False)[0]
+        x0 = self.scheduler.step(eps.float(), t, z.float(), return_dict=False)[1]
+        decoder, _ = self.preview_decoder(vae)
+        if decoder is None or decoder is self.vae:
+            img = self.decode(x0)
+        else:
+            x = decoder.decode(x0.to(decoder.dtype) / decoder.config.scaling_factor, return_dict=False)[0]
+            img = (x / 2 + 0.5).clamp(0, 1)
+        img = F.interpolate(img.float(), size=size, mode="bilinear", align_corners=False)
+        return Image.fromarray((img[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
 
     def decode_image(self, latent: Tensor, size: tuple[int, int]) -> Image.Image:
         """Decode one latent to a PIL image resized (bilinear) to ``size = (H, W)``; ×255 truncated to uint8, as
@@ -480,12 +550,14 @@ class DiffusionEngine:
         parameter's ``requires_grad`` flag (peft marks every other weight as frozen when it injects an adapter) and
         gradient as they were."""
         flags = [(q, q.requires_grad, q.grad) for q in self.unet.parameters()]
+        self.timestep_cond = self.guidance_embedding(params["lcm_guidance"])
         tiling = params["vae_tiling"] and self.vae is not None and not getattr(self.vae, "use_tiling", False)
         if tiling:
             self.vae.enable_tiling()
         try:
             yield
         finally:
+            self.timestep_cond = None
             if tiling:
                 self.vae.disable_tiling()
             L.remove_identity_lora(self.unet)

@@ -63,13 +63,7 @@ class Inpainter:
     def _vae(self, name: str) -> Any:
         if name == "model":
             return self.engine.vae
-        name = TINY_VAE[self.family] if name == "auto" else name
-        cache = getattr(self.engine, "_tiny_vaes", None)
-        if cache is None:
-            cache = self.engine._tiny_vaes = {}
-        if name not in cache:
-            cache[name] = load_tiny_vae(name, self.engine.unet.dtype, self.engine.device)
-        return cache[name]
+        return self.engine.tiny_vae(TINY_VAE[self.family] if name == "auto" else name)
 
     def _fuse(self, pipe: Any, lora: str) -> None:
         fused = getattr(self.engine.unet, "_dragkit_fused_lora", None)

@@ -13,6 +13,11 @@ latent's resolution, in the same attention module. So DragDiffusion's feature bl
 at the latent's resolution) is SDXL's up block 1 (640 channels, output at the latent's resolution), its mutual
 layers from 10 (the up path at 1/2 and 1/1) start at SDXL's up block 1 (64: its only up-path attention at 1/2 or
 finer), and FastDrag's 7 (every up-path self-attention) is SDXL's 34 (every one too).
+
+The distilled SD 1.5 / 2.x UNets keep SD 1.5's four up blocks with fewer layers: BK-SDM base drops one attention
+module per up block (10 self-attentions), BK-SDM small and tiny and segmind's tiny-sd the mid block too (9). Their
+layer numbers are carried over the same way: DragDiffusion's 10 is their up block 2's first self-attention (6 on
+BK-SDM base, 5 on small), not a layer past their end.
 """
 
 from __future__ import annotations
@@ -56,6 +61,12 @@ def translate_mutual_start(index: int, unet: Any) -> int:
     return modules[min(module, len(modules) - 1)]
 
 
+def has_sd15_layout(unet: Any) -> bool:
+    """Whether ``unet``'s up blocks and self-attentions are numbered as SD 1.5's (SD 1.5, SD 2.x, LCM Dreamshaper,
+    the inpainting models): four up blocks and 16 self-attentions, so a preset's numbers mean the same layers."""
+    return len(unet.up_blocks) == SD15_UP_BLOCKS and len(self_attentions(unet)) == 16
+
+
 def native_width(unet: Any, scale_factor: int) -> int:
     """The image width a latent model was trained at: its UNet's ``sample_size`` × the VAE's factor (SD 1.5: 512,
     SD 2.x 768-v: 768, SDXL: 1024)."""
@@ -72,7 +83,7 @@ def adapt_to_unet(
     changed: dict[str, tuple[Any, Any]] = {}
     if family == "pixel":
         return changed
-    if family == "sdxl":
+    if family == "sdxl" or not has_sd15_layout(unet):
         for name, fn in (
             ("feature_block", translate_feature_block),
             ("mutual_attn_start_layer", translate_mutual_start),

@@ -63,6 +63,26 @@ register(
         group="speed and memory",
     ),
     Param(
+        "preview_vae",
+        str,
+        "auto",
+        "diffusion, live previews (record_frames; the web app): the autoencoder that decodes them. auto: TAESD for "
+        "the family (madebyollin/taesd or taesdxl, many times faster) when it can be loaded, else the model's own "
+        "(the log and info.preview_vae say which); model: the model's own; or a tiny autoencoder's hub id or folder",
+        "engine:diffusion",
+        group="speed and memory",
+    ),
+    Param(
+        "lcm_guidance",
+        str,
+        "none",
+        "diffusion: for a UNet with a guidance embedding (time_cond_proj_dim: an LCM-distilled one, e.g. LCM "
+        "Dreamshaper v7, FastDrag's): the guidance scale w whose embedding conditions every UNet call, as diffusers' "
+        "LCM pipeline feeds w = guidance_scale - 1 (7.5 at its default 8.5); none feeds none, as FastDrag's code",
+        "engine:diffusion",
+        group="sampling",
+    ),
+    Param(
         "autocast",
         str,
         "none",

@@ -55,7 +55,12 @@ class SourceCache:
         (``parts``: the UNet, the scheduler, the device and dtype), the image's pixels, the prompt, the working size,
         the schedule and precision, the LoRA (by its cache folder), the layers recorded and how."""
         digest = hashlib.sha256(image.tobytes()).hexdigest()
-        settings = (params["inference_steps"], params["inversion_strength"], params["autocast"])
+        settings = (
+            params["inference_steps"],
+            params["inversion_strength"],
+            params["autocast"],
+            params["lcm_guidance"],
+        )
         return (
             parts["unet"],
             parts["scheduler"],

@@ -17,7 +17,7 @@ from ...methods import get_method
 from ...utils.viz import draw_points, gif_bytes
 from .session import display_scale
 
-PREVIEW_EVERY = 5  # GAN engine: a preview image every this many steps
+PREVIEW_EVERY = 5  # a preview image every this many drag steps (diffusion: one UNet call and a TAESD decode each)
 
 
 class Runner:
@@ -109,10 +109,10 @@ class Runner:
 
         def work() -> None:
             kwargs: dict[str, Any] = {"method": method, "callback": callback, "cancel": stop.is_set, "progress": False}
-            if m.engine == "gan":
+            if m.engine in ("gan", "diffusion"):  # diffusion: the drivers that optimize the latent preview it
                 kwargs["record_frames"] = PREVIEW_EVERY
-                if code is not None:  # a generated image: its own code, no fit
-                    kwargs["code"] = code
+            if m.engine == "gan" and code is not None:  # a generated image: its own code, no fit
+                kwargs["code"] = code
             if num_results is not None and params.get("sampler") == "guidance":
                 from ...methods.drivers import GuidanceOptions
 

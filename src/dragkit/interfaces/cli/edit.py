@@ -80,7 +80,16 @@ def edit(
         typer.Option(
             "--vae",
             help="diffusion: a VAE (hub id or folder) instead of the model's, e.g. madebyollin/sdxl-vae-fp16-fix "
-            "(SDXL's own runs in float32 under float16)",
+            "(SDXL's own runs in float32 under float16), or TAESD, madebyollin/taesd (decodes many times faster)",
+        ),
+    ] = None,
+    unet: Annotated[
+        str | None,
+        typer.Option(
+            "--unet",
+            help="diffusion: a UNet (hub id, or a folder of one or of a pipeline) instead of the model's, e.g. "
+            "FastDrag's LCM-distilled SimianLuo/LCM_Dreamshaper_v7 (--set lcm_guidance=7.5 feeds its guidance "
+            "embedding)",
         ),
     ] = None,
     num_results: Annotated[
@@ -206,12 +215,14 @@ def edit(
         torch_dtype = None  # a StyleGAN on a GPU: float16 by default, as NVIDIA's and DragGAN's code run theirs
     if vae is not None and m.engine != "diffusion":
         raise ParameterError(f"--vae: {method} runs on the {m.engine} engine, which has no VAE")
+    if unet is not None and m.engine != "diffusion":
+        raise ParameterError(f"--unet: {method} runs on the {m.engine} engine, which has no UNet")
     if gan_seed is None:
         assert image is not None
         src = load_image(image)
-        pipe = _load(m.engine, model, dev, torch_dtype, quiet, vae, method, chosen)
+        pipe = _load(m.engine, model, dev, torch_dtype, quiet, (vae, unet), method, chosen)
     else:  # the generator's own image for the seed, and the exact code that made it (no fit)
-        pipe = _load(m.engine, model, dev, torch_dtype, quiet, vae, method, chosen)
+        pipe = _load(m.engine, model, dev, torch_dtype, quiet, (vae, unet), method, chosen)
         sample = pipe.generate(gan_seed)
         src = sample.image
         overrides["code"] = sample.code
@@ -286,12 +297,13 @@ def edit(
         typer.echo(f"{len(results)} result(s) in {results[0].timings['total']:.1f} s")
 
 
-def _load(engine: str, model, dev, torch_dtype, quiet: bool, vae, method: str, chosen) -> Any:
-    """The method's pipeline; a model that is not here and cannot be downloaded says what would work offline."""
+def _load(engine: str, model, dev, torch_dtype, quiet: bool, swaps, method: str, chosen) -> Any:
+    """The method's pipeline (``swaps``: the ``--vae`` and ``--unet`` replacing the model's); a model that is not
+    here and cannot be downloaded says what would work offline."""
     from ...pipelines import load_pipeline
 
     try:
-        return load_pipeline(engine, model, dev, torch_dtype, quiet, vae=vae)
+        return load_pipeline(engine, model, dev, torch_dtype, quiet, vae=swaps[0], unet=swaps[1])
     except ModelError as e:
         if not e.offline:
             raise

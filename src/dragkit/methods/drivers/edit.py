@@ -52,6 +52,8 @@ class DiffusionEdit:
     callback: Callable[[dict[str, Any]], None] | None = None
     cancel: Callable[[], bool] | None = None
     progress: bool = True
+    record_frames: int = 0  # every this many drag steps (and the last) a preview in ``frames`` and the callback's
+    frames: list[tuple[int, Any]] = field(default_factory=list)  # (step, PIL image) previews of the drag
 
     @property
     def points(self) -> tuple[Tensor, Tensor]:

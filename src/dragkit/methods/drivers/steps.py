@@ -63,9 +63,17 @@ def run_loop(
     extra = dict(extra or {})
     offset = extra.pop("step", 0)
 
+    every = edit.record_frames
+    W, H = edit.request.size
+
     def on_step(ev: dict[str, Any]) -> None:
         ev.update(extra, step=offset + ev["step"])
         ev["handles_xy"] = edit.grid_map.to_image(ev["handles"]).tolist()
+        z = ev.get("latent")  # a preview of what the latent would denoise to (not of a bottleneck: its own shape)
+        if every and z is not None and z.shape == edit.latent.shape and (ev["step"] % every == 0 or ev["final"]):
+            frame = engine.preview_image(z, edit.timestep, edit.embeds, p["preview_vae"], (H, W))
+            edit.frames.append((ev["step"], frame))
+            ev["preview"] = frame
         if edit.callback is not None:
             edit.callback(ev)
 
