@@ -465,9 +465,13 @@ def test_every_preset_finishes_on_a_unet_with_fewer_self_attentions_than_its_fir
 ):
     """Issue 32: dragkit and fastdrag read the source branch from the inversion and ended in 'no recorded source
     inputs' on such a UNet, where dragdiffusion warned and finished. Every preset now warns and finishes, twice (the
-    second edit of the same image reads the kept source)."""
+    second edit of the same image reads the kept source). Since issue 34 a preset's own layer is carried over to such
+    a UNet by resolution (docs/model_families.md), so the case arises from a layer the user names: 12 here."""
     req = DragRequest(image(64, 64), [(20, 30)], [(30, 30)], mask=np.ones((64, 64), bool))
     quick = dict(resize_width=0, lora="none", drag_steps=2, inference_steps=20, drag_phases=2, guide_steps=2)
+    carried = few_attention_pipe(req, method=method, progress=False, **quick)
+    assert carried.info["mutual_attention_blocks"] and "mutual_attn_start_layer" in carried.info["adapted_to_model"]
+    quick["mutual_attn_start_layer"] = 12  # the user's number is used as given
     for visit in ("miss", "hit"):
         caplog.clear()
         with caplog.at_level(logging.WARNING):
