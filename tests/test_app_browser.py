@@ -187,6 +187,7 @@ def test_a_stylegan_pkl_from_the_model_folder_generates_by_seed_and_drags_with_d
             page.get_by_label("GAN seed").fill("3")
             page.get_by_role("button", name="generate (GAN)").click()
             hint_has(page, "image 3 from tiny-stylegan2.pkl", timeout=60000)
+            page.wait_for_function(READY, timeout=60000)  # the generated face is shown, not only announced
             click_image(page, "#canvas", 44, 64, (128, 128))
             hint_has(page, "now click its target")
             click_image(page, "#canvas", 54, 64, (128, 128))

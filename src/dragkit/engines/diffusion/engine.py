@@ -185,8 +185,10 @@ class DiffusionEngine:
         feeds an LCM UNet's guidance embedding)."""
         if embeds is None:
             return {}
-        cond = embeds.cond(batch) if isinstance(embeds, PromptEmbeds) else {"encoder_hidden_states": embeds.expand(
-            batch, -1, -1)}  # fmt: skip
+        if isinstance(embeds, PromptEmbeds):
+            cond = embeds.cond(batch)
+        else:
+            cond = {"encoder_hidden_states": embeds.expand(batch, -1, -1)}
         if self.timestep_cond is not None:
             cond["timestep_cond"] = self.timestep_cond.expand(batch, -1)
         return cond
