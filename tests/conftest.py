@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 import types
@@ -177,3 +178,21 @@ def shared_oracle_pipe():
     p = DragDiffusionPipeline.from_pretrained(SHARED_ORACLE / "model")
     p.set_progress_bar_config(disable=True)
     return p
+
+
+@contextlib.contextmanager
+def vae_inputs(vae):
+    """While inside, every latent entering ``vae.decode`` (× its scaling factor: as the oracles record it) is
+    appended to the yielded list; the VAE is restored afterwards."""
+    seen: list[torch.Tensor] = []
+    decode = vae.decode
+
+    def keep(z, *args, **kwargs):
+        seen.append(z.detach().clone() * vae.config.scaling_factor)
+        return decode(z, *args, **kwargs)
+
+    vae.decode = keep
+    try:
+        yield seen
+    finally:
+        del vae.decode

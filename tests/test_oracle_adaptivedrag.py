@@ -20,7 +20,7 @@ from PIL import Image
 
 from dragkit import DragRequest
 
-from .conftest import SHARED_ORACLE, shared_oracle_pipe
+from .conftest import SHARED_ORACLE, shared_oracle_pipe, vae_inputs
 
 pytest.importorskip("diffusers")
 
@@ -57,17 +57,13 @@ def run(pipe, monkeypatch, case: str, dragged: torch.Tensor | None = None, **cha
     mask = np.asarray(Image.open(SHARED_ORACLE / "mask.png").convert("L")) > 0
     points = POINTS[case]
     request = DragRequest(image, points[0::2], points[1::2], mask=mask, prompt="a photo of a dog and a cat", seed=42)
-    inverted, decoded = [], []
-    engine, vae = pipe.engine, pipe.vae
-    invert, decode, drag = engine.invert, vae.decode, optimize.drag
+    inverted = []
+    engine = pipe.engine
+    invert, drag = engine.invert, optimize.drag
 
     def keep_inverted(*a, **kw):
         inverted.append(invert(*a, **kw))
         return inverted[-1]
-
-    def keep_decoded(z, *a, **kw):
-        decoded.append(z.detach().clone() * vae.config.scaling_factor)
-        return decode(z, *a, **kw)
 
     def theirs(edit):
         out = drag(edit)
@@ -75,11 +71,11 @@ def run(pipe, monkeypatch, case: str, dragged: torch.Tensor | None = None, **cha
         return out
 
     monkeypatch.setattr(engine, "invert", keep_inverted)
-    monkeypatch.setattr(vae, "decode", keep_decoded)
     if dragged is not None:
         monkeypatch.setattr(optimize, "drag", theirs)
     pipe.clear_source_cache()
-    result = pipe(request, method="adaptivedrag", progress=False, **{**SETTINGS, **changed})
+    with vae_inputs(pipe.vae) as decoded:
+        result = pipe(request, method="adaptivedrag", progress=False, **{**SETTINGS, **changed})
     return inverted[0], decoded[-1], result
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from dragkit import DragRequest
 
-from .conftest import SHARED_ORACLE, shared_oracle_pipe
+from .conftest import SHARED_ORACLE, shared_oracle_pipe, vae_inputs
 
 pytest.importorskip("diffusers")
 
@@ -57,16 +56,7 @@ def run(pipe, name: str, **changed):
         propagate_end=args["end_step"],
     )
     steps: list[dict] = []
-    decoded: list[torch.Tensor] = []
-    vae = pipe.vae
-    decode = vae.decode
-
-    def keep_decoded(z, *a, **kw):
-        decoded.append(z.detach().clone() * vae.config.scaling_factor)
-        return decode(z, *a, **kw)
-
-    vae.decode = keep_decoded
-    try:
+    with vae_inputs(pipe.vae) as decoded:
         pipe.clear_source_cache()
         result = pipe(
             request,
@@ -75,8 +65,6 @@ def run(pipe, name: str, **changed):
             callback=lambda ev: steps.append({"handles": ev["handles"].tolist(), "h": ev["latent"].clone()}),
             **{**settings, **changed},
         )
-    finally:
-        del vae.decode
     return case, steps, decoded[-1], result
 
 

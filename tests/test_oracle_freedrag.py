@@ -18,7 +18,7 @@ from PIL import Image
 
 from dragkit import DragRequest
 
-from .conftest import SHARED_ORACLE, shared_oracle_pipe
+from .conftest import SHARED_ORACLE, shared_oracle_pipe, vae_inputs
 
 pytest.importorskip("diffusers")
 
@@ -60,23 +60,13 @@ def run(pipe, name: str, **changed):
         mutual_attn_start_layer=s["start_layer"],
     )
     events: list[dict] = []
-    decoded: list[torch.Tensor] = []
-    vae = pipe.vae
-    decode = vae.decode
-
-    def keep_decoded(z, *a, **kw):
-        decoded.append(z.detach().clone() * vae.config.scaling_factor)
-        return decode(z, *a, **kw)
 
     def keep(ev):
         events.append({k: ev[k] for k in ("step", "handles", "latent", "losses", "notes", "final")})
 
-    vae.decode = keep_decoded
-    try:
+    with vae_inputs(pipe.vae) as decoded:
         pipe.clear_source_cache()
         result = pipe(request, method="freedrag", progress=False, callback=keep, **{**settings, **changed})
-    finally:
-        del vae.decode
     return case, events, decoded[-1], result
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from dragkit import DragRequest
 
-from .conftest import SHARED_ORACLE, shared_oracle_pipe
+from .conftest import SHARED_ORACLE, shared_oracle_pipe, vae_inputs
 
 pytest.importorskip("diffusers")
 pytest.importorskip("safetensors")
@@ -85,21 +85,10 @@ def run(pipe, monkeypatch, name: str, **changed):
         seen["unet_in"].append(z.detach().clone())
         return epsilon(engine, z, t, cond, a_t)
 
-    decoded: list[torch.Tensor] = []
-    vae = pipe.vae
-    decode = vae.decode
-
-    def keep_decoded(z, *a, **kw):
-        decoded.append(z.detach().clone() * vae.config.scaling_factor)
-        return decode(z, *a, **kw)
-
     monkeypatch.setattr(driver, "copy_paste", keep_cells)
     monkeypatch.setattr(driver, "epsilon", keep_input)
-    vae.decode = keep_decoded
-    try:
+    with vae_inputs(pipe.vae) as decoded:
         result = pipe(request, method="regiondrag", progress=False, **{**overrides, **changed})
-    finally:
-        del vae.decode
     return case, seen, decoded[-1], result
 
 

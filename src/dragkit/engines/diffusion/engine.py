@@ -75,6 +75,8 @@ class DiffusionEngine:
         self.scheduler, self.inverse_scheduler = scheduler, inverse_scheduler
         self.name = name
         self.timestep_cond: Tensor | None = None  # an LCM UNet's guidance embedding for this edit (lcm_guidance)
+        self._tiny_vaes: dict[str, Any] = {}  # TAESDs loaded for previews or inpainting, by name
+        self._preview_fallback_said = False
         self.source_cache = SourceCache()
         if progress_bar is None:
             from ...core.progress import progress_bar as bar
@@ -268,10 +270,9 @@ class DiffusionEngine:
         from .inpaint import TINY_VAE, load_tiny_vae
 
         name = TINY_VAE.get(self.family, name) if name == "auto" else name
-        cache = self.__dict__.setdefault("_tiny_vaes", {})
-        if name not in cache:
-            cache[name] = load_tiny_vae(name, self.unet.dtype, self.device)
-        return cache[name]
+        if name not in self._tiny_vaes:
+            self._tiny_vaes[name] = load_tiny_vae(name, self.unet.dtype, self.device)
+        return self._tiny_vaes[name]
 
     def preview_decoder(self, name: str) -> tuple[Any, str]:
         """``preview_vae``'s autoencoder and what it is: ``auto`` falls back to the model's own VAE, said once in the
@@ -285,7 +286,7 @@ class DiffusionEngine:
         except ModelError as e:
             if name != "auto":
                 raise
-            if not self.__dict__.get("_preview_fallback_said"):
+            if not self._preview_fallback_said:
                 logger.warning("%s; previews are decoded with the model's own VAE (slower)", e)
                 self._preview_fallback_said = True
             return self.vae, "model (TAESD could not be loaded)"

@@ -11,7 +11,7 @@ from ...parts import LatentMaskTerm, build_fusion
 from ...parts.freedrag import freedrag_parts, latent_mask_term
 from ..method import LoopParts
 from .edit import DiffusionEdit, Outcome
-from .steps import closs_guides, loop_terms, run_loop, sample, warped
+from .steps import closs_guides, loop_features, loop_terms, run_loop, sample, warped
 
 # What FreeDrag's parts replace: point tracking and its wrappers, the motion supervision and the step schedule.
 REPLACED = ("tracker", "supervision", "schedule", "backtrack", "track_every", "track_lagged", "stuck_rounds")
@@ -36,7 +36,7 @@ def drag_in_rounds(edit: DiffusionEdit, options: None = None) -> list[Outcome]:
     FreeDrag's parts stand in for the tracker, the supervision and the schedule: a preset that names others gets a
     one-line error rather than having them ignored. With ``init=warp`` the loop starts from FastDrag's warp, the
     templates from the content before it."""
-    p, engine = edit.params, edit.engine
+    p = edit.params
     for name in REPLACED:
         if p[name] != default(name):
             raise ParameterError(
@@ -45,15 +45,7 @@ def drag_in_rounds(edit: DiffusionEdit, options: None = None) -> list[Outcome]:
             )
     terms, denoised, clip = loop_terms(edit)
     terms = [latent_mask_term(p) if type(t) is LatentMaskTerm else t for t in terms]
-    features = engine.features_at(
-        edit.timestep,
-        edit.embeds,
-        p["feature_block"],
-        edit.grid,
-        denoised=denoised,
-        x0_image=clip,
-        autocast_mode=p["autocast"],
-    )
+    features = loop_features(edit, denoised, clip)
     own = freedrag_parts(p)
     parts = LoopParts(own.tracker, own.supervision, own.schedule, terms, build_fusion(p))
     start, handles = edit.latent.float(), edit.handles

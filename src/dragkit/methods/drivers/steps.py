@@ -99,17 +99,12 @@ def run_loop(
         )
 
 
-def drag(edit: DiffusionEdit) -> DragLoopOutput:
-    """The shared drag loop on the inverted latent at the edit's timestep, with the parts its parameters name: the
-    UNet's weights frozen (the backward computes the latent's gradient only), the forward stopped at the feature
-    block unless a term needs the noise prediction.
-
-    With ``init=warp`` the loop starts from FastDrag's warp of the inverted latent (:func:`warped`), its handles
-    where the warp moved them, its templates (``F₀``) from the un-warped latent: the warp does the drag and the loop
-    only finishes what it left (usually nothing: the handles start on their targets)."""
-    p, engine = edit.params, edit.engine
-    terms, denoised, clip = loop_terms(edit)
-    features = engine.features_at(
+def loop_features(edit: DiffusionEdit, denoised: bool, clip: bool) -> Any:
+    """The drag loop's feature function at the edit's timestep (:meth:`DiffusionEngine.features_at`): the feature
+    block on the supervision grid, the one-step denoise when ``denoised`` (the mask term), the decoded x0-prediction
+    for ``clip``; as :func:`loop_terms` says they are needed."""
+    p = edit.params
+    return edit.engine.features_at(
         edit.timestep,
         edit.embeds,
         p["feature_block"],
@@ -118,6 +113,19 @@ def drag(edit: DiffusionEdit) -> DragLoopOutput:
         x0_image=clip,
         autocast_mode=p["autocast"],
     )
+
+
+def drag(edit: DiffusionEdit) -> DragLoopOutput:
+    """The shared drag loop on the inverted latent at the edit's timestep, with the parts its parameters name: the
+    UNet's weights frozen (the backward computes the latent's gradient only), the forward stopped at the feature
+    block unless a term needs the noise prediction.
+
+    With ``init=warp`` the loop starts from FastDrag's warp of the inverted latent (:func:`warped`), its handles
+    where the warp moved them, its templates (``F₀``) from the un-warped latent: the warp does the drag and the loop
+    only finishes what it left (usually nothing: the handles start on their targets)."""
+    p = edit.params
+    terms, denoised, clip = loop_terms(edit)
+    features = loop_features(edit, denoised, clip)
     parts = build_parts(p, terms=terms)
     start, handles, context = edit.latent.float(), edit.handles, None
     if p["init"] == "warp":
